@@ -1,0 +1,89 @@
+"""The adapter contract: how the suite reaches an implementation.
+
+An adapter is a small class with documented attributes. The suite never imports a concrete
+adapter and never asks which one runs: it reads `profile`, `capabilities` and `deviations`, and
+sends operations (ashcheck.spec.ops) through `perform`, which returns one Outcome per call.
+
+- Kernel errors are outcomes (`err(EINVAL)`); a signal caught while touching memory is
+  `fault(SIGBUS)`; a lost transport is `indeterminate(...)`. An exception escaping `perform` is a
+  harness bug and is reported as one.
+- A missing capability turns the operations that need it into skipped rules, with the reason.
+- A declared deviation (rule id → why) turns that rule into a strict expected failure: if the
+  implementation stops deviating, the run says the declaration is stale.
+
+Third-party adapters subclass `Adapter` in their own package and register it under the
+entry-point group `ashcheck.adapters`, or are named on the command line as `module:Class`.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Mapping
+from typing import ClassVar
+
+from ashcheck.spec.ops import Op
+from ashcheck.spec.outcome import Outcome
+
+
+class Capability(enum.Enum):
+    """What an implementation can be asked to do. Rules that need a missing one are skipped."""
+
+    ASHMEM_DEVICE = "ashmem-device"    # open("/dev/ashmem") and the raw ioctls on a fresh area
+    PRIVILEGED = "privileged"          # processes with CAP_SYS_ADMIN (PURGE_ALL_CACHES works)
+    UNPRIVILEGED = "unprivileged"      # processes without it (PURGE_ALL_CACHES must say EPERM)
+    MULTI_PROCESS = "multi-process"    # more than one process at a time
+    FD_TRANSFER = "fd-transfer"        # binder transactions carrying fds between processes
+    MAPS_NAME = "maps-name"            # /proc/self/maps can be read
+
+
+class AdapterUnavailable(Exception):
+    """The backend cannot run here (no device, no qemu, …). The message says what is missing."""
+
+
+class Adapter(abc.ABC):
+    """Base class of every adapter.
+
+    Attributes:
+        name: the short name used with `--adapter`.
+        profile: which profile of the spec applies: "ashmem" (the C driver) or "memfd".
+        capabilities: what this backend supports (may be narrowed by probing in `start`).
+        deviations: rule id → reason, for rules this backend knowingly breaks.
+        page_size: the backend's page size in bytes.
+        long_bits: width of `long` in the executing ABI (GET_SIZE returns a long).
+        spontaneous_purge: True if the backend may purge unpinned memory on its own at any time
+            (memory pressure); False if only PURGE_ALL_CACHES purges (a quiet machine).
+    """
+
+    name: ClassVar[str]
+    profile: ClassVar[str]
+    capabilities: frozenset[Capability] = frozenset()
+    deviations: Mapping[str, str] = {}
+    page_size: int = 4096
+    long_bits: int = 64
+    spontaneous_purge: bool = False
+
+    def __init__(self, **options: str) -> None:
+        """`options` come from `--adapter-option key=value`; unknown keys must raise ValueError."""
+        if options:
+            raise ValueError(f"adapter {self.name!r} takes no options, got {sorted(options)}")
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """A cheap check before `start`: None if this adapter can run here, else why not."""
+        return None
+
+    def start(self) -> None:
+        """Acquire long-lived resources (build the executor, boot a VM, …).
+        Raises AdapterUnavailable with a reason if the backend cannot run."""
+
+    @abc.abstractmethod
+    def reset(self) -> None:
+        """End every process of the previous test case: the next operation starts from nothing."""
+
+    @abc.abstractmethod
+    def perform(self, op: Op) -> Outcome:
+        """Carry out one operation and return what the implementation answered."""
+
+    def close(self) -> None:
+        """Release everything `start` acquired. Must be safe to call twice."""

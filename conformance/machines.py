@@ -1,0 +1,372 @@
+"""The Hypothesis state machines: one rule per operation, named after it, so that a shrunk
+counterexample reads like an strace. Rules are thin: the Driver performs, the Harness judges.
+
+- AshmemMachine: regions, every ioctl, mappings, the fd operations, a second process sharing
+  by binder when the adapter can, and purging.
+- MemoryMachine: a few sized regions and their memory: mappings, pin/unpin algebra, purges,
+  loads and stores, mprotect, sharing with a second process. Narrower, so it goes deeper: pins
+  name a mapping and go through an fd of its region, so they meet materialized regions.
+- BinderMachine: several processes passing fds over binder, with enough ashmem operations to
+  observe that what arrived is the same open file description.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    initialize,
+    invariant,
+    multiple,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from ashcheck.adapters.base import Capability
+from ashcheck.conformance import strategies as S
+from ashcheck.conformance.driver import WHOLE, Driver, FdRef, MapRef
+from ashcheck.spec import ops as o
+
+PAGE = 4096  # strategies are built once per class; adapters with other page sizes scale below
+
+
+def _scaled(strategy_fn: Any) -> Any:
+    return strategy_fn(PAGE)
+
+
+class AshmemMachine(RuleBasedStateMachine):
+    procs = Bundle("procs")
+    fds = Bundle("fds")
+    maps = Bundle("maps")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.d = Driver()
+
+    @initialize(target=procs)
+    def spawn_first(self) -> int:
+        return self.d.first_process()
+
+    @precondition(lambda self: self.d.can_spawn() and self.d.can(Capability.UNPRIVILEGED))
+    @rule(target=procs)
+    def spawn_unprivileged(self) -> int:
+        return self.d.spawn(privileged=False)
+
+    # regions ---------------------------------------------------------------------------------
+    @rule(target=fds, proc=procs, name=S.NAMES, size=_scaled(S.small_sizes))
+    def ashmem_create_region(self, proc: int, name: bytes, size: int) -> Any:
+        return self.d.new_fds(o.CreateRegion(proc, name, size))
+
+    @precondition(lambda self: self.d.can(Capability.ASHMEM_DEVICE))
+    @rule(target=fds, proc=procs)
+    def open_ashmem(self, proc: int) -> Any:
+        return self.d.new_fds(o.OpenAshmem(proc))
+
+    @rule(fd=fds, name=S.NAMES)
+    def ashmem_set_name(self, fd: FdRef, name: bytes) -> None:
+        self.d.on_fd(fd, lambda p, f: o.SetName(p, f, name))
+
+    @rule(fd=fds)
+    def ashmem_set_name_null(self, fd: FdRef) -> None:
+        self.d.on_fd(fd, lambda p, f: o.SetName(p, f, None))
+
+    @rule(fd=fds)
+    def ashmem_get_name(self, fd: FdRef) -> None:
+        self.d.on_fd(fd, o.GetName)
+
+    @rule(fd=fds, size=_scaled(S.sizes))
+    def ashmem_set_size(self, fd: FdRef, size: int) -> None:
+        self.d.on_fd(fd, lambda p, f: o.SetSize(p, f, size))
+
+    @rule(fd=fds)
+    def ashmem_get_size(self, fd: FdRef) -> None:
+        self.d.on_fd(fd, o.GetSize)
+
+    @rule(fd=fds, prot=S.PROT_MASK_ARG)
+    def ashmem_set_prot_mask(self, fd: FdRef, prot: int) -> None:
+        self.d.on_fd(fd, lambda p, f: o.SetProtMask(p, f, prot))
+
+    @rule(fd=fds)
+    def ashmem_get_prot_mask(self, fd: FdRef) -> None:
+        self.d.on_fd(fd, o.GetProtMask)
+
+    # pinning ---------------------------------------------------------------------------------
+    @rule(fd=fds, offset=_scaled(S.pin_offsets), length=_scaled(S.pin_lengths))
+    def ashmem_pin(self, fd: FdRef, offset: int, length: int) -> None:
+        self.d.on_fd(fd, lambda p, f: o.Pin(p, f, offset, length))
+
+    @rule(fd=fds, offset=_scaled(S.pin_offsets), length=_scaled(S.pin_lengths))
+    def ashmem_unpin(self, fd: FdRef, offset: int, length: int) -> None:
+        self.d.on_fd(fd, lambda p, f: o.Unpin(p, f, offset, length))
+
+    @rule(fd=fds, offset=_scaled(S.pin_offsets), length=_scaled(S.pin_lengths))
+    def ashmem_get_pin_status(self, fd: FdRef, offset: int, length: int) -> None:
+        self.d.on_fd(fd, lambda p, f: o.GetPinStatus(p, f, offset, length))
+
+    @rule(fd=fds)
+    def ashmem_purge_all_caches(self, fd: FdRef) -> None:
+        self.d.on_fd(fd, o.PurgeAllCaches)
+
+    # memory ----------------------------------------------------------------------------------
+    @rule(target=maps, fd=fds, length=_scaled(S.map_lengths), prot=S.MAP_PROT, shared=st.booleans(),
+          offset=_scaled(S.map_offsets))
+    def mmap(self, fd: FdRef, length: int, prot: int, shared: bool, offset: int) -> Any:
+        return self.d.mmap(fd, length, prot, shared, offset)
+
+    @rule(m=consumes(maps))
+    def munmap(self, m: MapRef) -> None:
+        self.d.on_map(m, lambda _: o.Munmap(m.proc, m.map_id))
+
+    @rule(m=maps, prot=S.PROT)
+    def mprotect(self, m: MapRef, prot: int) -> None:
+        self.d.on_map(m, lambda _: o.Mprotect(m.proc, m.map_id, prot))
+
+    @rule(m=maps, at=_scaled(S.positions), length=st.sampled_from([1, 8, 64]))
+    def load(self, m: MapRef, at: int, length: int) -> None:
+        self.d.on_map(m, lambda mm: o.Load(m.proc, m.map_id, *self.d.window(mm, at, length)))
+
+    @rule(m=maps, at=_scaled(S.positions), data=S.DATA)
+    def store(self, m: MapRef, at: int, data: bytes) -> None:
+        def make(mm: Any) -> o.Op:
+            start, n = self.d.window(mm, at, len(data))
+            return o.Store(m.proc, m.map_id, start, data[:n])
+        self.d.on_map(m, make)
+
+    @precondition(lambda self: self.d.can(Capability.MAPS_NAME))
+    @rule(m=maps)
+    def maps_name(self, m: MapRef) -> None:
+        self.d.on_map(m, lambda _: o.MapsName(m.proc, m.map_id))
+
+    # file descriptors ------------------------------------------------------------------------
+    @rule(target=fds, fd=fds)
+    def dup(self, fd: FdRef) -> Any:
+        return self.d.new_fds(o.Dup(fd.proc, fd.fd))
+
+    @rule(fd=fds)
+    def close(self, fd: FdRef) -> None:
+        self.d.on_fd(fd, o.Close)
+
+    @rule(fd=fds, offset=st.sampled_from([0, 1, PAGE, -1, 3 * PAGE]), whence=st.sampled_from([0, 1, 2, 7]))
+    def lseek(self, fd: FdRef, offset: int, whence: int) -> None:
+        self.d.on_fd(fd, lambda p, f: o.Lseek(p, f, offset, whence))
+
+    @rule(fd=fds, count=st.sampled_from([1, 16, PAGE + 8]))
+    def read(self, fd: FdRef, count: int) -> None:
+        self.d.on_fd(fd, lambda p, f: o.Read(p, f, count))
+
+    @rule(fd=fds, data=S.DATA)
+    def write(self, fd: FdRef, data: bytes) -> None:
+        self.d.on_fd(fd, lambda p, f: o.Write(p, f, data))
+
+    @rule(fd=fds)
+    def fcntl_getfd(self, fd: FdRef) -> None:
+        self.d.on_fd(fd, o.GetFdFlags)
+
+    @precondition(lambda self: self.d.can(Capability.FD_TRANSFER))
+    @rule(target=fds, fd=fds, dst=procs)
+    def binder_transaction(self, fd: FdRef, dst: int) -> Any:
+        return _transfer(self.d, fd.proc, dst, (fd.fd,))
+
+    @invariant()
+    def fd_table(self) -> None:
+        self.d.check_fd_table()
+
+
+def run(machine: type[RuleBasedStateMachine]) -> None:
+    """Run a machine under the active Hypothesis profile."""
+    run_state_machine_as_test(machine)  # type: ignore[no-untyped-call]
+
+
+def _transfer(d: Driver, src: int, dst: int, fds: tuple[int, ...]) -> Any:
+    if src == dst or not (d.alive(src) and d.alive(dst)):
+        return multiple()
+    out = d.step(o.BinderSend(src, dst, fds))
+    if isinstance(out.value, tuple):
+        return multiple(*(FdRef(dst, fd) for fd in out.value))
+    return multiple()
+
+
+class BinderMachine(RuleBasedStateMachine):
+    procs = Bundle("procs")
+    fds = Bundle("fds")
+    paths = Bundle("paths")
+    maps = Bundle("maps")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.d = Driver()
+
+    @initialize(target=procs)
+    def spawn_first(self) -> int:
+        return self.d.first_process()
+
+    @precondition(lambda self: self.d.can_spawn())
+    @rule(target=procs, accepts_fds=st.booleans())
+    def spawn(self, accepts_fds: bool) -> int:
+        return self.d.spawn(self.d.can(Capability.PRIVILEGED), accepts_fds)
+
+    @rule(target=fds, proc=procs, size=st.sampled_from([PAGE, 2 * PAGE]))
+    def ashmem_create_region(self, proc: int, size: int) -> Any:
+        return self.d.new_fds(o.CreateRegion(proc, b"xfer", size))
+
+    @rule(target=paths, proc=procs)
+    def open_path(self, proc: int) -> Any:
+        return self.d.new_fds(o.OpenPath(proc))
+
+    @rule(target=fds, fd=fds)
+    def dup(self, fd: FdRef) -> Any:
+        return self.d.new_fds(o.Dup(fd.proc, fd.fd))
+
+    @rule(fd=fds)
+    def close(self, fd: FdRef) -> None:
+        self.d.on_fd(fd, o.Close)
+
+    @rule(target=fds, src=procs, dst=procs,
+          sent=st.lists(st.one_of(fds, paths), max_size=3), bogus=st.sampled_from([(), (), (), (99,)]))
+    def binder_transaction(self, src: int, dst: int, sent: list[FdRef], bogus: tuple[int, ...]) -> Any:
+        return _transfer(self.d, src, dst, tuple(r.fd for r in sent) + bogus)
+
+    @rule(target=fds, caller=procs, replier=procs, sent=st.lists(fds, max_size=2), accept_fds=st.booleans())
+    def binder_reply(self, caller: int, replier: int, sent: list[FdRef], accept_fds: bool) -> Any:
+        if caller == replier or not (self.d.alive(caller) and self.d.alive(replier)):
+            return multiple()
+        out = self.d.step(o.BinderReply(caller, replier, tuple(r.fd for r in sent), accept_fds))
+        got = out.value[0] if isinstance(out.value, tuple) else None
+        return multiple(*(FdRef(caller, fd) for fd in got)) if isinstance(got, tuple) else multiple()
+
+    @rule(fd=fds, offset=st.sampled_from([0, 5, PAGE]), whence=st.sampled_from([0, 1, 2]))
+    def lseek(self, fd: FdRef, offset: int, whence: int) -> None:
+        self.d.on_fd(fd, lambda p, f: o.Lseek(p, f, offset, whence))
+
+    @rule(fd=fds)
+    def fcntl_getfd(self, fd: FdRef) -> None:
+        self.d.on_fd(fd, o.GetFdFlags)
+
+    @rule(fd=fds, prot=st.sampled_from([1, 5, 7]))
+    def ashmem_set_prot_mask(self, fd: FdRef, prot: int) -> None:
+        self.d.on_fd(fd, lambda p, f: o.SetProtMask(p, f, prot))
+
+    @rule(fd=fds)
+    def ashmem_get_prot_mask(self, fd: FdRef) -> None:
+        self.d.on_fd(fd, o.GetProtMask)
+
+    @rule(target=maps, fd=fds)
+    def mmap(self, fd: FdRef) -> Any:
+        return self.d.mmap(fd, PAGE, 3, True, 0)
+
+    @rule(m=maps, data=S.DATA)
+    def store(self, m: MapRef, data: bytes) -> None:
+        self.d.on_map(m, lambda _: o.Store(m.proc, m.map_id, 0, data))
+
+    @rule(m=maps)
+    def load(self, m: MapRef) -> None:
+        self.d.on_map(m, lambda _: o.Load(m.proc, m.map_id, 0, 8))
+
+    @precondition(lambda self: len(self.d.h.kernel.procs) > 1)
+    @rule(proc=procs)
+    def exit(self, proc: int) -> None:
+        if self.d.alive(proc) and proc != 0:
+            self.d.step(o.Exit(proc))
+
+    @invariant()
+    def fd_table(self) -> None:
+        self.d.check_fd_table()
+
+
+class MemoryMachine(RuleBasedStateMachine):
+    procs = Bundle("procs")
+    fds = Bundle("fds")
+    maps = Bundle("maps")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.d = Driver()
+
+    @initialize(target=procs)
+    def spawn_first(self) -> int:
+        return self.d.first_process()
+
+    @rule(target=fds, proc=procs, size=st.sampled_from([4 * PAGE, 2 * PAGE, 3 * PAGE + 100]))
+    def ashmem_create_region(self, proc: int, size: int) -> Any:
+        return self.d.new_fds(o.CreateRegion(proc, b"mem", size))
+
+    @precondition(lambda self: self.d.can_spawn())
+    @rule(target=procs)
+    def spawn(self) -> int:
+        return self.d.spawn(self.d.can(Capability.PRIVILEGED))
+
+    @precondition(lambda self: self.d.can(Capability.FD_TRANSFER))
+    @rule(target=fds, fd=fds, dst=procs)
+    def binder_transaction(self, fd: FdRef, dst: int) -> Any:
+        return _transfer(self.d, fd.proc, dst, (fd.fd,))
+
+    @rule(target=maps, fd=fds, prot=S.MAP_PROT, shared=st.sampled_from([True, True, False]),
+          length=st.sampled_from([WHOLE, WHOLE, PAGE]), offset=st.sampled_from([0, 0, PAGE]))
+    def mmap(self, fd: FdRef, prot: int, shared: bool, length: int, offset: int) -> Any:
+        return self.d.mmap(fd, length, prot, shared, offset)
+
+    @rule(m=consumes(maps))
+    def munmap(self, m: MapRef) -> None:
+        self.d.on_map(m, lambda _: o.Munmap(m.proc, m.map_id))
+
+    @rule(m=maps, prot=S.PROT)
+    def mprotect(self, m: MapRef, prot: int) -> None:
+        self.d.on_map(m, lambda _: o.Mprotect(m.proc, m.map_id, prot))
+
+    @rule(m=maps, at=_scaled(S.positions), length=st.sampled_from([8, 64]))
+    def load(self, m: MapRef, at: int, length: int) -> None:
+        self.d.on_map(m, lambda mm: o.Load(m.proc, m.map_id, *self.d.window(mm, at, length)))
+
+    @rule(m=maps, at=_scaled(S.positions), data=S.DATA)
+    def store(self, m: MapRef, at: int, data: bytes) -> None:
+        def make(mm: Any) -> o.Op:
+            start, n = self.d.window(mm, at, len(data))
+            return o.Store(m.proc, m.map_id, start, data[:n])
+        self.d.on_map(m, make)
+
+    @rule(m=maps, page=st.integers(0, 4), pages=st.integers(0, 3))
+    def ashmem_pin(self, m: MapRef, page: int, pages: int) -> None:
+        fd = self.d.fd_of(m)
+        if fd is not None:
+            self.d.on_fd(fd, lambda p, f: o.Pin(p, f, page * PAGE, pages * PAGE))
+
+    @rule(m=maps, page=st.integers(0, 4), pages=st.integers(0, 3))
+    def ashmem_unpin(self, m: MapRef, page: int, pages: int) -> None:
+        fd = self.d.fd_of(m)
+        if fd is not None:
+            self.d.on_fd(fd, lambda p, f: o.Unpin(p, f, page * PAGE, pages * PAGE))
+
+    @rule(m=maps, page=st.integers(0, 4), pages=st.integers(0, 3))
+    def ashmem_get_pin_status(self, m: MapRef, page: int, pages: int) -> None:
+        fd = self.d.fd_of(m)
+        if fd is not None:
+            self.d.on_fd(fd, lambda p, f: o.GetPinStatus(p, f, page * PAGE, pages * PAGE))
+
+    @rule(fd=fds)
+    def ashmem_purge_all_caches(self, fd: FdRef) -> None:
+        self.d.on_fd(fd, o.PurgeAllCaches)
+
+    @rule(fd=fds, prot=st.sampled_from([1, 3, 5]))
+    def ashmem_set_prot_mask(self, fd: FdRef, prot: int) -> None:
+        self.d.on_fd(fd, lambda p, f: o.SetProtMask(p, f, prot))
+
+    @rule(fd=fds, offset=st.sampled_from([0, PAGE, 2 * PAGE + 8]))
+    def lseek(self, fd: FdRef, offset: int) -> None:
+        self.d.on_fd(fd, lambda p, f: o.Lseek(p, f, offset, 0))
+
+    @rule(fd=fds, count=st.sampled_from([8, PAGE + 8]))
+    def read(self, fd: FdRef, count: int) -> None:
+        self.d.on_fd(fd, lambda p, f: o.Read(p, f, count))
+
+    @rule(fd=consumes(fds))
+    def close(self, fd: FdRef) -> None:
+        self.d.on_fd(fd, o.Close)
+
+    @invariant()
+    def fd_table(self) -> None:
+        self.d.check_fd_table()

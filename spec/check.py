@@ -1,0 +1,71 @@
+"""The spec as one object: the allowed outcomes of an operation, and advancing by an observation.
+
+Data flow of one step (ARCHITECTURE): the machine asks `allowed(op)` → the adapter performs op →
+`observe(op, outcome)` checks membership and advances the state by what was observed. A miss
+changes nothing and returns a verdict naming the rules that were in play.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ashcheck.spec import binder, fds, fileio, memory, pinning, regions
+from ashcheck.spec import ops as o
+from ashcheck.spec.branch import Branch
+from ashcheck.spec.outcome import Outcome
+from ashcheck.spec.profiles import PROFILES
+from ashcheck.spec.state import Kernel, expand_purges
+
+SPEC: dict[type[o.Op], Callable[[Kernel, Any], list[Branch]]] = {
+    o.Spawn: fds.spawn, o.Exit: fds.exit_, o.ListFds: fds.list_fds, o.Dup: fds.dup, o.Close: fds.close,
+    o.GetFdFlags: fds.get_fd_flags, o.OpenPath: fds.open_path,
+    o.CreateRegion: regions.create_region, o.OpenAshmem: regions.open_ashmem,
+    o.SetName: regions.set_name, o.GetName: regions.get_name, o.SetSize: regions.set_size,
+    o.GetSize: regions.get_size, o.SetProtMask: regions.set_prot_mask, o.GetProtMask: regions.get_prot_mask,
+    o.Pin: pinning.pin, o.Unpin: pinning.unpin, o.GetPinStatus: pinning.get_pin_status,
+    o.PurgeAllCaches: pinning.purge_all_caches,
+    o.Mmap: memory.mmap, o.Munmap: memory.munmap, o.Mprotect: memory.mprotect, o.Load: memory.load,
+    o.Store: memory.store, o.MapsName: memory.maps_name,
+    o.Read: fileio.read, o.Lseek: fileio.lseek, o.Write: fileio.write,
+    o.BinderSend: binder.send, o.BinderReply: binder.reply,
+}
+
+MAX_WORLDS = 64
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    rule: str                 # the rule that allowed the outcome, or the first one expected
+    expected: tuple[str, ...]  # every allowed outcome, as "outcome  [rule]"
+    rules: tuple[str, ...]    # every rule that was in play
+
+
+class Spec:
+    """The executable specification, holding the abstract state of one test case."""
+
+    def __init__(self, profile: str, *, page_size: int = 4096, long_bits: int = 64,
+                 spontaneous_purge: bool = False) -> None:
+        self.kernel = Kernel(PROFILES[profile], page_size, long_bits, spontaneous_purge)
+
+    def allowed(self, op: o.Op) -> list[Branch]:
+        """The allowed outcomes of `op` now. Raises SpecLimit when the state is beyond tracking."""
+        k = self.kernel
+        if k.spontaneous_purge:
+            for region in k.regions.values():
+                if any(w.unpurged() for w in region.worlds):
+                    expand_purges(region, MAX_WORLDS)
+        return SPEC[type(op)](k, op)
+
+    def observe(self, op: o.Op, observed: Outcome) -> Verdict:
+        branches = self.allowed(op)
+        expected = tuple(str(b) for b in branches)
+        rules = tuple(dict.fromkeys(b.rule for b in branches))
+        for b in branches:
+            if b.matches(observed):
+                if b.effect is not None:
+                    b.effect(observed)
+                return Verdict(True, b.rule, expected, rules)
+        return Verdict(False, rules[0], expected, rules)

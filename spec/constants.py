@@ -1,0 +1,59 @@
+"""Numbers the drivers and the C library define, named as the kernel names them.
+
+Sources: drivers/staging/android/uapi/ashmem.h (Linux 5.10), include/uapi/linux/android/binder.h,
+include/uapi/asm-generic/mman-common.h and fcntl.h. ioctl numbers are for the asm-generic `_IOC`
+encoding and an LP64 ABI (x86_64, arm64); see ../shared/semantics/ashmem.md §1.2.
+"""
+
+from __future__ import annotations
+
+import enum
+
+PROT_NONE = 0
+PROT_READ = 1
+PROT_WRITE = 2
+PROT_EXEC = 4
+PROT_MASK = PROT_READ | PROT_WRITE | PROT_EXEC
+
+MAP_SHARED = 1
+MAP_PRIVATE = 2
+
+FD_CLOEXEC = 1
+O_RDWR = 2
+O_CLOEXEC = 0o2000000
+O_PATH = 0o10000000
+
+SEEK_SET, SEEK_CUR, SEEK_END = 0, 1, 2
+
+ASHMEM_NAME_LEN = 256  # the user buffer, NUL included: at most 255 name bytes
+ASHMEM_NAME_DEF = b"dev/ashmem"
+ASHMEM_NOT_PURGED, ASHMEM_WAS_PURGED = 0, 1
+ASHMEM_IS_UNPINNED, ASHMEM_IS_PINNED = 0, 1
+
+MEMFD_NAME_MAX = 249  # NAME_MAX minus strlen("memfd:"), mm/memfd.c
+
+F_ADD_SEALS, F_GET_SEALS = 1033, 1034
+F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_WRITE, F_SEAL_FUTURE_WRITE = 1, 2, 4, 8, 16
+
+
+def _ioc(direction: int, nr: int, size: int) -> int:
+    return (direction << 30) | (size << 16) | (0x77 << 8) | nr
+
+
+class AshmemIoctl(enum.IntEnum):
+    """The /dev/ashmem ioctls (LP64 numbers)."""
+
+    SET_NAME = _ioc(1, 1, 256)
+    GET_NAME = _ioc(2, 2, 256)
+    SET_SIZE = _ioc(1, 3, 8)
+    GET_SIZE = _ioc(0, 4, 0)
+    SET_PROT_MASK = _ioc(1, 5, 8)
+    GET_PROT_MASK = _ioc(0, 6, 0)
+    PIN = _ioc(1, 7, 8)
+    UNPIN = _ioc(1, 8, 8)
+    GET_PIN_STATUS = _ioc(0, 9, 0)  # _IO, yet the argument is a struct ashmem_pin pointer
+    PURGE_ALL_CACHES = _ioc(0, 10, 0)
+
+
+def page_align(n: int, page: int) -> int:
+    return (n + page - 1) // page * page

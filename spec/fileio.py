@@ -1,0 +1,129 @@
+"""read(), lseek() and write() on a region's fd.
+
+Rules (C driver = drivers/staging/android/ashmem.c ashmem_read_iter / ashmem_llseek, Linux 5.10;
+ashmem.md §1.4; memfd = mm/shmem.c shmem_file_write_iter / shmem_write_begin):
+
+- The file position belongs to the open file description, so every fd made from it by dup or
+  binder moves one position.
+- ashmem: read with size 0 returns EOF; before the first mmap it is EBADF; then it reads the
+  backing file from the position, up to the size (purged pages read as zeros).
+  lseek with size 0 is EINVAL, before the first mmap EBADF, then ordinary SEEK_SET/CUR/END.
+- ashmem has no write operation: write() is EINVAL (vfs_write without FMODE_CAN_WRITE).
+- memfd: write() stores data at the position, page chunk by page chunk; a chunk that would grow
+  the file is EPERM under F_SEAL_GROW (a partial write returns what it wrote); any write after
+  F_SEAL_FUTURE_WRITE is EPERM.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from ashcheck.spec.branch import Branch, ebadf, fails
+from ashcheck.spec.constants import PROT_WRITE, SEEK_CUR, SEEK_END, SEEK_SET
+from ashcheck.spec.ops import Lseek, Read, Write
+from ashcheck.spec.outcome import Outcome, ok
+from ashcheck.spec.rules import Rule, declare
+from ashcheck.spec.state import Kernel, Mem, Region
+
+C = "drivers/staging/android/ashmem.c"
+OBS = "K510-OBS §2 (Debian 5.10.0-46)"
+A, M = ("ashmem",), ("memfd",)
+
+declare(
+    Rule("ashmem.read.size-zero", "read() of a size-0 region returns EOF", C + " ashmem_read_iter, 5.10; "
+         + OBS, profiles=A),
+    Rule("ashmem.read.not-mapped", "read() before the first mmap is EBADF", C + " ashmem_read_iter, 5.10",
+         profiles=A),
+    Rule("fd.read.data", "read() returns the bytes at the position, up to the size, and advances it",
+         C + " ashmem_read_iter; " + OBS),
+    Rule("ashmem.lseek.size-zero", "lseek() on a size-0 region is EINVAL", C + " ashmem_llseek, 5.10; " + OBS,
+         profiles=A),
+    Rule("ashmem.lseek.not-mapped", "lseek() before the first mmap is EBADF", C + " ashmem_llseek, 5.10",
+         profiles=A),
+    Rule("fd.lseek.position", "lseek() SEEK_SET/CUR/END moves the shared position; a negative result or "
+         "an unknown whence is EINVAL", "fs/read_write.c generic_file_llseek_size; " + OBS),
+    Rule("ashmem.write.einval", "write() on an ashmem fd is EINVAL: the driver has no write operation",
+         C + " ashmem_fops; fs/read_write.c vfs_write; " + OBS, profiles=A),
+    Rule("memfd.write.stores", "memfd mode: write() stores at the position; growing is EPERM (F_SEAL_GROW)",
+         "mm/shmem.c shmem_write_begin", profiles=M),
+    Rule("memfd.write.sealed", "memfd mode: write() after write removal is EPERM (F_SEAL_FUTURE_WRITE)",
+         "mm/shmem.c shmem_write_begin; ashmem.md §6.4", profiles=M),
+)
+
+
+def _region(k: Kernel, proc: int, fd: int) -> Region | None:
+    return k.region_of(proc, fd)
+
+
+def _tagged(k: Kernel, proc: int, fd: int, rule: str) -> str:
+    """Operations through an fd that binder delivered also confirm that it is the same file."""
+    entry = k.procs[proc].fds.get(fd)
+    return "binder.fd.same-file" if entry is not None and entry.origin == "binder" else rule
+
+
+def read(k: Kernel, op: Read) -> list[Branch]:
+    region = _region(k, op.proc, op.fd)
+    if region is None:
+        return ebadf()
+    if k.profile.fd_io_needs_mapping:
+        if region.size == 0:
+            return [Branch("ashmem.read.size-zero", ok(b""))]
+        if not region.materialized:
+            return fails("ashmem.read.not-mapped", errno.EBADF)
+    n = max(0, min(op.count, region.size - region.pos))
+    groups: dict[bytes, list[Mem]] = {}
+    for world in region.worlds:
+        groups.setdefault(world.read(region.pos, n, k.page), []).append(world)
+
+    def keep(data: bytes, worlds: list[Mem]) -> Branch:
+        def effect(_: Outcome) -> None:
+            region.worlds = worlds
+            region.pos += n
+        return Branch(_tagged(k, op.proc, op.fd, "fd.read.data"), ok(data), effect)
+
+    return [keep(data, ws) for data, ws in groups.items()]
+
+
+def lseek(k: Kernel, op: Lseek) -> list[Branch]:
+    region = _region(k, op.proc, op.fd)
+    if region is None:
+        return ebadf()
+    if k.profile.fd_io_needs_mapping:
+        if region.size == 0:
+            return fails("ashmem.lseek.size-zero", errno.EINVAL)
+        if not region.materialized:
+            return fails("ashmem.lseek.not-mapped", errno.EBADF)
+    base = {SEEK_SET: 0, SEEK_CUR: region.pos, SEEK_END: region.size}.get(op.whence)
+    if base is None or base + op.offset < 0:
+        return fails("fd.lseek.position", errno.EINVAL)
+    new = base + op.offset
+
+    def effect(_: Outcome) -> None:
+        region.pos = new
+
+    return [Branch(_tagged(k, op.proc, op.fd, "fd.lseek.position"), ok(new), effect)]
+
+
+def write(k: Kernel, op: Write) -> list[Branch]:
+    region = _region(k, op.proc, op.fd)
+    if region is None:
+        return ebadf()
+    if not k.profile.fd_write:
+        return fails("ashmem.write.einval", errno.EINVAL)
+    if not region.prot_mask & PROT_WRITE:
+        return fails("memfd.write.sealed", errno.EPERM)
+    written = 0
+    pos = region.pos
+    while written < len(op.data):  # generic_perform_write: one page chunk at a time
+        chunk = min(k.page - (pos + written) % k.page, len(op.data) - written)
+        if pos + written + chunk > region.size:
+            break
+        written += chunk
+    if written == 0 and op.data:
+        return fails("memfd.write.stores", errno.EPERM)
+
+    def effect(_: Outcome) -> None:
+        region.worlds = list(dict.fromkeys(w.write(pos, op.data[:written], k.page) for w in region.worlds))
+        region.pos = pos + written
+
+    return [Branch("memfd.write.stores", ok(written), effect)]

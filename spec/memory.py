@@ -1,0 +1,247 @@
+"""mmap, munmap, mprotect, loads and stores through mappings, and /proc/pid/maps names.
+
+Rules (C driver = drivers/staging/android/ashmem.c ashmem_mmap, Linux 5.10; generic = mm/mmap.c
+do_mmap and mm/mprotect.c; memfd = mm/shmem.c + memfd seals; ashmem.md §2, §6.4; K510-OBS):
+
+- Generic checks run first: length 0 or an unaligned offset is EINVAL; a bad fd is EBADF.
+- The C driver then checks, in order: size 0 → EINVAL; PAGE_ALIGN(length) > PAGE_ALIGN(size) →
+  EINVAL (the offset is not checked); a prot bit outside the mask → EPERM, for MAP_PRIVATE too.
+  memfd mode checks none of these; only a shared writable mapping of a write-sealed memfd is EPERM.
+- The mapping's VM_MAY* bits are the mask at mmap time: mprotect beyond them is EACCES, while a
+  mapping made before the mask shrank keeps what it had.
+- The first successful mmap materializes an ashmem region (sticky, even after munmap).
+- MAP_SHARED mappings, in every process and through every fd, see one set of pages. A page at or
+  past the end of the file (ceil(size / PAGE) pages) is SIGBUS when touched.
+- ashmem MAP_PRIVATE is anonymous zero memory of its own (vma_set_anonymous); memfd MAP_PRIVATE
+  is a copy-on-write view of the file.
+- Loads need PROT_READ (PROT_NONE is SIGSEGV; a write- or exec-only mapping is readable on some
+  architectures and not on others), stores need PROT_WRITE (else SIGSEGV). A store goes byte by
+  byte upwards, so one that faults part-way has written the bytes before the faulting page.
+- Mappings keep the memory after every fd is closed (ashmem_area doc: "Mappings do NOT pin this
+  structure", the vma holds the backing file).
+- /proc/pid/maps names the mapping "/dev/ashmem/<name> (deleted)" ("/dev/ashmem (deleted)"
+  unnamed) for shared and private mappings; memfd: "/memfd:<name> (deleted)". The kernel
+  escapes a newline in a path as \\012 (fs/proc/task_mmu.c show_map_vma → seq_file_path).
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+
+from ashcheck.spec import pins
+from ashcheck.spec.branch import Branch, ebadf, fails
+from ashcheck.spec.constants import PROT_MASK, PROT_READ, PROT_WRITE, page_align
+from ashcheck.spec.ops import Load, MapsName, Mmap, Mprotect, Munmap, Store
+from ashcheck.spec.outcome import SIGBUS, SIGSEGV, Outcome, fault, ok
+from ashcheck.spec.rules import Rule, declare
+from ashcheck.spec.state import Kernel, Mapping, Mem, Region, SpecLimit
+
+C = "drivers/staging/android/ashmem.c ashmem_mmap, 5.10"
+OBS = "K510-OBS §2 (Debian 5.10.0-46)"
+A, M = ("ashmem",), ("memfd",)
+
+declare(
+    Rule("mem.mmap.generic-einval", "mmap with length 0 or an unaligned offset is EINVAL",
+         "mm/mmap.c do_mmap / ksys_mmap_pgoff"),
+    Rule("ashmem.mmap.size-zero", "mmap of a region whose size is 0 is EINVAL", C + "; " + OBS, profiles=A),
+    Rule("ashmem.mmap.too-long", "mmap longer than PAGE_ALIGN(size) is EINVAL", C + "; " + OBS, profiles=A),
+    Rule("ashmem.mmap.prot-outside-mask", "mmap asking for a prot bit outside the mask is EPERM, "
+         "MAP_PRIVATE included (memfd: only shared+WRITE on a write-sealed memfd)",
+         C + "; " + OBS + "; mm/shmem.c seal_check_write"),
+    Rule("ashmem.mmap.materializes", "the first successful mmap materializes the region",
+         C, profiles=A),
+    Rule("ashmem.mmap.ok", "mmap within the rules succeeds, any number of times, from any holder", C),
+    Rule("ashmem.mmap.offset-unchecked", "the file offset is not checked: offset + length may pass the size",
+         C + " (only vm_end - vm_start is compared)", profiles=A),
+    Rule("memfd.mmap.no-size-check", "memfd mode: mmap of a size-0 region or longer than the size succeeds",
+         "mm/shmem.c shmem_mmap; ashmem.md §6.4 (probed)", profiles=M),
+    Rule("mem.munmap.ok", "munmap of a mapping succeeds", "mm/mmap.c"),
+    Rule("mem.mprotect.ok", "mprotect within the mapping's VM_MAY* bits succeeds", "mm/mprotect.c"),
+    Rule("ashmem.mprotect.beyond-mask", "mprotect adding a bit that was outside the mask at mmap time "
+         "is EACCES (VM_MAY* cleared)", C + " calc_vm_may_flags; mm/mprotect.c; " + OBS),
+    Rule("mem.load.shared", "a load through a MAP_SHARED mapping returns the region's bytes, the same "
+         "through every fd, process and mapping", "mm/shmem.c; " + C),
+    Rule("ashmem.shrinker.any-time", "unpinned memory may read as the old bytes or as zeros: the "
+         "shrinker purges whole unpinned ranges at any time", "ashmem_shrink_scan, 5.10; ashmem.md §3.5"),
+    Rule("ashmem.purge.zero-fill", "after a purge the range reads as zeros in every shared mapping",
+         "ashmem_shrink_scan (FALLOC_FL_PUNCH_HOLE), 5.10; " + OBS),
+    Rule("ashmem.mmap.private-anonymous", "an ashmem MAP_PRIVATE mapping is zero-filled memory of its "
+         "own, blind to the region's data", C + " vma_set_anonymous (commit 11980c2ac4cc)", profiles=A),
+    Rule("memfd.mmap.private-cow", "a memfd MAP_PRIVATE mapping is a copy-on-write view of the data",
+         "mm/shmem.c; ashmem.md §6.4 (probed)", profiles=M),
+    Rule("mem.load.segv", "a load through a PROT_NONE mapping is SIGSEGV", "arch fault handling"),
+    Rule("mem.sigbus-beyond-eof", "touching a shared page at or past ceil(size/PAGE) is SIGBUS",
+         "mm/shmem.c shmem_fault beyond i_size; ashmem.md §2"),
+    Rule("mem.store.ok", "a store through a writable mapping succeeds", "mm"),
+    Rule("mem.store.segv", "a store through a mapping without PROT_WRITE is SIGSEGV", "arch fault handling"),
+    Rule("ashmem.lifetime.mapping-outlives-close", "a mapping keeps working after every fd of its region "
+         "is closed", "ashmem_area comment 'Mappings do NOT pin this structure'; CTS testUseAfterClose"),
+    Rule("ashmem.maps.name", "/proc/pid/maps shows /dev/ashmem/<name> (deleted) or /memfd:<name> (deleted)",
+         C + " shmem_file_setup(asma->name); " + OBS, needs=("maps-name",)),
+)
+
+
+def mmap(k: Kernel, op: Mmap) -> list[Branch]:
+    region = k.region_of(op.proc, op.fd)
+    if region is None:
+        return ebadf()
+    if op.length <= 0 or op.offset % k.page or op.offset < 0:
+        return fails("mem.mmap.generic-einval", errno.EINVAL)
+    profile = k.profile
+    aligned_size = page_align(region.size, k.page)
+    if profile.mmap_checks_size:
+        if region.size == 0:
+            return fails("ashmem.mmap.size-zero", errno.EINVAL)
+        if page_align(op.length, k.page) > aligned_size:
+            return fails("ashmem.mmap.too-long", errno.EINVAL)
+    checked = op.shared or profile.private_checks_mask
+    if checked and op.prot & ~region.prot_mask & PROT_MASK:
+        return fails("ashmem.mmap.prot-outside-mask", errno.EPERM)
+    if not profile.mmap_checks_size and (region.size == 0 or op.length > aligned_size):
+        rule = "memfd.mmap.no-size-check"
+    elif op.offset + op.length > aligned_size:
+        rule = "ashmem.mmap.offset-unchecked"
+    else:
+        rule = "ashmem.mmap.ok" if region.materialized else "ashmem.mmap.materializes"
+    may = region.prot_mask if checked else PROT_MASK
+
+    def effect(_: Outcome) -> None:
+        region.materialized = True
+        k.procs[op.proc].maps[op.map_id] = Mapping(region.rid, op.length, op.prot, may, op.shared, op.offset)
+
+    return [Branch(rule, ok(None), effect)]
+
+
+def munmap(k: Kernel, op: Munmap) -> list[Branch]:
+    def effect(_: Outcome) -> None:
+        rid = k.procs[op.proc].maps.pop(op.map_id).rid
+        k.collect(rid)
+
+    return [Branch("mem.munmap.ok", ok(None), effect)]
+
+
+def mprotect(k: Kernel, op: Mprotect) -> list[Branch]:
+    m = k.procs[op.proc].maps[op.map_id]
+    if op.prot & ~m.may & PROT_MASK:
+        return fails("ashmem.mprotect.beyond-mask", errno.EACCES)
+
+    def effect(_: Outcome) -> None:
+        m.prot = op.prot
+
+    return [Branch("mem.mprotect.ok", ok(None), effect)]
+
+
+def _file_backed(k: Kernel, m: Mapping) -> bool:
+    return m.shared or not k.profile.private_is_anonymous
+
+
+def _first_bus_page(k: Kernel, m: Mapping, region: Region, offset: int, length: int) -> int | None:
+    """The first page of [offset, offset+length) in the mapping that lies past the end of file."""
+    if not _file_backed(k, m):
+        return None
+    end_pages = region.npages_file(k.page)
+    for index in range(offset // k.page, (offset + length - 1) // k.page + 1):
+        if index in m.private:
+            continue
+        if (m.offset // k.page) + index >= end_pages:
+            return index
+    return None
+
+
+def _view(k: Kernel, m: Mapping, world: Mem, offset: int, length: int) -> bytes:
+    """What the mapping shows at [offset, offset+length) in one possible world."""
+    if m.shared:
+        return world.read(m.offset + offset, length, k.page)
+    out = bytearray()
+    for index in range(offset // k.page, (offset + length - 1) // k.page + 1):
+        lo, hi = max(offset, index * k.page), min(offset + length, (index + 1) * k.page)
+        page = m.private.get(index)
+        if page is None:
+            if k.profile.private_is_anonymous:
+                page = bytes(k.page)
+            else:
+                page = world.read(m.offset + index * k.page, k.page, k.page)
+        out += page[lo - index * k.page:hi - index * k.page]
+    return bytes(out)
+
+
+def load(k: Kernel, op: Load) -> list[Branch]:
+    m = k.procs[op.proc].maps[op.map_id]
+    region = k.regions[m.rid]
+    if m.prot == 0:
+        return [Branch("mem.load.segv", fault(SIGSEGV))]
+    branches: list[Branch] = []
+    if not m.prot & PROT_READ:  # write- or exec-only: readable on x86, not with exec-only pkeys
+        branches.append(Branch("mem.load.segv", fault(SIGSEGV)))
+    if _first_bus_page(k, m, region, op.offset, op.length) is not None:
+        return [*branches, Branch("mem.sigbus-beyond-eof", fault(SIGBUS))]
+    groups: dict[bytes, list[Mem]] = {}
+    for world in region.worlds:
+        groups.setdefault(_view(k, m, world, op.offset, op.length), []).append(world)
+    rule = _load_rule(k, m, region, op.offset, op.length)
+    for data, worlds in groups.items():
+        branches.append(Branch(rule, ok(data), _keep(region, worlds)))
+    return branches
+
+
+def _keep(region: Region, worlds: list[Mem]) -> Callable[[Outcome], None]:
+    def effect(_: Outcome) -> None:
+        region.worlds = worlds
+    return effect
+
+
+def _load_rule(k: Kernel, m: Mapping, region: Region, offset: int, length: int) -> str:
+    if not m.shared:
+        return "ashmem.mmap.private-anonymous" if k.profile.private_is_anonymous else "memfd.mmap.private-cow"
+    if region.fd_refs == 0:
+        return "ashmem.lifetime.mapping-outlives-close"
+    first = (m.offset + offset) // k.page
+    last = (m.offset + offset + length - 1) // k.page
+    touched = [r for w in region.worlds for r in w.ranges if pins.overlaps(r, first, last)]
+    if any(not r[2] for r in touched) and len(region.worlds) > 1:
+        return "ashmem.shrinker.any-time"
+    if any(r[2] for r in touched):
+        return "ashmem.purge.zero-fill"
+    return "mem.load.shared"
+
+
+def store(k: Kernel, op: Store) -> list[Branch]:
+    m = k.procs[op.proc].maps[op.map_id]
+    region = k.regions[m.rid]
+    if not m.prot & PROT_WRITE:
+        return [Branch("mem.store.segv", fault(SIGSEGV))]
+    bus = _first_bus_page(k, m, region, op.offset, len(op.data))
+    written = op.data if bus is None else op.data[:max(0, bus * k.page - op.offset)]
+
+    def effect(_: Outcome) -> None:
+        if written:
+            _write(k, m, region, op.offset, written)
+
+    if bus is not None:
+        return [Branch("mem.sigbus-beyond-eof", fault(SIGBUS), effect)]
+    return [Branch("mem.store.ok", ok(None), effect)]
+
+
+def _write(k: Kernel, m: Mapping, region: Region, offset: int, data: bytes) -> None:
+    if m.shared:
+        region.worlds = list(dict.fromkeys(w.write(m.offset + offset, data, k.page) for w in region.worlds))
+        return
+    end = offset + len(data)
+    for index in range(offset // k.page, (end - 1) // k.page + 1):
+        if index not in m.private:
+            views = {_view(k, m, w, index * k.page, k.page) for w in region.worlds}
+            if len(views) > 1:
+                raise SpecLimit("copy-on-write of a page whose contents are uncertain")
+            m.private[index] = views.pop()
+        page = bytearray(m.private[index])
+        lo, hi = max(offset, index * k.page), min(end, (index + 1) * k.page)
+        page[lo - index * k.page:hi - index * k.page] = data[lo - offset:hi - offset]
+        m.private[index] = bytes(page)
+
+
+def maps_name(k: Kernel, op: MapsName) -> list[Branch]:
+    region = k.regions[k.procs[op.proc].maps[op.map_id].rid]
+    name = region.name
+    path = k.profile.maps_prefix + (k.profile.maps_separator + name if name else b"")
+    return [Branch("ashmem.maps.name", ok(path.replace(b"\n", b"\\012") + b" (deleted)"))]

@@ -1,0 +1,309 @@
+"""Operations: the adapter contract in syscall terms.
+
+One frozen dataclass per operation. Processes and mappings are named by small integers the model
+chooses (`proc`, `map_id`); file descriptors are the real numbers the implementation returned,
+because which number comes back (lowest free) is itself specified. Each operation prints like the
+strace line it stands for, so a shrunk counterexample reads like a syscall trace.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ashcheck.spec.outcome import _jsonable, _unjson
+
+
+@dataclass(frozen=True)
+class Op:
+    """Base of all operations. `proc` is the process that performs the call."""
+
+    call: ClassVar[str] = ""
+    proc: int
+
+    def __str__(self) -> str:
+        fields = ", ".join(_arg(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "proc")
+        return f"p{self.proc}: {self.call}({fields})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"op": type(self).__name__,
+                "args": {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}}
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> Op:
+        cls = OPS[data["op"]]
+        return cls(**{k: _unjson(v) for k, v in data["args"].items()})
+
+
+def _arg(value: Any) -> str:
+    if isinstance(value, bytes) and len(value) > 24:
+        return f"{value[:16]!r}…({len(value)} bytes)"
+    return repr(value)
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Spawn(Op):
+    """Start process `proc`. Result: the fds it already has (stdio, transport), as a sorted tuple.
+    `privileged` = has CAP_SYS_ADMIN; `accepts_fds` = its binder node is created with
+    FLAT_BINDER_FLAG_ACCEPTS_FDS."""
+    call: ClassVar[str] = "spawn"
+    proc: int
+    privileged: bool = True
+    accepts_fds: bool = True
+
+
+@dataclass(frozen=True)
+class Exit(Op):
+    call: ClassVar[str] = "exit"
+    proc: int
+
+
+@dataclass(frozen=True)
+class ListFds(Op):
+    """Observation: the sorted tuple of open fd numbers of `proc`."""
+    call: ClassVar[str] = "list_fds"
+    proc: int
+
+
+# --- creating regions --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CreateRegion(Op):
+    """libcutils `ashmem_create_region(name, size)`: the way every profile creates a region."""
+    call: ClassVar[str] = "ashmem_create_region"
+    proc: int
+    name: bytes
+    size: int
+
+
+@dataclass(frozen=True)
+class OpenAshmem(Op):
+    """`open("/dev/ashmem", O_RDWR|O_CLOEXEC)`: a fresh, unnamed, zero-size region."""
+    call: ClassVar[str] = "open_ashmem"
+    proc: int
+
+
+@dataclass(frozen=True)
+class OpenPath(Op):
+    """`open("/", O_PATH)`: an fd that binder must refuse to send."""
+    call: ClassVar[str] = "open_path"
+    proc: int
+
+
+# --- the ashmem ioctls -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SetName(Op):
+    """ASHMEM_SET_NAME. `name` None passes a NULL pointer."""
+    call: ClassVar[str] = "ASHMEM_SET_NAME"
+    proc: int
+    fd: int
+    name: bytes | None
+
+
+@dataclass(frozen=True)
+class GetName(Op):
+    call: ClassVar[str] = "ASHMEM_GET_NAME"
+    proc: int
+    fd: int
+
+
+@dataclass(frozen=True)
+class SetSize(Op):
+    call: ClassVar[str] = "ASHMEM_SET_SIZE"
+    proc: int
+    fd: int
+    size: int
+
+
+@dataclass(frozen=True)
+class GetSize(Op):
+    call: ClassVar[str] = "ASHMEM_GET_SIZE"
+    proc: int
+    fd: int
+
+
+@dataclass(frozen=True)
+class SetProtMask(Op):
+    call: ClassVar[str] = "ASHMEM_SET_PROT_MASK"
+    proc: int
+    fd: int
+    prot: int
+
+
+@dataclass(frozen=True)
+class GetProtMask(Op):
+    call: ClassVar[str] = "ASHMEM_GET_PROT_MASK"
+    proc: int
+    fd: int
+
+
+@dataclass(frozen=True)
+class Pin(Op):
+    call: ClassVar[str] = "ASHMEM_PIN"
+    proc: int
+    fd: int
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
+class Unpin(Op):
+    call: ClassVar[str] = "ASHMEM_UNPIN"
+    proc: int
+    fd: int
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
+class GetPinStatus(Op):
+    call: ClassVar[str] = "ASHMEM_GET_PIN_STATUS"
+    proc: int
+    fd: int
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
+class PurgeAllCaches(Op):
+    call: ClassVar[str] = "ASHMEM_PURGE_ALL_CACHES"
+    proc: int
+    fd: int
+
+
+# --- memory ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Mmap(Op):
+    """mmap(NULL, length, prot, MAP_SHARED or MAP_PRIVATE, fd, offset), remembered as `map_id`."""
+    call: ClassVar[str] = "mmap"
+    proc: int
+    fd: int
+    map_id: int
+    length: int
+    prot: int
+    shared: bool
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class Munmap(Op):
+    call: ClassVar[str] = "munmap"
+    proc: int
+    map_id: int
+
+
+@dataclass(frozen=True)
+class Mprotect(Op):
+    call: ClassVar[str] = "mprotect"
+    proc: int
+    map_id: int
+    prot: int
+
+
+@dataclass(frozen=True)
+class Load(Op):
+    """Read `length` bytes at `offset` inside mapping `map_id` (a fault is an outcome)."""
+    call: ClassVar[str] = "load"
+    proc: int
+    map_id: int
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
+class Store(Op):
+    """Write `data` at `offset` inside mapping `map_id`, byte by byte, in ascending order."""
+    call: ClassVar[str] = "store"
+    proc: int
+    map_id: int
+    offset: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class MapsName(Op):
+    """Observation: the pathname column of the mapping's line in /proc/self/maps."""
+    call: ClassVar[str] = "maps_name"
+    proc: int
+    map_id: int
+
+
+# --- file descriptors --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Dup(Op):
+    call: ClassVar[str] = "dup"
+    proc: int
+    fd: int
+
+
+@dataclass(frozen=True)
+class Close(Op):
+    call: ClassVar[str] = "close"
+    proc: int
+    fd: int
+
+
+@dataclass(frozen=True)
+class Lseek(Op):
+    call: ClassVar[str] = "lseek"
+    proc: int
+    fd: int
+    offset: int
+    whence: int
+
+
+@dataclass(frozen=True)
+class Read(Op):
+    call: ClassVar[str] = "read"
+    proc: int
+    fd: int
+    count: int
+
+
+@dataclass(frozen=True)
+class Write(Op):
+    call: ClassVar[str] = "write"
+    proc: int
+    fd: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class GetFdFlags(Op):
+    """fcntl(fd, F_GETFD): 1 when FD_CLOEXEC is set."""
+    call: ClassVar[str] = "fcntl_getfd"
+    proc: int
+    fd: int
+
+
+# --- binder ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BinderSend(Op):
+    """A transaction from `proc` to the node of `dst` carrying one BINDER_TYPE_FD object per fd.
+    Result: the tuple of fds that appeared in `dst`, or BR_FAILED_REPLY."""
+    call: ClassVar[str] = "binder_transaction"
+    proc: int
+    dst: int
+    fds: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class BinderReply(Op):
+    """`proc` calls `replier` (TF_ACCEPT_FDS iff `accept_fds`); the reply carries `fds` of the
+    replier. Result: (what the caller got: a tuple of fds or BR_FAILED_REPLY,
+    what the replier got: BR_TRANSACTION_COMPLETE or BR_FAILED_REPLY)."""
+    call: ClassVar[str] = "binder_reply"
+    proc: int
+    replier: int
+    fds: tuple[int, ...]
+    accept_fds: bool
+
+
+OPS: dict[str, type[Op]] = {cls.__name__: cls for cls in Op.__subclasses__()}

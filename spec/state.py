@@ -1,0 +1,203 @@
+"""The abstract state the spec reasons about.
+
+A `Kernel` holds processes (fd tables, mappings) and regions. A region is one open file
+description: what `open("/dev/ashmem")` or `memfd_create` made, shared by every fd that dup,
+fork or binder produced from it (ashmem.md §5), so name, size, prot mask, pin state and file
+position live here.
+
+Nondeterminism is explicit. The shrinker may purge any unpinned, not yet purged range, whole, at
+any time (ashmem.md §3.5), and nothing tells the caller when. So a region's memory is not one
+value but a set of *possible worlds* (`Mem`): page contents plus the unpinned ranges with their
+purged flags. Every operation maps each world to its outcome; an observation keeps only the
+worlds that explain it (once zeros are seen, the range was purged). Worlds never differ in
+anything but memory contents and purged flags.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+
+from ashcheck.spec import pins
+from ashcheck.spec.constants import page_align
+from ashcheck.spec.profiles import Profile
+
+Pages = tuple[tuple[int, bytes], ...]  # sorted (page index, contents) of the non-zero pages
+
+
+@dataclass(frozen=True, slots=True)
+class Mem:
+    """One possible world of a region's backing memory."""
+
+    pages: Pages = ()
+    ranges: pins.Ranges = ()
+
+    def read(self, start: int, length: int, page: int) -> bytes:
+        out = bytearray(length)
+        data = dict(self.pages)
+        for index in range(start // page, (start + length - 1) // page + 1 if length else 0):
+            content = data.get(index)
+            if content is None:
+                continue
+            lo, hi = max(start, index * page), min(start + length, (index + 1) * page)
+            out[lo - start:hi - start] = content[lo - index * page:hi - index * page]
+        return bytes(out)
+
+    def write(self, start: int, chunk: bytes, page: int) -> Mem:
+        data = dict(self.pages)
+        end = start + len(chunk)
+        for index in range(start // page, (end - 1) // page + 1 if chunk else 0):
+            content = bytearray(data.get(index, bytes(page)))
+            lo, hi = max(start, index * page), min(end, (index + 1) * page)
+            content[lo - index * page:hi - index * page] = chunk[lo - start:hi - start]
+            data[index] = bytes(content)
+        return replace(self, pages=_normal(data))
+
+    def purge(self, r: pins.Range) -> Mem:
+        """The shrinker punches the whole range (zeros) and marks it purged."""
+        data = {i: c for i, c in self.pages if not r[0] <= i <= r[1]}
+        ranges = tuple((s, e, True) if (s, e) == (r[0], r[1]) else (s, e, p) for s, e, p in self.ranges)
+        return Mem(_normal(data), ranges)
+
+    def unpurged(self) -> list[pins.Range]:
+        return [r for r in self.ranges if not r[2]]
+
+
+def _normal(data: dict[int, bytes]) -> Pages:
+    return tuple(sorted((i, c) for i, c in data.items() if c.count(0) != len(c)))
+
+
+class FdKind(enum.Enum):
+    REGION = "region"
+    OPATH = "opath"      # open(..., O_PATH): binder's fget refuses it; ioctls say EBADF
+    FOREIGN = "foreign"  # present at spawn (stdio, transport): never touched by the suite
+
+
+@dataclass
+class Fd:
+    kind: FdKind
+    rid: int = -1
+    cloexec: bool = False
+    origin: str = ""  # "binder", "dup", "create", …: which rule an F_GETFD on it confirms
+
+
+@dataclass
+class Mapping:
+    rid: int
+    length: int
+    prot: int
+    may: int          # the VM_MAY* bits fixed at mmap time: mprotect cannot go beyond them
+    shared: bool
+    offset: int
+    private: dict[int, bytes] = field(default_factory=dict)  # MAP_PRIVATE pages of its own
+
+
+@dataclass
+class Region:
+    rid: int
+    name: bytes
+    size: int
+    prot_mask: int
+    materialized: bool
+    worlds: list[Mem]
+    pos: int = 0
+    fd_refs: int = 0  # fds in all processes; at 0 the area is released (ashmem_release)
+
+    def npages_file(self, page: int) -> int:
+        return page_align(self.size, page) // page
+
+
+@dataclass
+class Proc:
+    privileged: bool
+    accepts_fds: bool
+    fds: dict[int, Fd] = field(default_factory=dict)
+    maps: dict[int, Mapping] = field(default_factory=dict)
+    has_sent_fds: bool = False
+
+    def lowest_free(self, taken: set[int] | None = None) -> int:
+        fd = 0
+        while fd in self.fds or (taken is not None and fd in taken):
+            fd += 1
+        return fd
+
+
+@dataclass
+class Kernel:
+    profile: Profile
+    page: int = 4096
+    long_bits: int = 64
+    spontaneous_purge: bool = False
+    procs: dict[int, Proc] = field(default_factory=dict)
+    regions: dict[int, Region] = field(default_factory=dict)
+    next_rid: int = 0
+
+    def region_of(self, proc: int, fd: int) -> Region | None:
+        entry = self.procs[proc].fds.get(fd)
+        if entry is None or entry.kind is not FdKind.REGION:
+            return None
+        return self.regions[entry.rid]
+
+    def new_region(self, name: bytes, size: int, prot_mask: int, materialized: bool) -> Region:
+        region = Region(self.next_rid, name, size, prot_mask, materialized, [Mem()])
+        self.regions[region.rid] = region
+        self.next_rid += 1
+        return region
+
+    def install(self, proc: int, entry: Fd) -> int:
+        """Allocate the lowest free fd, as every fd-creating syscall and binder do."""
+        p = self.procs[proc]
+        fd = p.lowest_free()
+        p.fds[fd] = entry
+        if entry.kind is FdKind.REGION:
+            self.regions[entry.rid].fd_refs += 1
+        return fd
+
+    def drop_fd(self, proc: int, fd: int) -> None:
+        entry = self.procs[proc].fds.pop(fd)
+        if entry.kind is FdKind.REGION:
+            region = self.regions[entry.rid]
+            region.fd_refs -= 1
+            if region.fd_refs == 0:
+                release(region)
+            self.collect(region.rid)
+
+    def collect(self, rid: int) -> None:
+        """Forget a region no fd and no mapping refers to any more (nothing can observe it)."""
+        region = self.regions.get(rid)
+        if region is None or region.fd_refs:
+            return
+        if any(m.rid == rid for p in self.procs.values() for m in p.maps.values()):
+            return
+        del self.regions[rid]
+
+
+def release(region: Region) -> None:
+    """ashmem_release(): the last fd is gone; unpinned ranges are deleted and leave the LRU, so
+    nothing can purge this memory any more, and PURGE_ALL_CACHES stops counting it."""
+    region.worlds = _dedup([Mem(w.pages, ()) for w in region.worlds])
+
+
+def _dedup(worlds: list[Mem]) -> list[Mem]:
+    return list(dict.fromkeys(worlds))
+
+
+def expand_purges(region: Region, limit: int) -> None:
+    """Close the set of worlds under "the shrinker purged one more range". Raises SpecLimit when
+    the set would exceed `limit` (the machine then gives up on the example, not on the rule)."""
+    seen = dict.fromkeys(region.worlds)
+    todo = list(region.worlds)
+    while todo:
+        w = todo.pop()
+        for r in w.unpurged():
+            purged = w.purge(r)
+            if purged not in seen:
+                seen[purged] = None
+                todo.append(purged)
+                if len(seen) > limit:
+                    raise SpecLimit(f"more than {limit} possible purge histories")
+    region.worlds = list(seen)
+
+
+class SpecLimit(Exception):
+    """The example went beyond what the spec tracks precisely; not a conformance failure."""

@@ -1,0 +1,2560 @@
+/*
+ * ashcheck-exec: the native executor of ashcheck. One process per modelled process; it performs
+ * operations with raw system calls and answers in a line protocol. libc only (glibc or musl), no
+ * kernel headers: the binder and ashmem ABI is defined below. Little-endian targets with the
+ * asm-generic ioctl encoding only (x86, x86_64, arm, aarch64).
+ *
+ * Build: cc -O2 -o ashcheck-exec executor.c
+ *        python -m ziglang cc -target aarch64-linux-musl -static -O2 -o ashcheck-exec executor.c
+ *
+ * USAGE
+ *   ashcheck-exec                          child mode: requests on fd 0, replies on fd 1
+ *   ashcheck-exec --hub [DEVICE]           hub mode: on fd 0/1, or on DEVICE opened O_RDWR
+ *   ashcheck-exec --servicemanager DEVICE  binder context manager (prints "ok" when ready)
+ *   (the dashes are optional: `hub`, `servicemanager` work too)
+ *
+ * PROTOCOL (line based; one request -> exactly one reply)
+ *   Tokens are separated by single spaces; a line ends with '\n' and may hold at most 1 MiB
+ *   (a longer line is discarded and answered `bad`). Integers: decimal or 0x hex, may be
+ *   negative, 64 bits (-2^63 ... 2^64-1; negatives are two's complement). Byte strings: lowercase
+ *   hex, `-` for empty. Replies:
+ *     ok [values...]   success
+ *     err <errno>      the system call failed (errno in decimal)
+ *     fault <signo>    SIGSEGV (11) or SIGBUS (7) while touching mapped memory; the executor
+ *                      survives (sigsetjmp/siglongjmp); bytes stored before the fault stay stored
+ *     bad <hex>        malformed or unknown request (hex of a message); the executor carries on
+ *
+ * CHILD MODE. At start: PR_SET_PDEATHSIG(SIGKILL), exit if the parent is already gone (the parent
+ * is $ASHCHECK_PARENT if set, else the parent at exec time), SIGPIPE ignored, exit(0) on EOF.
+ * Between requests the executor holds only fds 0, 1, 2 (and its binder fd once opened): the
+ * model predicts lowest-free fd numbers, so transient fds are closed before replying.
+ *   ping                              -> ok
+ *   info                              -> ok <pid> <uid> <page_size> <bits of long>
+ *   fds                               -> ok <fd>...   (ascending; without the listing's own fd)
+ *   setuid <uid>                      -> ok | err     (setgroups(0), setresgid, setresuid)
+ *   memfd_region <namehex> <size>     -> ok <fd> | err   libcutils memfd mode: memfd_create(name,
+ *                                        MFD_CLOEXEC|MFD_ALLOW_SEALING), ftruncate(size),
+ *                                        F_ADD_SEALS(GROW|SHRINK); on failure: close, first errno
+ *   ashmem_region <pathhex> <namehex> <size> -> ok <fd> | err   libcutils ashmem mode: open(path,
+ *                                        O_RDWR|O_CLOEXEC), ASHMEM_SET_NAME, ASHMEM_SET_SIZE
+ *   open <pathhex> <flags>            -> ok <fd>      (mode 0600 if O_CREAT)
+ *   ioctl <fd> <cmd> <argkind> [arg]  -> ok <ret> | ok <ret> <hex> (inout) | err
+ *        argkind: int <n> (the value itself) | in <hex> (pointer to a private copy) |
+ *                 inout <hex> (same; the buffer after the call is returned) | null (NULL).
+ *                 The copy is followed by 4 KiB of zeros, so that a driver reading a fixed-size
+ *                 struct from a short argument never faults.
+ *   fcntl <fd> <cmd> <arg>            -> ok <ret>
+ *   ftruncate <fd> <len>              -> ok
+ *   fstat <fd>                        -> ok <st_mode> <st_size> <st_rdev> <st_dev> <st_ino>
+ *   readlink <pathhex>                -> ok <hex>
+ *   dup <fd> -> ok <newfd>   close <fd> -> ok   lseek <fd> <off> <whence> -> ok <pos>
+ *   read <fd> <n> (n <= 1 MiB) -> ok <hex>      write <fd> <hex> -> ok <n>
+ *   mmap <id> <fd> <length> <prot> <flags> <offset> -> ok   (id 0..4095 names the mapping; an id
+ *                                        in use is `bad`; flags are raw MAP_* bits)
+ *   munmap <id> -> ok (the id is forgotten)    mprotect <id> <prot> -> ok
+ *   load <id> <off> <len> (len <= 1 MiB) -> ok <hex> | fault <sig>
+ *   store <id> <off> <hex>            -> ok | fault <sig>   (off+len outside the mapping, whose
+ *                                        length is rounded up to whole pages as the kernel maps it:
+ *                                        bad)
+ *   maps_name <id>                    -> ok <hex>: the pathname column of the /proc/self/maps line
+ *                                        holding the mapping's start (merged neighbours share a
+ *                                        line; the kernel writes '\n' in names as \012); `-` if empty
+ *   sendfds <fd>...                   -> ok with the fds attached (SCM_RIGHTS) to the reply on fd 1;
+ *                                        err 9 if any fd is closed or O_PATH (binder's fget refuses
+ *                                        them), then nothing is sent; err if fd 1 is no socket
+ *   recvfds                           -> ok <fd>...: the fds that arrived (SCM_RIGHTS) with this
+ *                                        line, installed lowest-free with FD_CLOEXEC
+ *                                        (MSG_CMSG_CLOEXEC), as binder installs them. fds arriving
+ *                                        with any other line are closed before it runs.
+ *   exit                              -> ok, then exit(0)
+ *   Binder (raw protocol, Linux >= 4.20 semantics; see binder-fd.md §1):
+ *   binder_open <devhex> <accept_fds 0|1> <proc_id> -> ok | err
+ *        open O_RDWR|O_CLOEXEC, BINDER_VERSION == 8, mmap 1 MiB-8 KiB PROT_READ MAP_PRIVATE,
+ *        SET_MAX_THREADS 0, BC_ENTER_LOOPER, then REGISTER (code 1) with the servicemanager
+ *        (handle 0): a BINDER_TYPE_BINDER object for this process's node (flags ACCEPTS_FDS if
+ *        asked) followed by the u32 proc_id. err ESRCH: no servicemanager (BR_DEAD_REPLY);
+ *        err EPROTO: the registration failed.
+ *   binder_send <dst_proc_id> <tf_accept_fds 0|1> <fd>...
+ *        -> ok reply <fd>... | ok failed | ok dead | err <errno>
+ *        LOOKUP (code 2) of dst with the servicemanager (cached, BC_ACQUIREd; a dead cached handle
+ *        is looked up once more), then a BC_TRANSACTION (code 3) with one binder_fd_object per fd,
+ *        TF_ACCEPT_FDS if asked. err ENOENT: dst is not registered.
+ *   binder_recv <reply_fd>...         -> ok complete <fd>... | ok failed <fd>... | ok dead <fd>...
+ *        waits for one BR_TRANSACTION (code 3), lists the fds it carried, BC_FREE_BUFFER, then
+ *        BC_REPLY with one binder_fd_object per reply_fd; `complete` = BR_TRANSACTION_COMPLETE.
+ *   BR_INCREFS/BR_ACQUIRE are answered (BC_INCREFS_DONE/BC_ACQUIRE_DONE) in every read loop.
+ *
+ * SERVICEMANAGER MODE. Becomes the context manager with BINDER_SET_CONTEXT_MGR_EXT and
+ * FLAT_BINDER_FLAG_ACCEPTS_FDS (the 5.10 driver gives the legacy ioctl's node accept_fds = 0),
+ * writes "ok\n" (or "err <errno>\n" and exits) on fd 1, then serves forever: REGISTER stores
+ * proc_id -> handle (BC_ACQUIRE), LOOKUP replies a BINDER_TYPE_HANDLE object, or a TF_STATUS_CODE
+ * reply holding -ENOENT. Dies with its parent (PDEATHSIG).
+ *
+ * HUB MODE. Reads `<proc> <request>` lines and writes `<proc> <reply>` lines. Requests for a
+ * child are forwarded as-is; children run in parallel (poll), so one may block in binder_recv
+ * while the others answer. A child that dies answers each request it still owed with
+ * `<proc> lost <hex>`, and every later one the same way. Hub requests use the tag `*`:
+ *   * ping                       -> * ok          (the transport's bare round trip)
+ *   * spawn <proc> <uid>         -> * ok <pid>    exec /proc/self/exe on a new socketpair; uid -1
+ *                                   keeps root, else the child runs `setuid <uid>` first
+ *   * kill <proc>                -> * ok          SIGKILL + reap (err 3: no such process)
+ *   * xfer <src> <dst> <fd>...   -> * ok <dst fd>... | * err <errno>   `sendfds` on src, then
+ *                                   `recvfds` on dst with what arrived; the hub's copies closed
+ *   * servicemanager <devhex>    -> * ok | * err <errno>   a servicemanager child until exit
+ *   * exit                       -> * ok, children killed, hub exits
+ * The hub kills its children and exits when its input ends.
+ */
+#define _GNU_SOURCE
+#define _FILE_OFFSET_BITS 64
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_LINE (1u << 20)      /* longest request line, without its '\n' */
+#define MAX_TOKENS 1100
+#define MAX_FDS_PER_MSG 253      /* SCM_MAX_FD */
+#define MAX_PENDING_FDS 512
+#define MAX_MAPS 4096
+#define HUB_SYNC_TIMEOUT_MS 10000
+
+#ifndef MFD_CLOEXEC
+#define MFD_CLOEXEC 0x0001U
+#endif
+#ifndef MFD_ALLOW_SEALING
+#define MFD_ALLOW_SEALING 0x0002U
+#endif
+#ifndef F_ADD_SEALS
+#define F_ADD_SEALS 1033
+#define F_GET_SEALS 1034
+#endif
+#ifndef F_SEAL_SHRINK
+#define F_SEAL_SEAL 0x0001
+#define F_SEAL_SHRINK 0x0002
+#define F_SEAL_GROW 0x0004
+#define F_SEAL_WRITE 0x0008
+#endif
+
+/* asm-generic _IOC encoding (x86, arm, arm64) */
+#define IOC(dir, type, nr, size) (((unsigned long)(dir) << 30) | ((unsigned long)(size) << 16) | \
+                                  ((unsigned long)(type) << 8) | (unsigned long)(nr))
+#define IOC_SIZE(cmd) (((cmd) >> 16) & 0x3fff)
+#define ASHMEM_SET_NAME IOC(1, 0x77, 1, 256)
+#define ASHMEM_SET_SIZE IOC(1, 0x77, 3, sizeof(size_t))  /* compat number on 32-bit ABIs */
+
+/* ------------------------------------------------------------------------------------------ */
+/* output: the reply being built                                                               */
+
+static char *ob;
+static size_t oblen, obcap;
+static int reply_fds[MAX_FDS_PER_MSG];  /* sendfds: fds that travel with the reply */
+static int nreply_fds;
+
+static void ob_put(const void *p, size_t n)
+{
+	if (oblen + n + 2 > obcap) {
+		size_t cap = obcap ? obcap : 4096;
+		while (oblen + n + 2 > cap)
+			cap *= 2;
+		char *q = realloc(ob, cap);
+		if (!q)
+			abort();
+		ob = q;
+		obcap = cap;
+	}
+	memcpy(ob + oblen, p, n);
+	oblen += n;
+}
+
+static void ob_str(const char *s) { ob_put(s, strlen(s)); }
+
+static void ob_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void ob_fmt(const char *fmt, ...)
+{
+	char tmp[128];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+	va_end(ap);
+	ob_put(tmp, n < 0 ? 0 : (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+}
+
+static void ob_u64(uint64_t v) { ob_fmt(" %llu", (unsigned long long)v); }
+static void ob_i64(int64_t v) { ob_fmt(" %lld", (long long)v); }
+
+static void ob_hex(const void *p, size_t n)
+{
+	static const char digits[] = "0123456789abcdef";
+	const uint8_t *b = p;
+	ob_put(" ", 1);
+	if (n == 0) {
+		ob_put("-", 1);
+		return;
+	}
+	char chunk[512];
+	for (size_t i = 0; i < n;) {
+		size_t k = 0;
+		for (; i < n && k < sizeof chunk; i++) {
+			chunk[k++] = digits[b[i] >> 4];
+			chunk[k++] = digits[b[i] & 15];
+		}
+		ob_put(chunk, k);
+	}
+}
+
+static void reply_ok(void) { oblen = 0; ob_str("ok"); }
+static void reply_err(int e) { oblen = 0; ob_fmt("err %d", e); }
+
+static void bad(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void bad(const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	oblen = 0;
+	ob_str("bad");
+	ob_hex(msg, n < 0 ? 0 : (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);
+}
+
+static int write_all(int fd, const void *p, size_t n)
+{
+	const char *c = p;
+	while (n) {
+		ssize_t k = write(fd, c, n);
+		if (k < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		c += k;
+		n -= (size_t)k;
+	}
+	return 0;
+}
+
+/* Sends `buf` on `fd` with `fds` attached (SCM_RIGHTS) to its first byte. */
+static int send_with_fds(int fd, const void *buf, size_t n, const int *fds, int nfds)
+{
+	union { struct cmsghdr align; char b[CMSG_SPACE(MAX_FDS_PER_MSG * sizeof(int))]; } u;
+	struct iovec iov = { (void *)buf, n };
+	struct msghdr mh;
+	memset(&mh, 0, sizeof mh);
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	if (nfds > 0) {
+		memset(&u, 0, sizeof u);
+		mh.msg_control = u.b;
+		mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+		memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
+	}
+	ssize_t k;
+	do
+		k = sendmsg(fd, &mh, MSG_NOSIGNAL);
+	while (k < 0 && errno == EINTR);
+	if (k < 0)
+		return -1;
+	return write_all(fd, (const char *)buf + k, n - (size_t)k);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* input: a line reader that keeps SCM_RIGHTS fds with the line they came with                 */
+
+struct reader {
+	int fd;
+	int sock;             /* try recvmsg; cleared on ENOTSOCK */
+	size_t max;           /* longest line accepted */
+	char *buf;
+	size_t cap, start, len, scanned;
+	int discarding;       /* inside an overlong line */
+	struct { size_t pos; int fd; } pend[MAX_PENDING_FDS];
+	int npend;
+	int linefds[MAX_PENDING_FDS];  /* the fds of the line last returned */
+	int nlinefds;
+};
+
+static void reader_init(struct reader *r, int fd, size_t max)
+{
+	memset(r, 0, sizeof *r);
+	r->fd = fd;
+	r->sock = 1;
+	r->max = max;
+	r->cap = max + 1 + 65536;
+	r->buf = malloc(r->cap);
+	if (!r->buf)
+		abort();
+}
+
+static void close_line_fds(struct reader *r)
+{
+	for (int i = 0; i < r->nlinefds; i++)
+		close(r->linefds[i]);
+	r->nlinefds = 0;
+}
+
+/* Closes (or, with keep, moves to linefds) the pending fds that arrived at or before `upto`. */
+static void take_pending(struct reader *r, size_t upto, int keep)
+{
+	int j = 0;
+	for (int i = 0; i < r->npend; i++) {
+		if (r->pend[i].pos <= upto) {
+			if (keep && r->nlinefds < MAX_PENDING_FDS)
+				r->linefds[r->nlinefds++] = r->pend[i].fd;
+			else
+				close(r->pend[i].fd);
+		} else {
+			r->pend[j++] = r->pend[i];
+		}
+	}
+	r->npend = j;
+}
+
+/* One read (or recvmsg). Returns bytes read, 0 on EOF, -1 on error. */
+static ssize_t reader_fill(struct reader *r)
+{
+	if (r->start > 0) {
+		memmove(r->buf, r->buf + r->start, r->len - r->start);
+		for (int i = 0; i < r->npend; i++)
+			r->pend[i].pos -= r->start;
+		r->len -= r->start;
+		r->start = 0;
+	}
+	char *dst = r->buf + r->len;
+	size_t room = r->cap - r->len;
+	ssize_t n;
+	for (;;) {
+		if (r->sock) {
+			union { struct cmsghdr align; char b[CMSG_SPACE(MAX_FDS_PER_MSG * sizeof(int))]; } u;
+			struct iovec iov = { dst, room };
+			struct msghdr mh;
+			memset(&mh, 0, sizeof mh);
+			mh.msg_iov = &iov;
+			mh.msg_iovlen = 1;
+			mh.msg_control = u.b;
+			mh.msg_controllen = sizeof u.b;
+			n = recvmsg(r->fd, &mh, MSG_CMSG_CLOEXEC);
+			if (n < 0 && errno == ENOTSOCK) {
+				r->sock = 0;
+				continue;
+			}
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				return n;
+			/* A stream recvmsg stops right after the segment that carried fds, and the client sends
+			 * a line and its fds in one sendmsg: so the fds belong to the last line that starts in
+			 * this chunk (a trailing '\n' starts nothing). */
+			size_t pos = r->len;
+			for (ssize_t i = n - 2; i >= 0; i--)
+				if (dst[i] == '\n') {
+					pos = r->len + (size_t)i + 1;
+					break;
+				}
+			for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+				if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+					continue;
+				size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+				for (size_t i = 0; i < k; i++) {
+					int fd;
+					memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+					if (r->npend < MAX_PENDING_FDS) {
+						r->pend[r->npend].pos = pos;
+						r->pend[r->npend++].fd = fd;
+					} else {
+						close(fd);
+					}
+				}
+			}
+		} else {
+			n = read(r->fd, dst, room);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				return n;
+		}
+		r->len += (size_t)n;
+		return n;
+	}
+}
+
+enum { LINE_NONE, LINE_OK, LINE_OVERLONG };
+
+/* The next complete line from the buffer (NUL-terminated in place; valid until reader_fill), its
+ * fds in r->linefds. LINE_NONE: read more first. LINE_OVERLONG: a line over the limit was
+ * dropped (with its fds). */
+static int reader_next(struct reader *r, char **line, size_t *n)
+{
+	char *from = r->buf + r->start + r->scanned;
+	char *nl = memchr(from, '\n', r->len - r->start - r->scanned);
+	if (!nl) {
+		r->scanned = r->len - r->start;
+		if (r->scanned > r->max) {  /* cannot be a valid line any more: drop what we have */
+			take_pending(r, r->len, 0);
+			r->start = r->len = r->scanned = 0;
+			r->discarding = 1;
+		}
+		return LINE_NONE;
+	}
+	size_t begin = r->start, end = (size_t)(nl - r->buf);
+	r->start = end + 1;
+	r->scanned = 0;
+	close_line_fds(r);
+	if (r->discarding || end - begin > r->max) {
+		r->discarding = 0;
+		take_pending(r, end, 0);
+		return LINE_OVERLONG;
+	}
+	take_pending(r, end, 1);
+	*nl = 0;
+	*line = r->buf + begin;
+	*n = end - begin;
+	return LINE_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* argument parsing: each helper replies `bad` and returns -1 on a malformed argument          */
+
+static int parse_num(const char *s, uint64_t *out)
+{
+	int neg = 0, base = 10;
+	uint64_t v = 0;
+	if (*s == '-') {
+		neg = 1;
+		s++;
+	}
+	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+		base = 16;
+		s += 2;
+	}
+	if (!*s)
+		return -1;
+	for (; *s; s++) {
+		unsigned d;
+		if (*s >= '0' && *s <= '9')
+			d = (unsigned)(*s - '0');
+		else if (base == 16 && *s >= 'a' && *s <= 'f')
+			d = (unsigned)(*s - 'a' + 10);
+		else if (base == 16 && *s >= 'A' && *s <= 'F')
+			d = (unsigned)(*s - 'A' + 10);
+		else
+			return -1;
+		if (v > (UINT64_MAX - d) / (unsigned)base)
+			return -1;
+		v = v * (unsigned)base + d;
+	}
+	if (neg) {
+		if (v > (uint64_t)1 << 63)
+			return -1;
+		v = (uint64_t)0 - v;
+	}
+	*out = v;
+	return 0;
+}
+
+static int arg_u64(char **argv, int i, uint64_t *v)
+{
+	if (parse_num(argv[i], v) == 0)
+		return 0;
+	bad("argument %d of %s is not a 64-bit integer: %.40s", i, argv[0], argv[i]);
+	return -1;
+}
+
+/* An int: anything in int's range, or a 32-bit unsigned value (0xffffffff is -1). */
+static int arg_int(char **argv, int i, int *v)
+{
+	uint64_t u;
+	if (arg_u64(argv, i, &u))
+		return -1;
+	int64_t s = (int64_t)u;
+	if (s >= INT_MIN && s <= INT_MAX) {
+		*v = (int)s;
+		return 0;
+	}
+	if (u <= UINT32_MAX) {
+		*v = (int)(uint32_t)u;
+		return 0;
+	}
+	bad("argument %d of %s does not fit in 32 bits: %.40s", i, argv[0], argv[i]);
+	return -1;
+}
+
+static int arg_bool(char **argv, int i, int *v)
+{
+	if (strcmp(argv[i], "0") == 0 || strcmp(argv[i], "1") == 0) {
+		*v = argv[i][0] == '1';
+		return 0;
+	}
+	bad("argument %d of %s must be 0 or 1", i, argv[0]);
+	return -1;
+}
+
+/* Lowercase hex decoded in place; the bytes are followed by a NUL (the token is twice as long). */
+static int arg_hex(char **argv, int i, uint8_t **p, size_t *n)
+{
+	char *s = argv[i];
+	size_t len = strlen(s);
+	*p = (uint8_t *)s;
+	if (strcmp(s, "-") == 0) {
+		*n = 0;
+		s[0] = 0;
+		return 0;
+	}
+	if (len % 2)
+		goto fail;
+	for (size_t k = 0; k < len; k += 2) {
+		int v = 0;
+		for (int h = 0; h < 2; h++) {
+			char c = s[k + (size_t)h];
+			int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+			if (d < 0)
+				goto fail;
+			v = v * 16 + d;
+		}
+		(*p)[k / 2] = (uint8_t)v;
+	}
+	*n = len / 2;
+	(*p)[*n] = 0;
+	return 0;
+fail:
+	bad("argument %d of %s is not lowercase hex or -", i, argv[0]);
+	return -1;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* process setup shared by every mode                                                          */
+
+static pid_t parent_pid;
+
+/* PDEATHSIG is per credentials: the kernel clears it when our uids change, so it is armed again
+ * after setuid. The parent check closes the race with a parent that died before the prctl. */
+static void arm_parent_death(void)
+{
+	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+	if (getppid() != parent_pid)
+		_exit(0);
+}
+
+static void process_setup(void)
+{
+	const char *p = getenv("ASHCHECK_PARENT");
+	parent_pid = p && *p ? (pid_t)atol(p) : getppid();
+	arm_parent_death();
+	signal(SIGPIPE, SIG_IGN);
+}
+
+static int drop_privileges(uid_t uid)
+{
+	if (setgroups(0, NULL) < 0 || setresgid(uid, uid, uid) < 0 || setresuid(uid, uid, uid) < 0)
+		return errno;
+	arm_parent_death();
+	return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* memory access that survives SIGSEGV and SIGBUS                                              */
+
+static sigjmp_buf fault_jump;
+static volatile sig_atomic_t fault_armed;
+
+static void on_fault(int sig)
+{
+	if (fault_armed) {
+		fault_armed = 0;
+		siglongjmp(fault_jump, sig);
+	}
+	signal(sig, SIG_DFL);  /* not ours: a real crash, re-raised when the handler returns */
+}
+
+static void install_fault_handlers(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_fault;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGSEGV, &sa, NULL);
+	sigaction(SIGBUS, &sa, NULL);
+}
+
+/* Byte loops through volatile pointers: memcpy could touch bytes in another order or width. */
+static int copy_guarded(volatile uint8_t *dst, const volatile uint8_t *src, size_t n)
+{
+	int sig = sigsetjmp(fault_jump, 1);
+	if (sig)
+		return sig;
+	fault_armed = 1;
+	for (size_t i = 0; i < n; i++)
+		dst[i] = src[i];
+	fault_armed = 0;
+	return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* child-mode operations                                                                       */
+
+static struct { uint8_t *addr; size_t len; int used; } maps[MAX_MAPS];
+static struct reader in;
+
+static void op_ping(int argc, char **argv) { (void)argc; (void)argv; reply_ok(); }
+
+static void op_info(int argc, char **argv)
+{
+	(void)argc; (void)argv;
+	reply_ok();
+	ob_i64(getpid());
+	ob_u64(getuid());
+	ob_i64(sysconf(_SC_PAGESIZE));
+	ob_u64(sizeof(long) * 8);
+}
+
+static int cmp_int(const void *a, const void *b)
+{
+	int x = *(const int *)a, y = *(const int *)b;
+	return (x > y) - (x < y);
+}
+
+static void op_fds(int argc, char **argv)
+{
+	(void)argc; (void)argv;
+	DIR *d = opendir("/proc/self/fd");
+	if (!d) {
+		reply_err(errno);
+		return;
+	}
+	int self = dirfd(d), n = 0, cap = 64;
+	int *fds = malloc(cap * sizeof *fds);
+	struct dirent *e;
+	while (fds && (e = readdir(d))) {
+		if (e->d_name[0] < '0' || e->d_name[0] > '9' || atoi(e->d_name) == self)
+			continue;
+		if (n == cap) {
+			int *q = realloc(fds, (cap *= 2) * sizeof *fds);
+			if (!q)
+				abort();
+			fds = q;
+		}
+		fds[n++] = atoi(e->d_name);
+	}
+	closedir(d);
+	if (!fds)
+		abort();
+	qsort(fds, (size_t)n, sizeof *fds, cmp_int);
+	reply_ok();
+	for (int i = 0; i < n; i++)
+		ob_i64(fds[i]);
+	free(fds);
+}
+
+static void op_setuid(int argc, char **argv)
+{
+	(void)argc;
+	int uid;
+	if (arg_int(argv, 1, &uid))
+		return;
+	int e = drop_privileges((uid_t)uid);
+	if (e)
+		reply_err(e);
+	else
+		reply_ok();
+}
+
+static void op_memfd_region(int argc, char **argv)
+{
+	(void)argc;
+	uint8_t *name;
+	size_t n;
+	uint64_t size;
+	if (arg_hex(argv, 1, &name, &n) || arg_u64(argv, 2, &size))
+		return;
+	int fd = (int)syscall(SYS_memfd_create, (const char *)name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0) {
+		reply_err(errno);
+		return;
+	}
+	if (ftruncate(fd, (off_t)size) < 0 || fcntl(fd, F_ADD_SEALS, F_SEAL_GROW | F_SEAL_SHRINK) < 0) {
+		int e = errno;
+		close(fd);
+		reply_err(e);
+		return;
+	}
+	reply_ok();
+	ob_i64(fd);
+}
+
+static void op_ashmem_region(int argc, char **argv)
+{
+	(void)argc;
+	uint8_t *path, *name;
+	size_t plen, nlen;
+	uint64_t size;
+	if (arg_hex(argv, 1, &path, &plen) || arg_hex(argv, 2, &name, &nlen) || arg_u64(argv, 3, &size))
+		return;
+	char buf[256] = { 0 };  /* libcutils: strlcpy into char[ASHMEM_NAME_LEN] */
+	memcpy(buf, name, nlen < sizeof buf - 1 ? nlen : sizeof buf - 1);
+	int fd = open((const char *)path, O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		reply_err(errno);
+		return;
+	}
+	if (syscall(SYS_ioctl, fd, ASHMEM_SET_NAME, buf) < 0 ||
+	    syscall(SYS_ioctl, fd, ASHMEM_SET_SIZE, (unsigned long)size) < 0) {
+		int e = errno;
+		close(fd);
+		reply_err(e);
+		return;
+	}
+	reply_ok();
+	ob_i64(fd);
+}
+
+static void op_open(int argc, char **argv)
+{
+	(void)argc;
+	uint8_t *path;
+	size_t n;
+	int flags;
+	if (arg_hex(argv, 1, &path, &n) || arg_int(argv, 2, &flags))
+		return;
+	int fd = open((const char *)path, flags, 0600);
+	if (fd < 0) {
+		reply_err(errno);
+		return;
+	}
+	reply_ok();
+	ob_i64(fd);
+}
+
+static void op_ioctl(int argc, char **argv)
+{
+	int fd;
+	uint64_t cmd, v = 0;
+	uint8_t *data = NULL, *copy = NULL;
+	size_t n = 0;
+	if (arg_int(argv, 1, &fd) || arg_u64(argv, 2, &cmd))
+		return;
+	const char *kind = argv[3];
+	int with_arg = strcmp(kind, "int") == 0 || strcmp(kind, "in") == 0 || strcmp(kind, "inout") == 0;
+	if (!with_arg && strcmp(kind, "null") != 0) {
+		bad("ioctl argkind must be int, in, inout or null, not %.40s", kind);
+		return;
+	}
+	if (argc != (with_arg ? 5 : 4)) {
+		bad("ioctl %s takes %s", kind, with_arg ? "one argument" : "no argument");
+		return;
+	}
+	if (strcmp(kind, "int") == 0) {
+		if (arg_u64(argv, 4, &v))
+			return;
+	} else if (with_arg) {
+		if (arg_hex(argv, 4, &data, &n))
+			return;
+		copy = calloc(n + 4096, 1);
+		if (!copy)
+			abort();
+		memcpy(copy, data, n);
+		v = (uintptr_t)copy;
+	}
+	long r = syscall(SYS_ioctl, fd, (unsigned long)cmd, (unsigned long)v);
+	if (r == -1) {
+		reply_err(errno);
+	} else {
+		reply_ok();
+		ob_i64(r);
+		if (strcmp(kind, "inout") == 0)
+			ob_hex(copy, n);
+	}
+	free(copy);
+}
+
+static void op_fcntl(int argc, char **argv)
+{
+	(void)argc;
+	int fd, cmd;
+	uint64_t arg;
+	if (arg_int(argv, 1, &fd) || arg_int(argv, 2, &cmd) || arg_u64(argv, 3, &arg))
+		return;
+	int r = fcntl(fd, cmd, (unsigned long)arg);
+	if (r == -1) {
+		reply_err(errno);
+		return;
+	}
+	reply_ok();
+	ob_i64(r);
+}
+
+static void op_ftruncate(int argc, char **argv)
+{
+	(void)argc;
+	int fd;
+	uint64_t len;
+	if (arg_int(argv, 1, &fd) || arg_u64(argv, 2, &len))
+		return;
+	if (ftruncate(fd, (off_t)len) < 0)
+		reply_err(errno);
+	else
+		reply_ok();
+}
+
+static void op_fstat(int argc, char **argv)
+{
+	(void)argc;
+	int fd;
+	struct stat st;
+	if (arg_int(argv, 1, &fd))
+		return;
+	if (fstat(fd, &st) < 0) {
+		reply_err(errno);
+		return;
+	}
+	reply_ok();
+	ob_u64(st.st_mode);
+	ob_i64(st.st_size);
+	ob_u64(st.st_rdev);
+	ob_u64(st.st_dev);
+	ob_u64(st.st_ino);
+}
+
+static void op_readlink(int argc, char **argv)
+{
+	(void)argc;
+	uint8_t *path;
+	size_t n;
+	char buf[PATH_MAX + 1];
+	if (arg_hex(argv, 1, &path, &n))
+		return;
+	ssize_t k = readlink((const char *)path, buf, sizeof buf);
+	if (k < 0) {
+		reply_err(errno);
+		return;
+	}
+	reply_ok();
+	ob_hex(buf, (size_t)k);
+}
+
+static void op_dup(int argc, char **argv)
+{
+	(void)argc;
+	int fd;
+	if (arg_int(argv, 1, &fd))
+		return;
+	int r = dup(fd);
+	if (r < 0) {
+		reply_err(errno);
+		return;
+	}
+	reply_ok();
+	ob_i64(r);
+}
+
+static void op_close(int argc, char **argv)
+{
+	(void)argc;
+	int fd;
+	if (arg_int(argv, 1, &fd))
+		return;
+	if (close(fd) < 0)
+		reply_err(errno);
+	else
+		reply_ok();
+}
+
+static void op_lseek(int argc, char **argv)
+{
+	(void)argc;
+	int fd, whence;
+	uint64_t off;
+	if (arg_int(argv, 1, &fd) || arg_u64(argv, 2, &off) || arg_int(argv, 3, &whence))
+		return;
+	off_t r = lseek(fd, (off_t)off, whence);
+	if (r == (off_t)-1) {
+		reply_err(errno);
+		return;
+	}
+	reply_ok();
+	ob_i64(r);
+}
+
+static void op_read(int argc, char **argv)
+{
+	(void)argc;
+	int fd;
+	uint64_t n;
+	if (arg_int(argv, 1, &fd) || arg_u64(argv, 2, &n))
+		return;
+	if (n > MAX_LINE) {
+		bad("read: at most %u bytes at once", MAX_LINE);
+		return;
+	}
+	uint8_t *buf = malloc(n ? (size_t)n : 1);
+	if (!buf)
+		abort();
+	ssize_t k = read(fd, buf, (size_t)n);
+	if (k < 0)
+		reply_err(errno);
+	else {
+		reply_ok();
+		ob_hex(buf, (size_t)k);
+	}
+	free(buf);
+}
+
+static void op_write(int argc, char **argv)
+{
+	(void)argc;
+	int fd;
+	uint8_t *data;
+	size_t n;
+	if (arg_int(argv, 1, &fd) || arg_hex(argv, 2, &data, &n))
+		return;
+	ssize_t k = write(fd, data, n);
+	if (k < 0) {
+		reply_err(errno);
+		return;
+	}
+	reply_ok();
+	ob_i64(k);
+}
+
+static int arg_map(char **argv, int i, int *id, int in_use)
+{
+	uint64_t v;
+	if (arg_u64(argv, i, &v))
+		return -1;
+	if (v >= MAX_MAPS) {
+		bad("mapping id %.40s is not in 0..%d", argv[i], MAX_MAPS - 1);
+		return -1;
+	}
+	if (maps[v].used != in_use) {
+		bad("mapping id %d is %s", (int)v, in_use ? "not in use" : "already in use");
+		return -1;
+	}
+	*id = (int)v;
+	return 0;
+}
+
+static void op_mmap(int argc, char **argv)
+{
+	(void)argc;
+	int id, fd, prot, flags;
+	uint64_t len, off;
+	if (arg_map(argv, 1, &id, 0) || arg_int(argv, 2, &fd) || arg_u64(argv, 3, &len) ||
+	    arg_int(argv, 4, &prot) || arg_int(argv, 5, &flags) || arg_u64(argv, 6, &off))
+		return;
+	if (len > SIZE_MAX) {  /* a 32-bit process: the kernel could not map it either */
+		reply_err(ENOMEM);
+		return;
+	}
+	void *p = mmap(NULL, (size_t)len, prot, flags, fd, (off_t)off);
+	if (p == MAP_FAILED) {
+		reply_err(errno);
+		return;
+	}
+	/* the kernel maps whole pages: load/store may touch all of them (the file's end is the SIGBUS) */
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	maps[id].addr = p;
+	maps[id].len = ((size_t)len + page - 1) / page * page;
+	maps[id].used = 1;
+	reply_ok();
+}
+
+static void op_munmap(int argc, char **argv)
+{
+	(void)argc;
+	int id;
+	if (arg_map(argv, 1, &id, 1))
+		return;
+	if (munmap(maps[id].addr, maps[id].len) < 0) {
+		reply_err(errno);
+		return;
+	}
+	maps[id].used = 0;
+	reply_ok();
+}
+
+static void op_mprotect(int argc, char **argv)
+{
+	(void)argc;
+	int id, prot;
+	if (arg_map(argv, 1, &id, 1) || arg_int(argv, 2, &prot))
+		return;
+	if (mprotect(maps[id].addr, maps[id].len, prot) < 0)
+		reply_err(errno);
+	else
+		reply_ok();
+}
+
+static int arg_range(char **argv, int id, uint64_t off, uint64_t n)
+{
+	if (off > maps[id].len || n > maps[id].len - off) {
+		bad("%s: bytes %llu+%llu lie outside mapping %d (%llu bytes)", argv[0], (unsigned long long)off,
+		    (unsigned long long)n, id, (unsigned long long)maps[id].len);
+		return -1;
+	}
+	return 0;
+}
+
+static void op_load(int argc, char **argv)
+{
+	(void)argc;
+	int id;
+	uint64_t off, n;
+	if (arg_map(argv, 1, &id, 1) || arg_u64(argv, 2, &off) || arg_u64(argv, 3, &n) || arg_range(argv, id, off, n))
+		return;
+	if (n > MAX_LINE) {
+		bad("load: at most %u bytes at once", MAX_LINE);
+		return;
+	}
+	uint8_t *buf = malloc(n ? (size_t)n : 1);
+	if (!buf)
+		abort();
+	int sig = copy_guarded(buf, maps[id].addr + off, (size_t)n);
+	if (sig) {
+		oblen = 0;
+		ob_fmt("fault %d", sig);
+	} else {
+		reply_ok();
+		ob_hex(buf, (size_t)n);
+	}
+	free(buf);
+}
+
+static void op_store(int argc, char **argv)
+{
+	(void)argc;
+	int id;
+	uint64_t off;
+	uint8_t *data;
+	size_t n;
+	if (arg_map(argv, 1, &id, 1) || arg_u64(argv, 2, &off) || arg_hex(argv, 3, &data, &n) ||
+	    arg_range(argv, id, off, n))
+		return;
+	int sig = copy_guarded(maps[id].addr + off, data, n);
+	if (sig) {
+		oblen = 0;
+		ob_fmt("fault %d", sig);
+	} else {
+		reply_ok();
+	}
+}
+
+/* The pathname column (what follows the 5th field, inode, and the padding after it) of the line
+ * whose range holds the mapping: the kernel merges adjacent mappings of the same file into one
+ * line, so the mapping's own start may not begin a line. */
+static void op_maps_name(int argc, char **argv)
+{
+	(void)argc;
+	int id;
+	if (arg_map(argv, 1, &id, 1))
+		return;
+	int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		reply_err(errno);
+		return;
+	}
+	size_t cap = 65536, n = 0;
+	char *text = malloc(cap + 1);
+	for (ssize_t k = 1; text && k > 0;) {
+		if (n == cap) {
+			char *q = realloc(text, (cap *= 2) + 1);
+			if (!q)
+				abort();
+			text = q;
+		}
+		k = read(fd, text + n, cap - n);
+		if (k < 0 && errno == EINTR)
+			k = 1;
+		else if (k > 0)
+			n += (size_t)k;
+		else if (k < 0) {
+			int e = errno;
+			close(fd);
+			free(text);
+			reply_err(e);
+			return;
+		}
+	}
+	close(fd);
+	if (!text)
+		abort();
+	text[n] = 0;
+	reply_err(ENOENT);  /* unless the line is found */
+	for (char *line = text; *line;) {
+		char *eol = strchr(line, '\n');
+		if (!eol)
+			eol = line + strlen(line);
+		char *dash;
+		uintptr_t start = (uintptr_t)strtoull(line, &dash, 16);
+		uintptr_t end = *dash == '-' ? (uintptr_t)strtoull(dash + 1, NULL, 16) : start;
+		uintptr_t addr = (uintptr_t)maps[id].addr;
+		if (start <= addr && addr < end) {
+			char *p = line;
+			for (int f = 0; f < 5; f++) {
+				while (p < eol && *p != ' ')
+					p++;
+				while (p < eol && *p == ' ')
+					p++;
+			}
+			reply_ok();
+			ob_hex(p, (size_t)(eol - p));
+			break;
+		}
+		line = *eol ? eol + 1 : eol;
+	}
+	free(text);
+}
+
+static void op_sendfds(int argc, char **argv)
+{
+	int fds[MAX_FDS_PER_MSG];
+	int n = argc - 1;
+	if (n > MAX_FDS_PER_MSG) {
+		bad("sendfds: at most %d fds", MAX_FDS_PER_MSG);
+		return;
+	}
+	for (int i = 0; i < n; i++)
+		if (arg_int(argv, i + 1, &fds[i]))
+			return;
+	for (int i = 0; i < n; i++) {
+		int fl = fcntl(fds[i], F_GETFL);
+		if (fl < 0 || (fl & O_PATH)) {
+			reply_err(EBADF);
+			return;
+		}
+	}
+	memcpy(reply_fds, fds, (size_t)n * sizeof(int));
+	nreply_fds = n;
+	reply_ok();
+}
+
+static void op_recvfds(int argc, char **argv)
+{
+	(void)argc; (void)argv;
+	reply_ok();
+	for (int i = 0; i < in.nlinefds; i++)
+		ob_i64(in.linefds[i]);
+	in.nlinefds = 0;  /* they are the caller's now */
+}
+
+static void op_exit(int argc, char **argv);  /* below: it needs send_reply */
+
+/* ------------------------------------------------------------------------------------------ */
+/* binder                                                                                      */
+
+#define BINDER_VM_SIZE ((1u << 20) - 8192)
+#define BINDER_WRITE_READ IOC(3, 'b', 1, 48)
+#define BINDER_SET_MAX_THREADS IOC(1, 'b', 5, 4)
+#define BINDER_VERSION IOC(3, 'b', 9, 4)
+#define BINDER_SET_CONTEXT_MGR_EXT IOC(1, 'b', 13, 24)
+#define BINDER_CURRENT_PROTOCOL_VERSION 8
+
+#define BC_TRANSACTION 0x40406300u
+#define BC_REPLY 0x40406301u
+#define BC_FREE_BUFFER 0x40086303u
+#define BC_ACQUIRE 0x40046305u
+#define BC_RELEASE 0x40046306u
+#define BC_INCREFS_DONE 0x40106308u
+#define BC_ACQUIRE_DONE 0x40106309u
+#define BC_ENTER_LOOPER 0x0000630cu
+#define BC_DEAD_BINDER_DONE 0x40086310u
+
+#define BR_ERROR 0x80047200u
+#define BR_TRANSACTION 0x80407202u
+#define BR_TRANSACTION_SEC_CTX 0x80487202u
+#define BR_REPLY 0x80407203u
+#define BR_DEAD_REPLY 0x00007205u
+#define BR_TRANSACTION_COMPLETE 0x00007206u
+#define BR_INCREFS 0x80107207u
+#define BR_ACQUIRE 0x80107208u
+#define BR_DEAD_BINDER 0x8008720fu
+#define BR_FAILED_REPLY 0x00007211u
+#define BR_FROZEN_REPLY 0x00007212u
+#define BR_ONEWAY_SPAM_SUSPECT 0x00007213u
+#define BR_TRANSACTION_PENDING_FROZEN 0x00007214u
+/* Everything else (BR_NOOP, BR_SPAWN_LOOPER, BR_RELEASE, BR_DECREFS, BR_FINISHED,
+ * BR_CLEAR_DEATH_NOTIFICATION_DONE, freeze notifications, ...) needs no answer here and is
+ * skipped by the payload size encoded in its code. */
+
+#define BINDER_TYPE_BINDER 0x73622a85u
+#define BINDER_TYPE_HANDLE 0x73682a85u
+#define BINDER_TYPE_FD 0x66642a85u
+#define FLAT_BINDER_FLAG_ACCEPTS_FDS 0x100u
+#define TF_ONE_WAY 0x01u
+#define TF_STATUS_CODE 0x08u
+#define TF_ACCEPT_FDS 0x10u
+
+/* servicemanager transaction codes, and the one code executors send each other */
+#define SM_REGISTER 1
+#define SM_LOOKUP 2
+#define CODE_FDS 3
+
+struct binder_write_read {
+	uint64_t write_size, write_consumed, write_buffer;
+	uint64_t read_size, read_consumed, read_buffer;
+};
+
+/* binder_transaction_data: 64 bytes on every ABI (binder_uintptr_t is 64-bit) */
+struct btd {
+	uint64_t target;  /* the handle in the low 32 bits (little endian), or the node ptr */
+	uint64_t cookie;
+	uint32_t code, flags;
+	int32_t sender_pid;
+	uint32_t sender_euid;
+	uint64_t data_size, offsets_size, buffer, offsets;
+};
+
+/* flat_binder_object and binder_fd_object (fd in the low 32 bits of `binder`) */
+struct fbo {
+	uint32_t type, flags;
+	uint64_t binder, cookie;
+};
+
+_Static_assert(sizeof(struct btd) == 64, "binder_transaction_data is 64 bytes");
+_Static_assert(sizeof(struct fbo) == 24, "flat_binder_object is 24 bytes");
+_Static_assert(sizeof(struct binder_write_read) == 48, "binder_write_read is 48 bytes");
+
+static int bfd = -1;
+static void *bmap;
+static char node_anchor;  /* its address is this process's node ptr and cookie */
+#define NODE ((uint64_t)(uintptr_t)&node_anchor)
+
+/* The command stream for the next BINDER_WRITE_READ: packed records, written in order. */
+static uint8_t *bc;
+static size_t bclen, bccap;
+
+static void bc_put(const void *p, size_t n)
+{
+	if (bclen + n > bccap) {
+		bccap = bccap ? bccap * 2 + n : 4096 + n;
+		bc = realloc(bc, bccap);
+		if (!bc)
+			abort();
+	}
+	memcpy(bc + bclen, p, n);
+	bclen += n;
+}
+
+static void bc_u32(uint32_t v) { bc_put(&v, 4); }
+static void bc_u64(uint64_t v) { bc_put(&v, 8); }
+
+/* `data` and `offs` must stay valid until the next binder_io. */
+static void bc_txn(uint32_t cmd, uint32_t handle, uint32_t code, uint32_t flags, const void *data,
+                   size_t size, const uint64_t *offs, size_t noffs)
+{
+	struct btd t;
+	memset(&t, 0, sizeof t);
+	t.target = handle;
+	t.code = code;
+	t.flags = flags;
+	t.data_size = size;
+	t.offsets_size = noffs * 8;
+	t.buffer = (uintptr_t)data;
+	t.offsets = (uintptr_t)offs;
+	bc_u32(cmd);
+	bc_put(&t, sizeof t);
+}
+
+/* Writes the pending commands and reads into rbuf (read_size 0: write only). Both consumed
+ * counters start at zero: the driver takes them as where to resume. */
+static int binder_io(void *rbuf, size_t rsize, size_t *got)
+{
+	struct binder_write_read b;
+	size_t done = 0;
+	for (;;) {
+		memset(&b, 0, sizeof b);
+		b.write_size = bclen - done;
+		b.write_buffer = (uintptr_t)(bc + done);
+		b.read_size = rsize;
+		b.read_buffer = (uintptr_t)rbuf;
+		if (syscall(SYS_ioctl, bfd, BINDER_WRITE_READ, &b) == 0)
+			break;
+		if (errno != EINTR) {
+			bclen = 0;
+			return -errno;
+		}
+		done += (size_t)b.write_consumed;
+		if (b.read_consumed)
+			break;
+	}
+	bclen = 0;
+	*got = (size_t)b.read_consumed;
+	return 0;
+}
+
+static int binder_flush(void)
+{
+	size_t got;
+	return bclen ? binder_io(NULL, 0, &got) : 0;
+}
+
+enum { WANT_REPLY = 1, WANT_TXN = 2, WANT_COMPLETE = 4 };
+
+struct bres {
+	uint32_t cmd;  /* BR_REPLY, BR_TRANSACTION, BR_TRANSACTION_COMPLETE, BR_FAILED_REPLY, ... */
+	int32_t error; /* BR_ERROR's value */
+	struct btd tr;
+};
+
+/* Refuses a transaction nobody here waits for: free it, and answer a synchronous one with a
+ * status reply, so that its sender is not left blocked. */
+static void refuse_transaction(const struct btd *tr)
+{
+	static const int32_t status = -EPROTO;
+	bc_u32(BC_FREE_BUFFER);
+	bc_u64(tr->buffer);
+	if (!(tr->flags & TF_ONE_WAY))
+		bc_txn(BC_REPLY, 0, 0, TF_STATUS_CODE, &status, sizeof status, NULL, 0);
+}
+
+/* Writes the pending commands, then reads until a record in `want` arrives, answering reference
+ * count requests on the way. Housekeeping commands queued while reading stay in `bc`, to go
+ * ahead of the caller's next commands. Returns 0 or -errno. */
+static int binder_loop(int want, struct bres *res)
+{
+	uint64_t rbuf[64];  /* 512 bytes: the driver needs >= 80 free to hand out a record */
+	for (;;) {
+		size_t got;
+		int r = binder_io(rbuf, sizeof rbuf, &got);
+		if (r)
+			return r;
+		int found = 0;
+		const uint8_t *p = (const uint8_t *)rbuf;
+		for (size_t pos = 0; pos + 4 <= got;) {
+			uint32_t cmd;
+			memcpy(&cmd, p + pos, 4);
+			const uint8_t *payload = p + pos + 4;
+			size_t size = IOC_SIZE(cmd);
+			if (pos + 4 + size > got)
+				break;
+			pos += 4 + size;
+			uint64_t ptr_cookie[2];
+			struct btd tr;
+			switch (cmd) {
+			case BR_INCREFS:
+			case BR_ACQUIRE:
+				memcpy(ptr_cookie, payload, 16);
+				bc_u32(cmd == BR_INCREFS ? BC_INCREFS_DONE : BC_ACQUIRE_DONE);
+				bc_put(ptr_cookie, 16);
+				break;
+			case BR_DEAD_BINDER:
+				bc_u32(BC_DEAD_BINDER_DONE);
+				bc_put(payload, 8);
+				break;
+			case BR_TRANSACTION:
+			case BR_TRANSACTION_SEC_CTX:
+				memcpy(&tr, payload, sizeof tr);
+				if ((want & WANT_TXN) && !found) {
+					found = 1;
+					res->cmd = BR_TRANSACTION;
+					res->tr = tr;
+				} else {
+					refuse_transaction(&tr);
+				}
+				break;
+			case BR_REPLY:
+				memcpy(&tr, payload, sizeof tr);
+				if ((want & WANT_REPLY) && !found) {
+					found = 1;
+					res->cmd = cmd;
+					res->tr = tr;
+				} else {
+					bc_u32(BC_FREE_BUFFER);
+					bc_u64(tr.buffer);
+				}
+				break;
+			case BR_TRANSACTION_COMPLETE:
+			case BR_ONEWAY_SPAM_SUSPECT:
+			case BR_TRANSACTION_PENDING_FROZEN:
+				if ((want & WANT_COMPLETE) && !found) {
+					found = 1;
+					res->cmd = BR_TRANSACTION_COMPLETE;
+				}
+				break;
+			case BR_DEAD_REPLY:
+			case BR_FAILED_REPLY:
+			case BR_FROZEN_REPLY:
+				if ((want & (WANT_REPLY | WANT_COMPLETE)) && !found) {
+					found = 1;
+					res->cmd = cmd == BR_FROZEN_REPLY ? BR_FAILED_REPLY : cmd;
+				}
+				break;
+			case BR_ERROR:
+				if (!found) {
+					found = 1;
+					res->cmd = cmd;
+					memcpy(&res->error, payload, 4);
+				}
+				break;
+			default:
+				break;
+			}
+		}
+		if (found)
+			return 0;
+	}
+}
+
+/* The fd numbers in the fd objects of a received transaction (in our binder mapping). */
+static int txn_fds(const struct btd *tr, int *fds, int max)
+{
+	const uint8_t *data = (const uint8_t *)(uintptr_t)tr->buffer;
+	const uint8_t *offs = (const uint8_t *)(uintptr_t)tr->offsets;
+	int n = 0;
+	for (uint64_t i = 0; i < tr->offsets_size / 8 && n < max; i++) {
+		uint64_t off;
+		uint32_t type, fd;
+		memcpy(&off, offs + i * 8, 8);
+		if (off > tr->data_size || tr->data_size - off < sizeof(struct fbo))
+			continue;
+		memcpy(&type, data + off, 4);
+		if (type != BINDER_TYPE_FD)
+			continue;
+		memcpy(&fd, data + off + 8, 4);
+		fds[n++] = (int)fd;
+	}
+	return n;
+}
+
+/* open + version + mmap + max threads: what both clients and the servicemanager do. */
+static int binder_setup(const char *dev)
+{
+	int fd = open(dev, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return errno;
+	int32_t version = 0;
+	uint32_t zero = 0;
+	int e = 0;
+	if (syscall(SYS_ioctl, fd, BINDER_VERSION, &version) < 0)
+		e = errno;
+	else if (version != BINDER_CURRENT_PROTOCOL_VERSION)
+		e = EPROTO;
+	void *m = MAP_FAILED;
+	if (!e && (m = mmap(NULL, BINDER_VM_SIZE, PROT_READ, MAP_PRIVATE, fd, 0)) == MAP_FAILED)
+		e = errno;
+	if (!e && syscall(SYS_ioctl, fd, BINDER_SET_MAX_THREADS, &zero) < 0)
+		e = errno;
+	if (e) {
+		if (m != MAP_FAILED)
+			munmap(m, BINDER_VM_SIZE);
+		close(fd);
+		return e;
+	}
+	bfd = fd;
+	bmap = m;
+	return 0;
+}
+
+static void binder_teardown(void)
+{
+	munmap(bmap, BINDER_VM_SIZE);
+	close(bfd);
+	bfd = -1;
+	bclen = 0;
+}
+
+static void op_binder_open(int argc, char **argv)
+{
+	(void)argc;
+	uint8_t *dev;
+	size_t n;
+	int accept;
+	uint64_t proc_id;
+	if (arg_hex(argv, 1, &dev, &n) || arg_bool(argv, 2, &accept) || arg_u64(argv, 3, &proc_id))
+		return;
+	if (bfd >= 0) {
+		bad("binder_open: binder is already open");
+		return;
+	}
+	int e = binder_setup((const char *)dev);
+	if (e) {
+		reply_err(e);
+		return;
+	}
+	uint8_t data[sizeof(struct fbo) + 4];
+	struct fbo node = { BINDER_TYPE_BINDER, accept ? FLAT_BINDER_FLAG_ACCEPTS_FDS : 0, NODE, NODE };
+	uint32_t id = (uint32_t)proc_id;
+	uint64_t off0 = 0;
+	memcpy(data, &node, sizeof node);
+	memcpy(data + sizeof node, &id, 4);
+	/* Without the looper state a 5.10 thread never takes process work: binder_recv needs it. */
+	bc_u32(BC_ENTER_LOOPER);
+	bc_txn(BC_TRANSACTION, 0, SM_REGISTER, 0, data, sizeof data, &off0, 1);
+	struct bres r;
+	int rc = binder_loop(WANT_REPLY, &r);
+	e = rc ? -rc : r.cmd == BR_DEAD_REPLY ? ESRCH : r.cmd == BR_ERROR ? -r.error : r.cmd == BR_REPLY ? 0 : EPROTO;
+	if (!e && (r.tr.flags & TF_STATUS_CODE))
+		e = EPROTO;
+	if (!rc && r.cmd == BR_REPLY) {
+		bc_u32(BC_FREE_BUFFER);
+		bc_u64(r.tr.buffer);
+	}
+	if (!e)
+		e = -binder_flush();
+	if (e) {
+		binder_teardown();
+		reply_err(e);
+		return;
+	}
+	reply_ok();
+}
+
+/* proc_id -> handle, as the servicemanager told us (each handle BC_ACQUIREd) */
+static struct { uint32_t proc, handle; } handles[MAX_MAPS];
+static int nhandles;
+
+static int cached_handle(uint32_t proc)
+{
+	for (int i = 0; i < nhandles; i++)
+		if (handles[i].proc == proc)
+			return i;
+	return -1;
+}
+
+static void forget_handle(int i)
+{
+	bc_u32(BC_RELEASE);
+	bc_u32(handles[i].handle);
+	handles[i] = handles[--nhandles];
+}
+
+/* Asks the servicemanager for proc's handle. Returns 0 (and *handle) or an errno. */
+static int lookup(uint32_t proc, uint32_t *handle)
+{
+	bc_txn(BC_TRANSACTION, 0, SM_LOOKUP, 0, &proc, sizeof proc, NULL, 0);
+	struct bres r;
+	int rc = binder_loop(WANT_REPLY, &r);
+	if (rc)
+		return -rc;
+	if (r.cmd == BR_DEAD_REPLY)
+		return ESRCH;
+	if (r.cmd == BR_ERROR)
+		return -r.error;
+	if (r.cmd != BR_REPLY)
+		return EPROTO;
+	const struct btd *t = &r.tr;
+	const uint8_t *data = (const uint8_t *)(uintptr_t)t->buffer;
+	uint64_t off0 = 1;
+	struct fbo obj = { 0, 0, 0, 0 };
+	if (t->offsets_size >= 8)
+		memcpy(&off0, (const void *)(uintptr_t)t->offsets, 8);
+	if (off0 == 0 && t->data_size >= sizeof obj)
+		memcpy(&obj, data, sizeof obj);
+	int e = 0;
+	if (t->flags & TF_STATUS_CODE)
+		e = ENOENT;
+	else if (obj.type == BINDER_TYPE_BINDER)
+		e = EINVAL;  /* our own node: a process cannot transact with itself */
+	else if (obj.type != BINDER_TYPE_HANDLE)
+		e = EPROTO;
+	if (!e) {
+		/* acquire before the free: freeing the reply drops the reference it carried */
+		*handle = (uint32_t)obj.binder;
+		bc_u32(BC_ACQUIRE);
+		bc_u32(*handle);
+		if (nhandles < MAX_MAPS) {
+			handles[nhandles].proc = proc;
+			handles[nhandles++].handle = *handle;
+		}
+	}
+	bc_u32(BC_FREE_BUFFER);
+	bc_u64(t->buffer);
+	return e;
+}
+
+/* One binder_fd_object per fd, at offsets 0, 24, 48, ... */
+static struct fbo *fd_objects(const int *fds, int n, uint64_t **offs)
+{
+	struct fbo *objs = calloc((size_t)n + 1, sizeof *objs);
+	*offs = calloc((size_t)n + 1, sizeof **offs);
+	if (!objs || !*offs)
+		abort();
+	for (int i = 0; i < n; i++) {
+		objs[i].type = BINDER_TYPE_FD;
+		objs[i].binder = (uint32_t)fds[i];
+		(*offs)[i] = (uint64_t)i * sizeof *objs;
+	}
+	return objs;
+}
+
+static int arg_fds(char **argv, int first, int argc, int *fds)
+{
+	for (int i = first; i < argc; i++)
+		if (arg_int(argv, i, &fds[i - first]))
+			return -1;
+	return 0;
+}
+
+static void op_binder_send(int argc, char **argv)
+{
+	uint64_t dst;
+	int accept, fds[MAX_TOKENS];
+	int n = argc - 3;
+	if (arg_u64(argv, 1, &dst) || arg_bool(argv, 2, &accept) || arg_fds(argv, 3, argc, fds))
+		return;
+	if (bfd < 0) {
+		bad("binder_send: binder_open first");
+		return;
+	}
+	uint64_t *offs;
+	struct fbo *objs = fd_objects(fds, n, &offs);
+	struct bres r;
+	int rc = 0;
+	for (int attempt = 0; attempt < 2; attempt++) {
+		int i = cached_handle((uint32_t)dst);
+		uint32_t handle = 0;
+		if (i >= 0) {
+			handle = handles[i].handle;
+		} else {
+			int e = lookup((uint32_t)dst, &handle);
+			if (e) {
+				rc = -e;
+				break;
+			}
+			attempt = 1;  /* a fresh handle: no second try */
+		}
+		bc_txn(BC_TRANSACTION, handle, CODE_FDS, accept ? TF_ACCEPT_FDS : 0, objs,
+		       (size_t)n * sizeof *objs, offs, (size_t)n);
+		rc = binder_loop(WANT_REPLY, &r);
+		if (rc || r.cmd != BR_DEAD_REPLY || attempt == 1)
+			break;
+		/* dst died; a process with its proc_id may have registered since: ask again */
+		forget_handle(cached_handle((uint32_t)dst));
+	}
+	if (rc) {
+		reply_err(-rc);
+	} else if (r.cmd == BR_REPLY) {
+		int got[MAX_TOKENS];
+		int k = txn_fds(&r.tr, got, MAX_TOKENS);
+		bc_u32(BC_FREE_BUFFER);
+		bc_u64(r.tr.buffer);
+		reply_ok();
+		ob_str(" reply");
+		for (int i = 0; i < k; i++)
+			ob_i64(got[i]);
+	} else if (r.cmd == BR_ERROR) {
+		reply_err(-r.error);
+	} else {
+		reply_ok();
+		ob_str(r.cmd == BR_DEAD_REPLY ? " dead" : " failed");
+	}
+	rc = binder_flush();
+	if (rc && oblen >= 2 && memcmp(ob, "ok", 2) == 0)
+		reply_err(-rc);
+	free(objs);
+	free(offs);
+}
+
+static void op_binder_recv(int argc, char **argv)
+{
+	int fds[MAX_TOKENS];
+	int n = argc - 1;
+	if (arg_fds(argv, 1, argc, fds))
+		return;
+	if (bfd < 0) {
+		bad("binder_recv: binder_open first");
+		return;
+	}
+	struct bres r;
+	int rc;
+	for (;;) {
+		rc = binder_loop(WANT_TXN, &r);
+		if (rc || r.tr.code == CODE_FDS)
+			break;
+		refuse_transaction(&r.tr);
+	}
+	if (rc) {
+		reply_err(-rc);
+		return;
+	}
+	int got[MAX_TOKENS];
+	int k = txn_fds(&r.tr, got, MAX_TOKENS);
+	uint64_t *offs;
+	struct fbo *objs = fd_objects(fds, n, &offs);
+	bc_u32(BC_FREE_BUFFER);  /* libbinder's order: free the request, then reply */
+	bc_u64(r.tr.buffer);
+	const char *how = " oneway";
+	if (!(r.tr.flags & TF_ONE_WAY)) {
+		bc_txn(BC_REPLY, 0, 0, 0, objs, (size_t)n * sizeof *objs, offs, (size_t)n);
+		rc = binder_loop(WANT_COMPLETE, &r);
+		how = rc ? NULL : r.cmd == BR_TRANSACTION_COMPLETE ? " complete" : r.cmd == BR_DEAD_REPLY ? " dead" : " failed";
+	}
+	if (!rc)
+		rc = binder_flush();
+	free(objs);
+	free(offs);
+	if (rc) {
+		reply_err(-rc);
+		return;
+	}
+	reply_ok();
+	ob_str(how);
+	for (int i = 0; i < k; i++)
+		ob_i64(got[i]);
+}
+
+/* --- servicemanager mode --- */
+
+static void sm_serve(const struct btd *tr)
+{
+	static struct { uint32_t proc, handle; } reg[MAX_MAPS];
+	static int nreg;
+	static struct fbo answer;
+	static uint64_t off0;
+	static int32_t status;
+	const uint8_t *data = (const uint8_t *)(uintptr_t)tr->buffer;
+	uint64_t first = 1;
+	uint32_t proc = 0;
+	struct fbo obj = { 0, 0, 0, 0 };
+	int found = -1;
+	if (tr->offsets_size >= 8)
+		memcpy(&first, (const void *)(uintptr_t)tr->offsets, 8);
+	status = -EINVAL;
+	if (tr->code == SM_REGISTER && first == 0 && tr->data_size >= sizeof obj + 4) {
+		memcpy(&obj, data, sizeof obj);
+		memcpy(&proc, data + sizeof obj, 4);
+	} else if (tr->code == SM_LOOKUP && tr->data_size >= 4) {
+		memcpy(&proc, data, 4);
+	}
+	for (int i = 0; i < nreg; i++)
+		if (reg[i].proc == proc)
+			found = i;
+	if (tr->code == SM_REGISTER && obj.type == BINDER_TYPE_HANDLE) {
+		/* keep the new node alive (before the free drops the buffer's reference), drop the old */
+		bc_u32(BC_ACQUIRE);
+		bc_u32((uint32_t)obj.binder);
+		if (found >= 0) {
+			bc_u32(BC_RELEASE);
+			bc_u32(reg[found].handle);
+		} else if (nreg < MAX_MAPS) {
+			found = nreg++;
+		}
+		if (found >= 0) {
+			reg[found].proc = proc;
+			reg[found].handle = (uint32_t)obj.binder;
+		}
+		status = 0;
+	} else if (tr->code == SM_LOOKUP && tr->data_size >= 4) {
+		status = found >= 0 ? 0 : -ENOENT;
+	}
+	bc_u32(BC_FREE_BUFFER);
+	bc_u64(tr->buffer);
+	if (tr->flags & TF_ONE_WAY)
+		return;
+	if (tr->code == SM_LOOKUP && status == 0) {
+		answer = (struct fbo){ BINDER_TYPE_HANDLE, 0, reg[found].handle, 0 };
+		off0 = 0;
+		bc_txn(BC_REPLY, 0, 0, 0, &answer, sizeof answer, &off0, 1);
+	} else if (status == 0) {
+		bc_txn(BC_REPLY, 0, 0, 0, &status, 0, NULL, 0);
+	} else {
+		bc_txn(BC_REPLY, 0, 0, TF_STATUS_CODE, &status, sizeof status, NULL, 0);
+	}
+}
+
+static int servicemanager_main(const char *dev)
+{
+	process_setup();
+	int e = binder_setup(dev);
+	struct fbo mgr = { BINDER_TYPE_BINDER, FLAT_BINDER_FLAG_ACCEPTS_FDS, NODE, NODE };
+	if (!e && syscall(SYS_ioctl, bfd, BINDER_SET_CONTEXT_MGR_EXT, &mgr) < 0)
+		e = errno;
+	char line[32] = "ok\n";
+	if (e)
+		snprintf(line, sizeof line, "err %d\n", e);
+	write_all(1, line, strlen(line));
+	if (e)
+		return 1;
+	bc_u32(BC_ENTER_LOOPER);
+	for (;;) {
+		struct bres r;
+		int rc = binder_loop(WANT_TXN, &r);
+		if (rc) {
+			fprintf(stderr, "ashcheck-exec servicemanager: BINDER_WRITE_READ failed: %s\n", strerror(-rc));
+			return 1;
+		}
+		sm_serve(&r.tr);
+	}
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* child mode                                                                                  */
+
+struct op {
+	const char *name;
+	int min, max;  /* argument count (without the name); max -1: unlimited */
+	void (*fn)(int argc, char **argv);
+};
+
+static const struct op ops[] = {
+	{ "ping", 0, 0, op_ping },
+	{ "info", 0, 0, op_info },
+	{ "fds", 0, 0, op_fds },
+	{ "setuid", 1, 1, op_setuid },
+	{ "memfd_region", 2, 2, op_memfd_region },
+	{ "ashmem_region", 3, 3, op_ashmem_region },
+	{ "open", 2, 2, op_open },
+	{ "ioctl", 3, 4, op_ioctl },
+	{ "fcntl", 3, 3, op_fcntl },
+	{ "ftruncate", 2, 2, op_ftruncate },
+	{ "fstat", 1, 1, op_fstat },
+	{ "readlink", 1, 1, op_readlink },
+	{ "dup", 1, 1, op_dup },
+	{ "close", 1, 1, op_close },
+	{ "lseek", 3, 3, op_lseek },
+	{ "read", 2, 2, op_read },
+	{ "write", 2, 2, op_write },
+	{ "mmap", 6, 6, op_mmap },
+	{ "munmap", 1, 1, op_munmap },
+	{ "mprotect", 2, 2, op_mprotect },
+	{ "load", 3, 3, op_load },
+	{ "store", 3, 3, op_store },
+	{ "maps_name", 1, 1, op_maps_name },
+	{ "sendfds", 0, MAX_FDS_PER_MSG, op_sendfds },
+	{ "recvfds", 0, 0, op_recvfds },
+	{ "exit", 0, 0, op_exit },
+	{ "binder_open", 3, 3, op_binder_open },
+	{ "binder_send", 2, -1, op_binder_send },
+	{ "binder_recv", 0, -1, op_binder_recv },
+};
+
+/* Splits on single spaces. Returns the token count, or -1 after replying bad. */
+static int tokenize(char *line, size_t n, char **argv)
+{
+	if (memchr(line, 0, n)) {
+		bad("a NUL byte in the request");
+		return -1;
+	}
+	if (n == 0) {
+		bad("an empty request");
+		return -1;
+	}
+	int argc = 0;
+	for (char *p = line;;) {
+		char *sp = strchr(p, ' ');
+		if (sp == p || (!sp && !*p)) {
+			bad("an empty token (tokens are separated by single spaces)");
+			return -1;
+		}
+		if (argc == MAX_TOKENS) {
+			bad("more than %d tokens", MAX_TOKENS);
+			return -1;
+		}
+		argv[argc++] = p;
+		if (!sp)
+			return argc;
+		*sp = 0;
+		p = sp + 1;
+	}
+}
+
+static void handle_request(char *line, size_t n)
+{
+	static char *argv[MAX_TOKENS + 1];
+	int argc = tokenize(line, n, argv);
+	if (argc < 0)
+		return;
+	argv[argc] = NULL;
+	for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+		if (strcmp(ops[i].name, argv[0]) != 0)
+			continue;
+		int args = argc - 1;
+		if (args < ops[i].min || (ops[i].max >= 0 && args > ops[i].max)) {
+			bad("%s takes %d%s arguments, not %d", argv[0], ops[i].min,
+			    ops[i].max == ops[i].min ? "" : " or more", args);
+			return;
+		}
+		ops[i].fn(argc, argv);
+		return;
+	}
+	bad("unknown request %.60s", argv[0]);
+}
+
+static void send_reply(void)
+{
+	ob_put("\n", 1);
+	int rc = 0;
+	if (nreply_fds > 0) {
+		rc = send_with_fds(1, ob, oblen, reply_fds, nreply_fds);
+		nreply_fds = 0;
+		if (rc < 0 && (errno == ENOTSOCK || errno == EINVAL || errno == EOPNOTSUPP)) {
+			reply_err(errno);  /* nothing was sent: fd 1 cannot carry fds */
+			ob_put("\n", 1);
+			rc = write_all(1, ob, oblen);
+		}
+	} else {
+		rc = write_all(1, ob, oblen);
+	}
+	if (rc < 0)
+		_exit(0);  /* the other end is gone */
+	oblen = 0;
+}
+
+static void op_exit(int argc, char **argv)
+{
+	(void)argc; (void)argv;
+	reply_ok();
+	send_reply();
+	_exit(0);
+}
+
+static int child_main(void)
+{
+	process_setup();
+	install_fault_handlers();
+	reader_init(&in, 0, MAX_LINE);
+	for (;;) {
+		char *line;
+		size_t n;
+		int k = reader_next(&in, &line, &n);
+		if (k == LINE_NONE) {
+			ssize_t got = reader_fill(&in);
+			if (got <= 0)
+				return got == 0 ? 0 : 1;
+			continue;
+		}
+		if (k == LINE_OVERLONG) {
+			bad("a request longer than %u bytes (discarded)", MAX_LINE);
+		} else {
+			/* fds that came with anything but recvfds are closed first: they must not take the
+			 * fd numbers the request is about to allocate */
+			if (strcmp(line, "recvfds") != 0)
+				close_line_fds(&in);
+			handle_request(line, n);
+		}
+		close_line_fds(&in);
+		send_reply();
+	}
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* hub mode                                                                                    */
+
+#define MAX_CHILDREN 256
+
+struct child {
+	char tag[32];
+	pid_t pid;
+	int fd;           /* -1 once dead */
+	int owed;         /* requests forwarded and not answered yet */
+	char why[96];     /* how it died */
+	char *buf;
+	size_t len, cap;
+};
+
+static struct child kids[MAX_CHILDREN];
+static int nkids;
+static int hub_out;
+static pid_t sm_pid = -1;
+static int sm_fd = -1;
+
+static int hub_out_gone;
+static void hub_cleanup(void);
+
+static void hub_write(const char *tag, const char *text, size_t n)
+{
+	if (hub_out_gone)
+		return;
+	size_t t = strlen(tag);
+	char *line = malloc(t + n + 2);
+	if (!line)
+		abort();
+	memcpy(line, tag, t);
+	line[t] = ' ';
+	memcpy(line + t + 1, text, n);
+	line[t + 1 + n] = '\n';
+	int rc = write_all(hub_out, line, t + n + 2);
+	free(line);
+	if (rc < 0) {  /* nobody is listening any more: end, and take the children along */
+		hub_out_gone = 1;
+		hub_cleanup();
+		_exit(0);
+	}
+}
+
+/* Writes the reply in `ob` (built by reply_ok/bad/...) for `tag`. */
+static void hub_reply(const char *tag)
+{
+	hub_write(tag, ob, oblen);
+	oblen = 0;
+}
+
+static void hub_lost(const char *tag, const char *why)
+{
+	oblen = 0;
+	ob_str("lost");
+	ob_hex(why, strlen(why));
+	hub_reply(tag);
+}
+
+static struct child *find_child(const char *tag)
+{
+	for (int i = 0; i < nkids; i++)
+		if (strcmp(kids[i].tag, tag) == 0)
+			return &kids[i];
+	return NULL;
+}
+
+static void reap(pid_t pid, char *why, size_t n)
+{
+	int st = 0;
+	kill(pid, SIGKILL);
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	if (why) {
+		if (WIFSIGNALED(st))
+			snprintf(why, n, "killed by signal %d", WTERMSIG(st));
+		else
+			snprintf(why, n, "exited with status %d", WEXITSTATUS(st));
+	}
+}
+
+/* The child is gone (or is being removed): reap it and answer what it still owed. */
+static void child_dead(struct child *c, const char *reason)
+{
+	if (c->fd < 0)
+		return;
+	close(c->fd);
+	c->fd = -1;
+	reap(c->pid, c->why, sizeof c->why);
+	char msg[192];
+	snprintf(msg, sizeof msg, "process %s (pid %d) %s%s", c->tag, (int)c->pid, reason ? reason : c->why,
+	         reason ? "" : " before answering");
+	for (; c->owed > 0; c->owed--)
+		hub_lost(c->tag, msg);
+	free(c->buf);
+	c->buf = NULL;
+	c->len = c->cap = 0;
+}
+
+static void remove_child(struct child *c)
+{
+	child_dead(c, "was killed");
+	*c = kids[--nkids];
+}
+
+/* One read from the child; fds received are kept in fds (if given) or closed. */
+static ssize_t child_read(struct child *c, int *fds, int *nfds, int max)
+{
+	if (c->cap - c->len < 65536) {
+		size_t cap = c->cap ? c->cap * 2 : 65536;
+		if (cap > 8 * (size_t)MAX_LINE)  /* the longest reply is a 1 MiB read in hex */
+			return -1;
+		char *q = realloc(c->buf, cap);
+		if (!q)
+			abort();
+		c->buf = q;
+		c->cap = cap;
+	}
+	union { struct cmsghdr align; char b[CMSG_SPACE(MAX_FDS_PER_MSG * sizeof(int))]; } u;
+	struct iovec iov = { c->buf + c->len, c->cap - c->len };
+	struct msghdr mh;
+	memset(&mh, 0, sizeof mh);
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	mh.msg_control = u.b;
+	mh.msg_controllen = sizeof u.b;
+	ssize_t k;
+	do
+		k = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC);
+	while (k < 0 && errno == EINTR);
+	for (struct cmsghdr *h = CMSG_FIRSTHDR(&mh); k >= 0 && h; h = CMSG_NXTHDR(&mh, h)) {
+		if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS)
+			continue;
+		for (size_t i = 0; i < (h->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(h) + i * sizeof(int), sizeof fd);
+			if (fds && *nfds < max)
+				fds[(*nfds)++] = fd;
+			else
+				close(fd);
+		}
+	}
+	if (k > 0)
+		c->len += (size_t)k;
+	return k;
+}
+
+/* Takes the first complete line of the child's output (NUL-terminated, '\n' removed) into `out`. */
+static int child_line(struct child *c, char **out, size_t *n)
+{
+	char *nl = c->len ? memchr(c->buf, '\n', c->len) : NULL;
+	if (!nl)
+		return 0;
+	*n = (size_t)(nl - c->buf);
+	*out = malloc(*n + 1);
+	if (!*out)
+		abort();
+	memcpy(*out, c->buf, *n);
+	(*out)[*n] = 0;
+	c->len -= *n + 1;
+	memmove(c->buf, nl + 1, c->len);
+	return 1;
+}
+
+/* Forwards complete reply lines to the hub's output. */
+static void child_forward(struct child *c)
+{
+	char *line;
+	size_t n;
+	while (child_line(c, &line, &n)) {
+		if (c->owed > 0)
+			c->owed--;
+		hub_write(c->tag, line, n);
+		free(line);
+	}
+}
+
+static void child_send(struct child *c, const char *line, const int *fds, int nfds)
+{
+	size_t n = strlen(line);
+	char *msg = malloc(n + 1);
+	if (!msg)
+		abort();
+	memcpy(msg, line, n);
+	msg[n] = '\n';
+	int rc = send_with_fds(c->fd, msg, n + 1, fds, nfds);
+	free(msg);
+	if (rc < 0)
+		child_dead(c, NULL);
+}
+
+/* A request made by the hub itself: send it, forward replies the child still owed for earlier
+ * requests, and return its own reply (malloc'd) and the fds that came with it. NULL when the child
+ * died or did not answer in time (then it is killed: a late reply would be misattributed). */
+static char *child_call(struct child *c, const char *line, const int *fds, int nfds, int *rfds, int *nrfds)
+{
+	*nrfds = 0;
+	child_send(c, line, fds, nfds);
+	struct timespec t0, t;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		if (c->fd < 0)
+			return NULL;
+		char *reply;
+		size_t n;
+		while (child_line(c, &reply, &n)) {
+			if (c->owed == 0)
+				return reply;
+			c->owed--;
+			hub_write(c->tag, reply, n);
+			free(reply);
+		}
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		long left = HUB_SYNC_TIMEOUT_MS - ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000);
+		struct pollfd p = { c->fd, POLLIN, 0 };
+		int k = left > 0 ? poll(&p, 1, (int)left) : 0;
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0) {
+			child_dead(c, "did not answer the hub in time and was killed");
+			return NULL;
+		}
+		if (child_read(c, rfds, nrfds, MAX_FDS_PER_MSG) <= 0)
+			child_dead(c, NULL);
+	}
+}
+
+static pid_t spawn_self(int fd, char *const *args)
+{
+	pid_t hub = getpid();
+	pid_t pid = fork();
+	if (pid == 0) {
+		char parent[32];
+		snprintf(parent, sizeof parent, "%d", (int)hub);
+		setenv("ASHCHECK_PARENT", parent, 1);
+		dup2(fd, 0);
+		dup2(fd, 1);
+		signal(SIGPIPE, SIG_DFL);
+		execv("/proc/self/exe", args);
+		_exit(127);
+	}
+	return pid;
+}
+
+static void hub_spawn(int argc, char **argv)
+{
+	int uid;
+	if (argc != 3) {
+		bad("spawn takes a proc tag and a uid");
+		return;
+	}
+	if (arg_int(argv, 2, &uid))
+		return;
+	if (strlen(argv[1]) >= sizeof kids[0].tag || strcmp(argv[1], "*") == 0) {
+		bad("spawn: the proc tag must be shorter than %d bytes and not *", (int)sizeof kids[0].tag);
+		return;
+	}
+	struct child *old = find_child(argv[1]);
+	if (old && old->fd >= 0) {
+		reply_err(EEXIST);
+		return;
+	}
+	if (old)
+		remove_child(old);
+	if (nkids == MAX_CHILDREN) {
+		reply_err(EAGAIN);
+		return;
+	}
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+		reply_err(errno);
+		return;
+	}
+	char *args[] = { "ashcheck-exec", NULL };
+	pid_t pid = spawn_self(sv[1], args);
+	int e = errno;
+	close(sv[1]);
+	if (pid < 0) {
+		close(sv[0]);
+		reply_err(e);
+		return;
+	}
+	struct child *c = &kids[nkids++];
+	memset(c, 0, sizeof *c);
+	snprintf(c->tag, sizeof c->tag, "%s", argv[1]);
+	c->pid = pid;
+	c->fd = sv[0];
+	/* A first request proves the exec worked; with a uid it is the drop of privileges itself. */
+	char req[48];
+	int rfds[MAX_FDS_PER_MSG], nr;
+	snprintf(req, sizeof req, uid == -1 ? "ping" : "setuid %d", uid);
+	char *reply = child_call(c, req, NULL, 0, rfds, &nr);
+	for (int i = 0; i < nr; i++)
+		close(rfds[i]);
+	if (reply && strcmp(reply, "ok") == 0) {
+		reply_ok();
+		ob_i64(pid);
+	} else if (reply && strncmp(reply, "err ", 4) == 0) {
+		oblen = 0;
+		ob_str(reply);
+	} else {
+		bad("spawn %s: the new executor %s", c->tag, reply ? "answered garbage" : c->why);
+	}
+	free(reply);
+	if (!(oblen >= 2 && memcmp(ob, "ok", 2) == 0))
+		remove_child(c);
+}
+
+static void hub_kill(int argc, char **argv)
+{
+	if (argc != 2) {
+		bad("kill takes a proc tag");
+		return;
+	}
+	struct child *c = find_child(argv[1]);
+	if (!c) {
+		reply_err(ESRCH);
+		return;
+	}
+	remove_child(c);
+	reply_ok();
+}
+
+static void hub_xfer(int argc, char **argv)
+{
+	if (argc < 3) {
+		bad("xfer takes src, dst and fds");
+		return;
+	}
+	struct child *src = find_child(argv[1]), *dst = find_child(argv[2]);
+	if (!src || !dst) {
+		bad("xfer: no process %.40s", src ? argv[2] : argv[1]);
+		return;
+	}
+	if (src->fd < 0 || dst->fd < 0) {
+		struct child *dead = src->fd < 0 ? src : dst;
+		oblen = 0;
+		ob_str("lost");
+		ob_hex(dead->why, strlen(dead->why));
+		return;
+	}
+	/* the fd list is checked by src itself: the request is `sendfds` with the same tokens */
+	size_t len = strlen("sendfds");
+	for (int i = 3; i < argc; i++)
+		len += 1 + strlen(argv[i]);
+	char *req = malloc(len + 1);
+	if (!req)
+		abort();
+	strcpy(req, "sendfds");
+	for (int i = 3; i < argc; i++) {
+		strcat(req, " ");
+		strcat(req, argv[i]);
+	}
+	int fds[MAX_FDS_PER_MSG], nfds, back[MAX_FDS_PER_MSG], nback;
+	char *reply = child_call(src, req, NULL, 0, fds, &nfds);
+	free(req);
+	if (!reply) {
+		oblen = 0;
+		ob_str("lost");
+		ob_hex(src->why, strlen(src->why));
+	} else if (strcmp(reply, "ok") != 0) {
+		oblen = 0;
+		ob_str(reply);  /* err 9 (nothing delivered), or src's bad */
+	} else {
+		free(reply);
+		reply = child_call(dst, "recvfds", fds, nfds, back, &nback);
+		for (int i = 0; i < nback; i++)
+			close(back[i]);
+		oblen = 0;
+		if (!reply) {
+			ob_str("lost");
+			ob_hex(dst->why, strlen(dst->why));
+		} else {
+			ob_str(reply);
+		}
+	}
+	free(reply);
+	for (int i = 0; i < nfds; i++)
+		close(fds[i]);
+}
+
+static void hub_servicemanager(int argc, char **argv)
+{
+	uint8_t *dev;
+	size_t n;
+	if (argc != 2) {
+		bad("servicemanager takes a device path");
+		return;
+	}
+	if (arg_hex(argv, 1, &dev, &n))
+		return;
+	if (sm_pid > 0) {
+		reply_err(EBUSY);
+		return;
+	}
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+		reply_err(errno);
+		return;
+	}
+	char *args[] = { "ashcheck-exec", "--servicemanager", (char *)dev, NULL };
+	pid_t pid = spawn_self(sv[1], args);
+	int e = errno;
+	close(sv[1]);
+	if (pid < 0) {
+		close(sv[0]);
+		reply_err(e);
+		return;
+	}
+	struct child c;  /* not a proc: it only ever says whether it is ready */
+	memset(&c, 0, sizeof c);
+	snprintf(c.tag, sizeof c.tag, "servicemanager");
+	c.pid = pid;
+	c.fd = sv[0];
+	int rfds[MAX_FDS_PER_MSG], nr;
+	char *reply = NULL;
+	struct pollfd p = { c.fd, POLLIN, 0 };
+	while (c.fd >= 0 && !child_line(&c, &reply, &n)) {
+		int k = poll(&p, 1, HUB_SYNC_TIMEOUT_MS);
+		if (k <= 0 || child_read(&c, rfds, &nr, MAX_FDS_PER_MSG) <= 0)
+			break;
+	}
+	free(c.buf);
+	if (reply && strcmp(reply, "ok") == 0) {
+		sm_pid = pid;
+		sm_fd = c.fd;
+		reply_ok();
+	} else {
+		close(c.fd);
+		reap(pid, c.why, sizeof c.why);
+		if (reply && strncmp(reply, "err ", 4) == 0) {
+			oblen = 0;
+			ob_str(reply);
+		} else {
+			bad("the servicemanager did not start: %s", c.why);
+		}
+	}
+	free(reply);
+}
+
+static void hub_cleanup(void)
+{
+	while (nkids > 0)
+		remove_child(&kids[nkids - 1]);
+	if (sm_pid > 0) {
+		close(sm_fd);
+		reap(sm_pid, NULL, 0);
+		sm_pid = -1;
+	}
+}
+
+static void hub_request(char *line, size_t n)
+{
+	static char *argv[MAX_TOKENS + 1];
+	int argc = tokenize(line, n, argv);
+	if (argc < 0)
+		return;
+	argv[argc] = NULL;
+	const char *op = argv[0];
+	if (strcmp(op, "ping") == 0)
+		reply_ok();
+	else if (strcmp(op, "spawn") == 0)
+		hub_spawn(argc, argv);
+	else if (strcmp(op, "kill") == 0)
+		hub_kill(argc, argv);
+	else if (strcmp(op, "xfer") == 0)
+		hub_xfer(argc, argv);
+	else if (strcmp(op, "servicemanager") == 0)
+		hub_servicemanager(argc, argv);
+	else if (strcmp(op, "exit") == 0) {
+		hub_cleanup();
+		reply_ok();
+		hub_reply("*");
+		_exit(0);
+	} else
+		bad("unknown hub request %.60s", op);
+}
+
+static void hub_line(char *line, size_t n)
+{
+	char *sp = memchr(line, ' ', n);
+	if (!sp || sp == line || memchr(line, 0, n)) {
+		bad("a hub line is `<proc> <request>`");
+		hub_reply("*");
+		return;
+	}
+	*sp = 0;
+	char *rest = sp + 1;
+	size_t rn = n - (size_t)(rest - line);
+	if (strcmp(line, "*") == 0) {
+		hub_request(rest, rn);
+		hub_reply("*");
+		return;
+	}
+	struct child *c = find_child(line);
+	if (!c) {
+		bad("no process %.40s (spawn it first)", line);
+		hub_reply(line);
+	} else if (c->fd < 0) {
+		char msg[192];
+		snprintf(msg, sizeof msg, "process %s (pid %d) %s", c->tag, (int)c->pid, c->why);
+		hub_lost(c->tag, msg);
+	} else {
+		c->owed++;
+		child_send(c, rest, NULL, 0);
+	}
+}
+
+static int hub_main(const char *device)
+{
+	process_setup();
+	int fd = 0;
+	hub_out = 1;
+	if (device) {
+		fd = open(device, O_RDWR | O_NOCTTY | O_CLOEXEC);
+		if (fd < 0) {
+			fprintf(stderr, "ashcheck-exec hub: cannot open %s: %s\n", device, strerror(errno));
+			return 1;
+		}
+		hub_out = fd;
+		struct termios tio;
+		if (tcgetattr(fd, &tio) == 0) {  /* a tty: no echo, no line editing, no CR/LF mapping */
+			cfmakeraw(&tio);
+			tcsetattr(fd, TCSANOW, &tio);
+		}
+	}
+	reader_init(&in, fd, MAX_LINE + sizeof kids[0].tag);
+	for (;;) {
+		struct pollfd p[MAX_CHILDREN + 2];
+		struct child *who[MAX_CHILDREN + 2];
+		int np = 0;
+		p[np].fd = fd;
+		p[np].events = POLLIN;
+		who[np++] = NULL;
+		for (int i = 0; i < nkids; i++)
+			if (kids[i].fd >= 0) {
+				p[np].fd = kids[i].fd;
+				p[np].events = POLLIN;
+				who[np++] = &kids[i];
+			}
+		int smi = -1;
+		if (sm_fd >= 0) {
+			smi = np;
+			p[np].fd = sm_fd;
+			p[np].events = POLLIN;
+			who[np++] = NULL;
+		}
+		if (poll(p, (nfds_t)np, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		/* children first: their replies were asked for before anything still unread on the input */
+		for (int i = 1; i < np; i++) {
+			if (!p[i].revents)
+				continue;
+			if (i == smi) {  /* the servicemanager says nothing more: this is its death */
+				char junk[256];
+				if (read(sm_fd, junk, sizeof junk) <= 0) {
+					close(sm_fd);
+					reap(sm_pid, NULL, 0);
+					sm_fd = sm_pid = -1;
+				}
+				continue;
+			}
+			struct child *c = who[i];
+			if (c->fd < 0)
+				continue;
+			if (child_read(c, NULL, NULL, 0) <= 0)
+				child_dead(c, NULL);
+			else
+				child_forward(c);
+		}
+		if (p[0].revents) {
+			ssize_t got = reader_fill(&in);
+			if (got <= 0)
+				break;
+			char *line;
+			size_t n;
+			int k;
+			while ((k = reader_next(&in, &line, &n)) != LINE_NONE) {
+				close_line_fds(&in);  /* fds cannot travel on to a child this way */
+				if (k == LINE_OVERLONG) {
+					bad("a hub line longer than %zu bytes (discarded)", in.max);
+					hub_reply("*");
+				} else {
+					hub_line(line, n);
+				}
+			}
+		}
+	}
+	hub_cleanup();
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	const char *mode = argc > 1 ? argv[1] : "";
+	while (*mode == '-')
+		mode++;
+	if (argc == 1)
+		return child_main();
+	if (strcmp(mode, "hub") == 0 && argc <= 3)
+		return hub_main(argc == 3 ? argv[2] : NULL);
+	if (strcmp(mode, "servicemanager") == 0 && argc == 3)
+		return servicemanager_main(argv[2]);
+	fprintf(stderr, "usage: %s | %s --hub [DEVICE] | %s --servicemanager DEVICE\n", argv[0], argv[0], argv[0]);
+	return 2;
+}

@@ -1,0 +1,137 @@
+"""The adapter shared by every backend that runs the native executor: one executor process per
+modelled process, reached through a Transport (direct sockets on this host, a hub over a VM's
+virtio-serial port or over `adb shell`).
+
+What differs between backends is data: the region backend (ashmem ioctls or memfd mode), how
+fds travel (binder through the real driver, or SCM_RIGHTS with binder's rules applied, where no
+binder device exists), and the transport. A transport that dies or times out makes the outcome
+*indeterminate* and the process lost; nothing is guessed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Protocol
+
+from ashcheck.adapters.base import Adapter, Capability
+from ashcheck.adapters.executor_ops import AshmemRegions, MemfdRegions, Reply, common, ints, outcome
+from ashcheck.spec import ops as o
+from ashcheck.spec.outcome import BR_FAILED_REPLY, BR_TRANSACTION_COMPLETE, Outcome, indeterminate, ok
+
+UNPRIVILEGED_UID = 65534  # nobody: no CAP_SYS_ADMIN
+
+
+class TransportLost(Exception):
+    """The executor or its channel is gone (crash, kill, timeout); what happened is unknown."""
+
+
+class Transport(Protocol):
+    def spawn(self, proc: int, uid: int | None) -> None: ...
+    def kill(self, proc: int) -> None: ...
+    def request(self, proc: int, line: str) -> Reply: ...
+    def relay_fds(self, src: int, dst: int, fds: tuple[int, ...]) -> Outcome:
+        """Move fds from src to dst over SCM_RIGHTS: ok(new fds in dst) or the sender's errno."""
+        ...
+    def submit(self, proc: int, line: str) -> object:
+        """Send a request that may block (binder_recv) without waiting; returns a ticket."""
+        ...
+    def wait(self, ticket: object) -> Reply:
+        """The reply to a submitted request."""
+        ...
+    def close(self) -> None: ...
+
+
+class ExecutorAdapter(Adapter):
+    """Base of the executor-backed adapters. Subclasses set `profile`, build `self.transport` in
+    `start`, and choose `binder_device` (None: fds travel by SCM_RIGHTS with binder's rules)."""
+
+    binder_device: bytes | None = None
+    transport: Transport
+
+    def __init__(self, **options: str) -> None:
+        super().__init__(**options)
+        self.regions: AshmemRegions | MemfdRegions = MemfdRegions() if self.profile == "memfd" else AshmemRegions()
+        self.procs: dict[int, bool] = {}  # live process → its node accepts fds
+        self.lost: set[int] = set()
+
+    def reset(self) -> None:
+        for proc in list(self.procs):
+            self._kill(proc)
+        self.lost.clear()
+
+    def _kill(self, proc: int) -> None:
+        self.procs.pop(proc, None)
+        with contextlib.suppress(TransportLost):
+            self.transport.kill(proc)
+
+    def close(self) -> None:
+        if getattr(self, "transport", None) is not None:
+            self.reset()
+            self.transport.close()
+
+    def perform(self, op: o.Op) -> Outcome:
+        involved = {op.proc} | ({op.dst} if isinstance(op, o.BinderSend) else set()) | (
+            {op.replier} if isinstance(op, o.BinderReply) else set())
+        if involved & self.lost:
+            return indeterminate(f"process {sorted(involved & self.lost)} was lost earlier in this test case")
+        try:
+            return self._perform(op)
+        except TransportLost as exc:
+            self.lost |= involved
+            return indeterminate(str(exc))
+
+    def _perform(self, op: o.Op) -> Outcome:
+        send = self.transport.request
+        match op:
+            case o.Spawn(proc=p, privileged=privileged, accepts_fds=accepts):
+                # without root there is no privilege to drop: every process is already unprivileged
+                drop = not privileged and Capability.PRIVILEGED in self.capabilities
+                self.transport.spawn(p, UNPRIVILEGED_UID if drop else None)
+                self.procs[p] = accepts
+                if self.binder_device is not None:
+                    got = outcome(send(p, f"binder_open {self.binder_device.hex()} {int(accepts)} {p}"))
+                    if got.value is not None or got.kind.value != "value":
+                        raise TransportLost(f"binder setup of process {p} failed: {got}")
+                return outcome(send(p, "fds"), ints)
+            case o.Exit(proc=p):
+                self._kill(p)
+                return ok(None)
+            case o.BinderSend():
+                return self._binder_send(op)
+            case o.BinderReply():
+                return self._binder_reply(op)
+        return common(send, op) or self.regions.perform(send, op)
+
+    # fds over binder ------------------------------------------------------------------------
+    def _binder_send(self, op: o.BinderSend) -> Outcome:
+        t = self.transport
+        if self.binder_device is None:
+            if op.fds and not self.procs[op.dst]:
+                return ok(BR_FAILED_REPLY)  # binder_translate_fd checks acceptance first
+            moved = t.relay_fds(op.proc, op.dst, op.fds)
+            return ok(BR_FAILED_REPLY) if moved.value is None else moved
+        waiting = t.submit(op.dst, "binder_recv")
+        sent = t.request(op.proc, " ".join(["binder_send", str(op.dst), "0", *map(str, op.fds)]))
+        if sent.fields[:1] == ("failed",):
+            # nothing reached dst, which still waits: release it with an empty transaction
+            t.request(op.proc, f"binder_send {op.dst} 0")
+            t.wait(waiting)
+            return ok(BR_FAILED_REPLY)
+        if sent.fields[:1] != ("reply",):
+            raise TransportLost(f"binder transaction {op.proc}→{op.dst} ended with {sent.status} {sent.fields}")
+        return ok(ints(t.wait(waiting).fields[1:]))
+
+    def _binder_reply(self, op: o.BinderReply) -> Outcome:
+        t = self.transport
+        if self.binder_device is None:
+            if op.fds and not op.accept_fds:
+                return ok((BR_FAILED_REPLY, BR_TRANSACTION_COMPLETE))
+            moved = t.relay_fds(op.replier, op.proc, op.fds)
+            return ok((BR_FAILED_REPLY if moved.value is None else moved.value, BR_TRANSACTION_COMPLETE))
+        waiting = t.submit(op.replier, " ".join(["binder_recv", *map(str, op.fds)]))
+        called = t.request(op.proc, f"binder_send {op.replier} {int(op.accept_fds)}")
+        replied = t.wait(waiting)
+        replier_saw = BR_TRANSACTION_COMPLETE if replied.fields[:1] == ("complete",) else BR_FAILED_REPLY
+        if called.fields[:1] == ("reply",):
+            return ok((ints(called.fields[1:]), replier_saw))
+        return ok((BR_FAILED_REPLY, replier_saw))

@@ -1,0 +1,134 @@
+"""The `memfd` adapter: real processes on this Linux host, regions as libcutils' memfd mode makes
+them, fds passed by SCM_RIGHTS with binder's rules applied by the receiving side.
+
+One executor process per modelled process, each on its own socketpair (channel.Executor), so a
+round trip is one write and one read. There is no binder device on the host, so fd transfer
+emulates what binder guarantees: the sender refuses fds that are not open or are O_PATH, the
+receiver installs them lowest-free with FD_CLOEXEC (MSG_CMSG_CLOEXEC), same open file description.
+The binder-only behaviours (node flags, failed replies) are checked against the real driver by
+the `kernel` adapter; here acceptance is applied by the adapter from the Spawn flag.
+
+Capabilities are probed in `start`: memfd_create, sealing, and F_SEAL_FUTURE_WRITE (Linux ≥ 5.1),
+which libcutils requires before it uses memfd mode at all.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import ClassVar
+
+from ashcheck.adapters.base import AdapterUnavailable, Capability
+from ashcheck.adapters.executor_adapter import ExecutorAdapter, TransportLost
+from ashcheck.adapters.executor_ops import Reply, first_int, ints, outcome
+from ashcheck.spec.constants import F_ADD_SEALS, F_SEAL_FUTURE_WRITE
+from ashcheck.spec.outcome import Outcome, ok
+
+
+class HostTransport:
+    """Executors on this host, one socketpair each."""
+
+    def __init__(self, binary: Path, timeout: float) -> None:
+        self.binary, self.timeout = binary, timeout
+        self.execs: dict[int, object] = {}
+
+    def _exec(self, proc: int):  # type: ignore[no-untyped-def]
+        from ashcheck.adapters.channel import Executor
+
+        e = self.execs.get(proc)
+        if not isinstance(e, Executor):
+            raise TransportLost(f"process {proc} has no executor")
+        return e
+
+    def spawn(self, proc: int, uid: int | None) -> None:
+        from ashcheck.adapters.channel import Executor, ExecutorError
+
+        try:
+            self.execs[proc] = Executor(self.binary, uid=uid, timeout=self.timeout)
+        except ExecutorError as exc:
+            raise TransportLost(str(exc)) from exc
+
+    def kill(self, proc: int) -> None:
+        e = self.execs.pop(proc, None)
+        if e is not None:
+            e.close()  # type: ignore[attr-defined]
+
+    def request(self, proc: int, line: str) -> Reply:
+        from ashcheck.adapters.channel import ExecutorError
+
+        try:
+            return self._exec(proc).request(line)  # type: ignore[no-any-return]
+        except ExecutorError as exc:
+            raise TransportLost(str(exc)) from exc
+
+    def submit(self, proc: int, line: str) -> object:
+        raise NotImplementedError("the host has no binder: requests never block")
+
+    def wait(self, ticket: object) -> Reply:
+        raise NotImplementedError("the host has no binder: requests never block")
+
+    def relay_fds(self, src: int, dst: int, fds: tuple[int, ...]) -> Outcome:
+        from ashcheck.adapters.channel import ExecutorError
+
+        if not fds:
+            return ok(())
+        try:
+            reply, received = self._exec(src).request_recv_fds("sendfds " + " ".join(map(str, fds)))
+            try:
+                got = outcome(reply)
+                if got.value is not None or got.kind.value != "value":
+                    return got
+                return outcome(self._exec(dst).request("recvfds", fds=received), ints)
+            finally:
+                for fd in received:
+                    os.close(fd)
+        except ExecutorError as exc:
+            raise TransportLost(str(exc)) from exc
+
+    def close(self) -> None:
+        for proc in list(self.execs):
+            self.kill(proc)
+
+
+class MemfdAdapter(ExecutorAdapter):
+    name: ClassVar[str] = "memfd"
+    profile: ClassVar[str] = "memfd"
+
+    def __init__(self, **options: str) -> None:
+        self.timeout = float(options.pop("timeout", "10"))
+        super().__init__(**options)
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        if not hasattr(os, "memfd_create"):
+            return "this platform has no memfd_create"
+        return None
+
+    def start(self) -> None:
+        from ashcheck.adapters.build import executor_path
+
+        self.transport = HostTransport(executor_path(), self.timeout)
+        self.capabilities = frozenset(
+            {Capability.MULTI_PROCESS, Capability.FD_TRANSFER, Capability.MAPS_NAME} | self._probe())
+
+    def _probe(self) -> set[Capability]:
+        """Can this kernel do what libcutils' memfd mode needs, and can we drop privileges?"""
+        found: set[Capability] = set()
+        t = self.transport
+        try:
+            t.spawn(-1, None)
+            fd = outcome(t.request(-1, f"memfd_region {b'probe'.hex()} 4096"), first_int)
+            if fd.value is None:
+                raise AdapterUnavailable(f"memfd_create with sealing failed here: {fd}")
+            sealed = outcome(t.request(-1, f"fcntl {fd.value} {F_ADD_SEALS} {F_SEAL_FUTURE_WRITE}"), first_int)
+            if sealed.value is None:
+                raise AdapterUnavailable("F_SEAL_FUTURE_WRITE is not supported (Linux < 5.1): "
+                                         "libcutils would not use memfd mode on this kernel")
+            uid = outcome(t.request(-1, "info"), lambda f: int(f[1]))
+            if uid.value == 0:
+                found |= {Capability.PRIVILEGED, Capability.UNPRIVILEGED}
+            else:
+                found.add(Capability.UNPRIVILEGED)
+        finally:
+            t.kill(-1)
+        return found

@@ -1,0 +1,175 @@
+"""The `sim` adapter: the reference simulator (ashcheck.reference), in-process.
+
+Each operation becomes one call on a `Kernel`, through a table with one small method per
+operation type. After every operation the simulator's seeded memory-pressure policy may run the
+shrinker (`spontaneous_purge`), as a real device may purge unpinned memory at any moment; the
+same seed and the same operations purge the same ranges, so failures replay exactly.
+
+Options: `seed=<int>` (default 0) seeds the memory pressure; `ram=<bytes>` gives the machine a
+finite RAM, so that the first mmap of a larger region fails with ENOMEM (default: unlimited).
+An exception out of `perform` is a harness bug (an operation naming a process or mapping the
+model never created): it is raised, never turned into an outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+from ashcheck.adapters.base import Adapter, Capability
+from ashcheck.reference import Kernel
+from ashcheck.spec import ops as o
+from ashcheck.spec.constants import AshmemIoctl
+from ashcheck.spec.outcome import Outcome
+
+
+class SimAdapter(Adapter):
+    name: ClassVar[str] = "sim"
+    profile: ClassVar[str] = "ashmem"
+    capabilities = frozenset(Capability)
+    deviations: Mapping[str, str] = MappingProxyType({})  # none: it is the C driver as read
+    page_size = 4096
+    long_bits = 64
+    spontaneous_purge = True
+
+    def __init__(self, **options: Any) -> None:
+        self.seed = _int_option(options, "seed", 0)
+        ram = _int_option(options, "ram", -1)
+        self.ram = None if ram < 0 else ram
+        super().__init__(**options)  # refuses whatever is left
+        self.kernel = Kernel(self.seed, ram=self.ram)
+
+    def reset(self) -> None:
+        self.kernel = Kernel(self.seed, ram=self.ram)
+
+    def perform(self, op: o.Op) -> Outcome:
+        handler = _HANDLERS.get(type(op))
+        if handler is None:
+            raise TypeError(f"the sim adapter has no handler for {type(op).__name__}")
+        outcome = handler(self, op)
+        if self.spontaneous_purge:
+            self.kernel.memory_pressure()
+        return outcome
+
+    # --- processes -----------------------------------------------------------------------------
+    def _spawn(self, op: o.Spawn) -> Outcome:
+        return self.kernel.spawn(op.proc, op.privileged, op.accepts_fds)
+
+    def _exit(self, op: o.Exit) -> Outcome:
+        return self.kernel.exit(op.proc)
+
+    def _list_fds(self, op: o.ListFds) -> Outcome:
+        return self.kernel.list_fds(op.proc)
+
+    # --- creating regions ----------------------------------------------------------------------
+    def _create_region(self, op: o.CreateRegion) -> Outcome:
+        return self.kernel.ashmem_create_region(op.proc, op.name, op.size)
+
+    def _open_ashmem(self, op: o.OpenAshmem) -> Outcome:
+        return self.kernel.open_ashmem(op.proc)
+
+    def _open_path(self, op: o.OpenPath) -> Outcome:
+        return self.kernel.open_path(op.proc)
+
+    # --- the ashmem ioctls ---------------------------------------------------------------------
+    def _set_name(self, op: o.SetName) -> Outcome:
+        return self.kernel.ioctl(op.proc, op.fd, AshmemIoctl.SET_NAME, op.name)
+
+    def _get_name(self, op: o.GetName) -> Outcome:
+        return self.kernel.ioctl(op.proc, op.fd, AshmemIoctl.GET_NAME)
+
+    def _set_size(self, op: o.SetSize) -> Outcome:
+        return self.kernel.ioctl(op.proc, op.fd, AshmemIoctl.SET_SIZE, op.size)
+
+    def _get_size(self, op: o.GetSize) -> Outcome:
+        return self.kernel.ioctl(op.proc, op.fd, AshmemIoctl.GET_SIZE)
+
+    def _set_prot_mask(self, op: o.SetProtMask) -> Outcome:
+        return self.kernel.ioctl(op.proc, op.fd, AshmemIoctl.SET_PROT_MASK, op.prot)
+
+    def _get_prot_mask(self, op: o.GetProtMask) -> Outcome:
+        return self.kernel.ioctl(op.proc, op.fd, AshmemIoctl.GET_PROT_MASK)
+
+    def _pin(self, op: o.Pin) -> Outcome:
+        return self.kernel.ioctl(op.proc, op.fd, AshmemIoctl.PIN, (op.offset, op.length))
+
+    def _unpin(self, op: o.Unpin) -> Outcome:
+        return self.kernel.ioctl(op.proc, op.fd, AshmemIoctl.UNPIN, (op.offset, op.length))
+
+    def _get_pin_status(self, op: o.GetPinStatus) -> Outcome:
+        return self.kernel.ioctl(op.proc, op.fd, AshmemIoctl.GET_PIN_STATUS, (op.offset, op.length))
+
+    def _purge_all_caches(self, op: o.PurgeAllCaches) -> Outcome:
+        return self.kernel.ioctl(op.proc, op.fd, AshmemIoctl.PURGE_ALL_CACHES)
+
+    # --- memory --------------------------------------------------------------------------------
+    def _mmap(self, op: o.Mmap) -> Outcome:
+        return self.kernel.mmap(op.proc, op.map_id, op.fd, op.length, op.prot, op.shared, op.offset)
+
+    def _munmap(self, op: o.Munmap) -> Outcome:
+        return self.kernel.munmap(op.proc, op.map_id)
+
+    def _mprotect(self, op: o.Mprotect) -> Outcome:
+        return self.kernel.mprotect(op.proc, op.map_id, op.prot)
+
+    def _load(self, op: o.Load) -> Outcome:
+        return self.kernel.load(op.proc, op.map_id, op.offset, op.length)
+
+    def _store(self, op: o.Store) -> Outcome:
+        return self.kernel.store(op.proc, op.map_id, op.offset, op.data)
+
+    def _maps_name(self, op: o.MapsName) -> Outcome:
+        return self.kernel.maps_name(op.proc, op.map_id)
+
+    # --- file descriptors ----------------------------------------------------------------------
+    def _dup(self, op: o.Dup) -> Outcome:
+        return self.kernel.dup(op.proc, op.fd)
+
+    def _close(self, op: o.Close) -> Outcome:
+        return self.kernel.close(op.proc, op.fd)
+
+    def _lseek(self, op: o.Lseek) -> Outcome:
+        return self.kernel.lseek(op.proc, op.fd, op.offset, op.whence)
+
+    def _read(self, op: o.Read) -> Outcome:
+        return self.kernel.read(op.proc, op.fd, op.count)
+
+    def _write(self, op: o.Write) -> Outcome:
+        return self.kernel.write(op.proc, op.fd, op.data)
+
+    def _get_fd_flags(self, op: o.GetFdFlags) -> Outcome:
+        return self.kernel.fcntl_getfd(op.proc, op.fd)
+
+    # --- binder --------------------------------------------------------------------------------
+    def _binder_send(self, op: o.BinderSend) -> Outcome:
+        return self.kernel.binder_transaction(op.proc, op.dst, op.fds)
+
+    def _binder_reply(self, op: o.BinderReply) -> Outcome:
+        return self.kernel.binder_reply(op.proc, op.replier, op.fds, op.accept_fds)
+
+
+_HANDLERS: dict[type[o.Op], Callable[[SimAdapter, Any], Outcome]] = {
+    o.Spawn: SimAdapter._spawn, o.Exit: SimAdapter._exit, o.ListFds: SimAdapter._list_fds,
+    o.CreateRegion: SimAdapter._create_region, o.OpenAshmem: SimAdapter._open_ashmem,
+    o.OpenPath: SimAdapter._open_path,
+    o.SetName: SimAdapter._set_name, o.GetName: SimAdapter._get_name,
+    o.SetSize: SimAdapter._set_size, o.GetSize: SimAdapter._get_size,
+    o.SetProtMask: SimAdapter._set_prot_mask, o.GetProtMask: SimAdapter._get_prot_mask,
+    o.Pin: SimAdapter._pin, o.Unpin: SimAdapter._unpin, o.GetPinStatus: SimAdapter._get_pin_status,
+    o.PurgeAllCaches: SimAdapter._purge_all_caches,
+    o.Mmap: SimAdapter._mmap, o.Munmap: SimAdapter._munmap, o.Mprotect: SimAdapter._mprotect,
+    o.Load: SimAdapter._load, o.Store: SimAdapter._store, o.MapsName: SimAdapter._maps_name,
+    o.Dup: SimAdapter._dup, o.Close: SimAdapter._close, o.Lseek: SimAdapter._lseek,
+    o.Read: SimAdapter._read, o.Write: SimAdapter._write, o.GetFdFlags: SimAdapter._get_fd_flags,
+    o.BinderSend: SimAdapter._binder_send, o.BinderReply: SimAdapter._binder_reply,
+}
+assert set(_HANDLERS) == set(o.OPS.values()), "every operation needs a handler"
+
+
+def _int_option(options: dict[str, Any], key: str, default: int) -> int:
+    value = options.pop(key, default)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"adapter 'sim': option {key}={value!r} is not an integer") from None

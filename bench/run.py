@@ -1,0 +1,151 @@
+"""Benchmarks: `python bench/run.py [--json] [--only sim,memfd,kernel]`.
+
+Figures are measured in the same run so that ratios survive a noisy machine:
+- floor_steps_per_s: a trivial RuleBasedStateMachine with as many rules as AshmemMachine
+  (Hypothesis's own cost per step); sim_steps_per_s: AshmemMachine on the sim adapter;
+  sim_ratio = sim / floor (target ≥ 0.5).
+- memfd_steps_per_s, memfd_op_us (median round trip of one operation through an executor),
+  pipe_rtt_us (a bare Python pipe round trip to a child process), memfd_ratio = op / pipe (≤ 2).
+- vm_boot_s, kernel_op_us, vport_rtt_us (a bare `* ping` over the same virtio-serial channel),
+  kernel_ratio = op / vport (≤ 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from hypothesis import HealthCheck, settings
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+
+from ashcheck.conformance import session
+from ashcheck.conformance.driver import Driver
+from ashcheck.conformance.machines import AshmemMachine
+from ashcheck.spec import ops as o
+
+SETTINGS = settings(max_examples=60, stateful_step_count=50, derandomize=True, database=None, deadline=None,
+                    suppress_health_check=list(HealthCheck))
+
+
+def _floor_machine(n_rules: int) -> type[RuleBasedStateMachine]:
+    """A machine whose rules do nothing: what Hypothesis costs per step, with as many rules."""
+    def make(i: int) -> Callable[[Any], None]:
+        def body(self: Any) -> None:
+            pass
+        body.__name__ = f"noop_{i}"
+        return rule()(body)
+
+    namespace: dict[str, Any] = {f"noop_{i}": make(i) for i in range(n_rules)}
+    namespace["count"] = invariant()(lambda self: STEPS.__setitem__(0, STEPS[0] + 1))
+    return type("FloorMachine", (RuleBasedStateMachine,), namespace)
+
+
+STEPS = [0]
+
+
+def steps_per_second(machine: type[RuleBasedStateMachine]) -> float:
+    STEPS[0] = 0
+    start = time.perf_counter()
+    run_state_machine_as_test(machine, settings=SETTINGS)  # type: ignore[no-untyped-call]
+    return STEPS[0] / (time.perf_counter() - start)
+
+
+def _count_driver_steps() -> None:
+    original = Driver.check_fd_table
+
+    def counting(self: Driver) -> None:
+        STEPS[0] += 1
+        original(self)
+
+    Driver.check_fd_table = counting  # type: ignore[method-assign]
+
+
+def machine_rate(adapter: str) -> float:
+    session.shutdown()
+    session.configure(adapter, {})
+    try:
+        return steps_per_second(AshmemMachine)
+    finally:
+        session.shutdown()
+
+
+def op_round_trip_us(adapter: str, n: int = 2000) -> float:
+    """Median time of GET_SIZE through the adapter, after a region exists."""
+    session.shutdown()
+    session.configure(adapter, {})
+    try:
+        a = session.adapter()
+        a.reset()
+        a.perform(o.Spawn(0))
+        fd = a.perform(o.CreateRegion(0, b"bench", 4096)).value
+        samples = []
+        for _ in range(n):
+            t = time.perf_counter()
+            a.perform(o.GetSize(0, fd))
+            samples.append(time.perf_counter() - t)
+        return statistics.median(samples) * 1e6
+    finally:
+        session.shutdown()
+
+
+def pipe_rtt_us(n: int = 2000) -> float:
+    """A bare line round trip to a child process over pipes (the floor for any executor)."""
+    child = subprocess.Popen([sys.executable, "-c", "import sys\nfor l in sys.stdin: sys.stdout.write(l); "
+                              "sys.stdout.flush()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+    assert child.stdin is not None and child.stdout is not None
+    samples = []
+    try:
+        for _ in range(n):
+            t = time.perf_counter()
+            child.stdin.write(b"ping\n")
+            child.stdout.readline()
+            samples.append(time.perf_counter() - t)
+    finally:
+        child.stdin.close()
+        child.wait()
+    return statistics.median(samples) * 1e6
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--only", default="sim,memfd,kernel")
+    args = parser.parse_args(argv)
+    parts = set(args.only.split(","))
+    figures: dict[str, float] = {}
+    _count_driver_steps()
+    n_rules = len(AshmemMachine.rules())  # type: ignore[no-untyped-call]
+    figures["floor_steps_per_s"] = steps_per_second(_floor_machine(n_rules))
+    if "sim" in parts:
+        figures["sim_steps_per_s"] = machine_rate("sim")
+        figures["sim_ratio"] = figures["sim_steps_per_s"] / figures["floor_steps_per_s"]
+    if "memfd" in parts:
+        figures["memfd_steps_per_s"] = machine_rate("memfd")
+        figures["memfd_op_us"] = op_round_trip_us("memfd")
+        figures["pipe_rtt_us"] = pipe_rtt_us()
+        figures["memfd_ratio"] = figures["memfd_op_us"] / figures["pipe_rtt_us"]
+    if "kernel" in parts:
+        figures.update(kernel_figures())
+    rounded = {k: round(v, 3) for k, v in figures.items()}
+    print(json.dumps(rounded) if args.json else "\n".join(f"{k:20} {v}" for k, v in rounded.items()))
+    return 0
+
+
+def kernel_figures() -> dict[str, float]:
+    from bench.vm_figures import measure  # type: ignore[import-not-found]
+
+    vm = measure()
+    out = dict(vm)
+    out["kernel_op_us"] = op_round_trip_us("kernel", n=500)
+    out["kernel_ratio"] = out["kernel_op_us"] / out["vport_rtt_us"]
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,93 @@
+"""Self-tests of the spec alone (no adapter): it is total over the small domains, every rule it
+can answer with is registered with a source, and the range algebra means what it says."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ashcheck.conformance.exhaustive import STATES, make_op, pairs
+from ashcheck.spec import PROFILES, RULES, Spec, pins
+from ashcheck.spec import ops as o
+from ashcheck.spec.outcome import ok
+
+
+def _first_allowed(spec: Spec, op: o.Op) -> None:
+    """Advance the spec as an implementation that always gives its first allowed answer."""
+    branch = spec.allowed(op)[0]
+    spec.observe(op, branch.outcome if branch.outcome is not None else ok(10**6))
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_every_state_operation_pair_is_specified(profile: str) -> None:
+    for state, op_name in pairs():
+        spec = Spec(profile)
+        spec.observe(o.Spawn(0), ok((0, 1, 2)))
+        fd = 3
+        for make in STATES[state].setup:
+            op = make(fd)
+            if isinstance(op, o.OpenAshmem) and profile == "memfd":
+                break  # memfd has no device to open: that state does not exist there
+            _first_allowed(spec, op)
+        else:
+            branches = spec.allowed(make_op(op_name)(fd))
+            assert branches, f"{profile}: no outcome specified for {op_name} in state {state}"
+            for b in branches:
+                assert b.rule in RULES, f"{profile}: {op_name} in {state} answers with unregistered {b.rule}"
+
+
+def test_rules_have_sources_and_profiles() -> None:
+    assert len(RULES) >= 60
+    for rule in RULES.values():
+        assert rule.source.strip() and rule.summary.strip(), rule.id
+        assert set(rule.profiles) <= set(PROFILES), rule.id
+
+
+page_ops = st.lists(st.tuples(st.sampled_from(["pin", "unpin"]), st.integers(0, 7), st.integers(0, 7)),
+                    max_size=30)
+
+
+@given(page_ops)
+def test_range_list_agrees_with_a_page_model(steps: list[tuple[str, int, int]]) -> None:
+    """The property the Rust driver's range_test checks: whatever the list looks like, the pages
+    it covers are exactly the pages last unpinned and not pinned since. Ranges stay disjoint and
+    descending."""
+    ranges: pins.Ranges = ()
+    unpinned = [False] * 8
+    for kind, a, b in steps:
+        s, e = min(a, b), max(a, b)
+        if kind == "pin":
+            ranges, _, _ = pins.pin(ranges, s, e)
+        else:
+            ranges, _ = pins.unpin(ranges, s, e)
+        for page in range(s, e + 1):
+            unpinned[page] = kind == "unpin"
+        covered = [any(r[0] <= p <= r[1] for r in ranges) for p in range(8)]
+        assert covered == unpinned
+        starts = [r[0] for r in ranges]
+        assert starts == sorted(starts, reverse=True)
+        assert all(x[0] > y[1] for x, y in zip(ranges, ranges[1:], strict=False))
+
+
+def test_adjacent_unpins_stay_separate_and_pin_reports_per_range() -> None:
+    ranges, _ = pins.unpin((), 0, 0)
+    ranges, _ = pins.unpin(ranges, 1, 1)
+    assert ranges == ((1, 1, False), (0, 0, False))
+    ranges = ((1, 1, False), (0, 0, True))
+    _, purged, _ = pins.pin(ranges, 1, 1)
+    assert not purged
+    _, purged, _ = pins.pin(ranges, 0, 1)
+    assert purged
+
+
+def test_unpin_merge_inherits_purged_and_contained_unpin_is_a_no_op() -> None:
+    ranges: pins.Ranges = ((2, 3, True),)
+    assert pins.unpin(ranges, 3, 3) == (ranges, None)
+    merged, new = pins.unpin(ranges, 1, 2)
+    assert merged == ((1, 3, True),) and new == (1, 3, True)
+
+
+def test_pin_splits_a_range_and_both_parts_keep_the_flag() -> None:
+    ranges, purged, created = pins.pin(((0, 4, True),), 2, 2)
+    assert purged and ranges == ((3, 4, True), (0, 1, True)) and created == (3, 4, True)

@@ -1,0 +1,173 @@
+"""Open file descriptions, fd tables, and the generic VFS checks around a driver's file
+operations (fs/file.c, fs/read_write.c, fs/ioctl.c, Linux 5.10).
+
+A `File` is a `struct file`: one per open(), shared by dup, fork and binder, carrying the file
+position and the driver's `private_data` (for /dev/ashmem, the area). An `FdTable` maps numbers
+to files with a per-descriptor FD_CLOEXEC flag and allocates the lowest free number, as
+`get_unused_fd_flags` does. A file is released (`f_op->release`) when its last descriptor closes.
+
+The generic layer answers before the driver does, and that order is observable:
+- `fdget` refuses O_PATH files (EBADF) for read, write, lseek, ioctl and mmap; `fget_raw` (dup,
+  fcntl, close) accepts them;
+- a driver without a `.write` gets EINVAL (FMODE_CAN_WRITE clear), without `.mmap` ENODEV,
+  without an ioctl handler ENOTTY, without `.llseek` ESPIPE (no_llseek): the defaults below;
+- lseek with whence > SEEK_MAX is EINVAL before the driver is asked; read/write counts are
+  clamped to MAX_RW_COUNT.
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ashcheck.reference.cint import LONG_MAX, MAX_RW_COUNT
+from ashcheck.reference.errors import SyscallError
+
+if TYPE_CHECKING:
+    from ashcheck.reference.mm import Vma
+
+SEEK_MAX = 4  # SEEK_HOLE
+RLIMIT_NOFILE = 1024  # the usual soft limit: fds 0..1023
+
+IoctlArg = int | bytes | tuple[int, int] | None
+"""What an ioctl's third argument points to, as the simulator receives it: an integer passed by
+value, the bytes of a user string, a `struct ashmem_pin` as (offset, len), or None for NULL."""
+IoctlResult = int | bytes
+"""The ioctl's return value, or for a GET-style ioctl the bytes it copied to the user buffer."""
+
+
+@dataclass(frozen=True)
+class Cred:
+    """The credentials of the calling task; only what ashmem asks (`capable(CAP_SYS_ADMIN)`)."""
+
+    cap_sys_admin: bool
+
+
+class FileOperations:
+    """struct file_operations. Each default is the generic VFS answer for a NULL slot."""
+
+    def read(self, file: File, count: int) -> bytes:
+        raise SyscallError(errno.EINVAL)  # no .read/.read_iter: FMODE_CAN_READ clear
+
+    def write(self, file: File, data: bytes) -> int:
+        raise SyscallError(errno.EINVAL)  # no .write/.write_iter: FMODE_CAN_WRITE clear
+
+    def llseek(self, file: File, offset: int, whence: int) -> int:
+        raise SyscallError(errno.ESPIPE)  # vfs_llseek falls back to no_llseek
+
+    def ioctl(self, file: File, cmd: int, arg: IoctlArg, cred: Cred) -> IoctlResult:
+        raise SyscallError(errno.ENOTTY)  # vfs_ioctl without .unlocked_ioctl
+
+    def mmap(self, file: File, vma: Vma) -> None:
+        raise SyscallError(errno.ENODEV)  # do_mmap: !file->f_op->mmap
+
+    def release(self, file: File) -> None:
+        """The last reference to `file` is gone."""
+
+
+class DevNull(FileOperations):
+    """/dev/null (drivers/char/mem.c null_fops): what a fresh process has on fds 0, 1 and 2."""
+
+    def read(self, file: File, count: int) -> bytes:
+        return b""
+
+    def write(self, file: File, data: bytes) -> int:
+        return len(data)
+
+    def llseek(self, file: File, offset: int, whence: int) -> int:
+        file.pos = 0  # null_lseek
+        return 0
+
+
+class PathOnly(FileOperations):
+    """An O_PATH file (open("/", O_PATH)). fdget refuses it, so no operation reaches it."""
+
+
+@dataclass(eq=False)
+class File:
+    """struct file: one open file description."""
+
+    fops: FileOperations
+    private_data: object = None
+    o_path: bool = False  # FMODE_PATH
+    pos: int = 0          # f_pos
+    refs: int = 0         # how many descriptors, in all processes, refer to it
+
+
+@dataclass
+class FdEntry:
+    file: File
+    cloexec: bool
+
+
+class FdTable:
+    """One process's descriptors (struct files_struct)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[int, FdEntry] = {}
+
+    def fds(self) -> tuple[int, ...]:
+        return tuple(sorted(self.entries))
+
+    def install(self, file: File, cloexec: bool) -> int:
+        """get_unused_fd_flags + fd_install: the lowest free number, or EMFILE."""
+        fd = next(n for n in range(len(self.entries) + 1) if n not in self.entries)
+        if fd >= RLIMIT_NOFILE:
+            raise SyscallError(errno.EMFILE)
+        self.entries[fd] = FdEntry(file, cloexec)
+        file.refs += 1
+        return fd
+
+    def get_raw(self, fd: int) -> FdEntry:
+        """fget_raw / fdget_raw: any open descriptor, O_PATH included."""
+        entry = self.entries.get(fd)
+        if entry is None:
+            raise SyscallError(errno.EBADF)
+        return entry
+
+    def get(self, fd: int) -> File:
+        """fget / fdget: an open descriptor that is not O_PATH."""
+        file = self.get_raw(fd).file
+        if file.o_path:
+            raise SyscallError(errno.EBADF)
+        return file
+
+    def close(self, fd: int) -> None:
+        """close_fd + fput: releasing the file when this was its last descriptor."""
+        file = self.get_raw(fd).file
+        del self.entries[fd]
+        file.refs -= 1
+        if file.refs == 0:
+            file.fops.release(file)
+
+    def close_all(self) -> None:
+        """exit_files: every descriptor, in ascending order."""
+        for fd in self.fds():
+            self.close(fd)
+
+
+# --- the generic entry points --------------------------------------------------------------------
+
+def sys_read(files: FdTable, fd: int, count: int) -> bytes:
+    file = files.get(fd)
+    if count > LONG_MAX or file.pos + count > LONG_MAX:  # rw_verify_area: the end must be a loff_t
+        raise SyscallError(errno.EINVAL)
+    return file.fops.read(file, min(count, MAX_RW_COUNT))
+
+
+def sys_write(files: FdTable, fd: int, data: bytes) -> int:
+    file = files.get(fd)
+    return file.fops.write(file, data[:MAX_RW_COUNT])
+
+
+def sys_lseek(files: FdTable, fd: int, offset: int, whence: int) -> int:
+    file = files.get(fd)
+    if not 0 <= whence <= SEEK_MAX:  # `unsigned int whence`: negative values are huge
+        raise SyscallError(errno.EINVAL)
+    return file.fops.llseek(file, offset, whence)
+
+
+def sys_ioctl(files: FdTable, fd: int, cmd: int, arg: IoctlArg, cred: Cred) -> IoctlResult:
+    file = files.get(fd)
+    return file.fops.ioctl(file, cmd, arg, cred)

@@ -91,17 +91,17 @@ class AdbAdapter(ExecutorAdapter):
         t.spawn(-1, None)
         try:
             ashmem = outcome(t.request(-1, f"open {b'/dev/ashmem'.hex()} 2"), first_int)
-            if ashmem.value is not None:
+            if ashmem.succeeded:
                 t.request(-1, f"close {ashmem.value}")
             uid = outcome(t.request(-1, "info"), lambda f: int(f[1])).value
         finally:
             t.kill(-1)
-        profile = self.wanted_profile or ("ashmem" if ashmem.value is not None else "memfd")
+        profile = self.wanted_profile or ("ashmem" if ashmem.succeeded else "memfd")
         self.profile = profile  # type: ignore[misc]
         self.regions = AshmemRegions() if profile == "ashmem" else MemfdRegions()
         caps = {Capability.MULTI_PROCESS, Capability.FD_TRANSFER, Capability.MAPS_NAME}
         caps |= {Capability.PRIVILEGED, Capability.UNPRIVILEGED} if uid == 0 else {Capability.UNPRIVILEGED}
-        if profile == "ashmem" and ashmem.value is not None:
+        if profile == "ashmem" and ashmem.succeeded:
             caps.add(Capability.ASHMEM_DEVICE)
         self.capabilities = frozenset(caps)
 

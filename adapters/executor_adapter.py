@@ -90,7 +90,7 @@ class ExecutorAdapter(Adapter):
                 self.procs[p] = accepts
                 if self.binder_device is not None:
                     got = outcome(send(p, f"binder_open {self.binder_device.hex()} {int(accepts)} {p}"))
-                    if got.value is not None or got.kind.value != "value":
+                    if not got.succeeded or got.value is not None:
                         raise TransportLost(f"binder setup of process {p} failed: {got}")
                 return outcome(send(p, "fds"), ints)
             case o.Exit(proc=p):
@@ -109,7 +109,7 @@ class ExecutorAdapter(Adapter):
             if op.fds and not self.procs[op.dst]:
                 return ok(BR_FAILED_REPLY)  # binder_translate_fd checks acceptance first
             moved = t.relay_fds(op.proc, op.dst, op.fds)
-            return ok(BR_FAILED_REPLY) if moved.value is None else moved
+            return moved if moved.succeeded else ok(BR_FAILED_REPLY)
         waiting = t.submit(op.dst, "binder_recv")
         sent = t.request(op.proc, " ".join(["binder_send", str(op.dst), "0", *map(str, op.fds)]))
         if sent.fields[:1] == ("failed",):
@@ -127,7 +127,7 @@ class ExecutorAdapter(Adapter):
             if op.fds and not op.accept_fds:
                 return ok((BR_FAILED_REPLY, BR_TRANSACTION_COMPLETE))
             moved = t.relay_fds(op.replier, op.proc, op.fds)
-            return ok((BR_FAILED_REPLY if moved.value is None else moved.value, BR_TRANSACTION_COMPLETE))
+            return ok((moved.value if moved.succeeded else BR_FAILED_REPLY, BR_TRANSACTION_COMPLETE))
         waiting = t.submit(op.replier, " ".join(["binder_recv", *map(str, op.fds)]))
         called = t.request(op.proc, f"binder_send {op.replier} {int(op.accept_fds)}")
         replied = t.wait(waiting)

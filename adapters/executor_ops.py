@@ -166,14 +166,14 @@ class MemfdRegions:
     def _regular(send: Send, p: int, fd: int, then: Callable[[tuple[int, ...]], Outcome]) -> Outcome:
         """Only a memfd answers; an O_PATH fd (here: a directory) is EBADF like any ioctl on it."""
         got = outcome(send(p, f"fstat {fd}"), ints)
-        if got.value is None:
+        if not got.succeeded:
             return got
         return then(got.value) if stat.S_ISREG(got.value[0]) else err(errno.EBADF)
 
     def _seals(self, send: Send, p: int, fd: int, then: Callable[[int], Outcome]) -> Outcome:
         def with_seals(_: tuple[int, ...]) -> Outcome:
             seals = outcome(send(p, f"fcntl {fd} {F_GET_SEALS} 0"), first_int)
-            return then(seals.value) if seals.value is not None else seals
+            return then(seals.value) if seals.succeeded else seals
         return self._regular(send, p, fd, with_seals)
 
     @staticmethod
@@ -182,13 +182,13 @@ class MemfdRegions:
         if prot & PROT_WRITE:
             return err(errno.EINVAL) if seals & F_SEAL_FUTURE_WRITE else ok(0)
         added = outcome(send(p, f"fcntl {fd} {F_ADD_SEALS} {F_SEAL_FUTURE_WRITE}"), first_int)
-        return ok(0) if added.value is not None else added
+        return ok(0) if added.succeeded else added
 
     @staticmethod
     def _purge(send: Send, p: int) -> Outcome:
         """The shim answers 0 with CAP_SYS_ADMIN, else EPERM; executors drop it with root."""
         uid = outcome(send(p, "info"), lambda f: int(f[1]))
-        return uid if uid.value is None else ok(0) if uid.value == 0 else err(errno.EPERM)
+        return uid if not uid.succeeded else ok(0) if uid.value == 0 else err(errno.EPERM)
 
     @staticmethod
     def _name(send: Send, p: int, fd: int) -> Outcome:

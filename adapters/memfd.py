@@ -76,7 +76,7 @@ class HostTransport:
             reply, received = self._exec(src).request_recv_fds("sendfds " + " ".join(map(str, fds)))
             try:
                 got = outcome(reply)
-                if got.value is not None or got.kind.value != "value":
+                if not got.succeeded:
                     return got
                 return outcome(self._exec(dst).request("recvfds", fds=received), ints)
             finally:
@@ -118,10 +118,10 @@ class MemfdAdapter(ExecutorAdapter):
         try:
             t.spawn(-1, None)
             fd = outcome(t.request(-1, f"memfd_region {b'probe'.hex()} 4096"), first_int)
-            if fd.value is None:
+            if not fd.succeeded:
                 raise AdapterUnavailable(f"memfd_create with sealing failed here: {fd}")
             sealed = outcome(t.request(-1, f"fcntl {fd.value} {F_ADD_SEALS} {F_SEAL_FUTURE_WRITE}"), first_int)
-            if sealed.value is None:
+            if not sealed.succeeded:
                 raise AdapterUnavailable("F_SEAL_FUTURE_WRITE is not supported (Linux < 5.1): "
                                          "libcutils would not use memfd mode on this kernel")
             uid = outcome(t.request(-1, "info"), lambda f: int(f[1]))

@@ -205,6 +205,11 @@ class BinderMachine(RuleBasedStateMachine):
     def spawn_first(self) -> int:
         return self.d.first_process()
 
+    @initialize(target=procs)
+    def spawn_refusing_fds(self) -> int:
+        """A node without ACCEPTS_FDS from the start, so that every run can send fds to one."""
+        return self.d.spawn(self.d.can(Capability.PRIVILEGED), accepts_fds=False)
+
     @precondition(lambda self: self.d.can_spawn())
     @rule(target=procs, accepts_fds=st.booleans())
     def spawn(self, accepts_fds: bool) -> int:

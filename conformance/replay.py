@@ -42,7 +42,7 @@ if __name__ == "__main__":
 def script(rule: str, summary: str, adapter: str, profile: str, options: dict[str, str],
            steps: list[dict[str, Any]], filename: str) -> str:
     ops = [s["op"] for s in steps]
-    body = "[\n" + "".join(f"    {json.dumps(op)},\n" for op in ops) + "]"
+    body = "[\n" + "".join(f"    {op!r},\n" for op in ops) + "]"  # Python literals: JSON true is not Python
     return SCRIPT.format(rule=rule, summary=summary, adapter=adapter, profile=profile,
                          options=options, steps=body, filename=filename)
 

@@ -24,6 +24,7 @@ O_CLOEXEC = 0o2000000
 O_PATH = 0o10000000
 
 SEEK_SET, SEEK_CUR, SEEK_END = 0, 1, 2
+SEEK_MAX = 4  # SEEK_HOLE; include/uapi/linux/fs.h
 
 ASHMEM_NAME_LEN = 256  # the user buffer, NUL included: at most 255 name bytes
 ASHMEM_NAME_DEF = b"dev/ashmem"

@@ -7,7 +7,8 @@ ashmem.md §1.4; memfd = mm/shmem.c shmem_file_write_iter / shmem_write_begin):
   binder moves one position.
 - ashmem: read with size 0 returns EOF; before the first mmap it is EBADF; then it reads the
   backing file from the position, up to the size (purged pages read as zeros).
-  lseek with size 0 is EINVAL, before the first mmap EBADF, then ordinary SEEK_SET/CUR/END.
+  lseek with a whence above SEEK_MAX is EINVAL before the driver is asked (fs/read_write.c
+  ksys_lseek), then size 0 is EINVAL, before the first mmap EBADF, then ordinary SEEK_SET/CUR/END.
 - ashmem has no write operation: write() is EINVAL (vfs_write without FMODE_CAN_WRITE).
 - memfd: write() stores data at the position, page chunk by page chunk; a chunk that would grow
   the file is EPERM under F_SEAL_GROW (a partial write returns what it wrote); any write after
@@ -19,7 +20,7 @@ from __future__ import annotations
 import errno
 
 from ashcheck.spec.branch import Branch, ebadf, fails
-from ashcheck.spec.constants import PROT_WRITE, SEEK_CUR, SEEK_END, SEEK_SET
+from ashcheck.spec.constants import PROT_WRITE, SEEK_CUR, SEEK_END, SEEK_MAX, SEEK_SET
 from ashcheck.spec.ops import Lseek, Read, Write
 from ashcheck.spec.outcome import Outcome, ok
 from ashcheck.spec.rules import Rule, declare
@@ -41,7 +42,8 @@ declare(
     Rule("ashmem.lseek.not-mapped", "lseek() before the first mmap is EBADF", C + " ashmem_llseek, 5.10",
          profiles=A),
     Rule("fd.lseek.position", "lseek() SEEK_SET/CUR/END moves the shared position; a negative result or "
-         "an unknown whence is EINVAL", "fs/read_write.c generic_file_llseek_size; " + OBS),
+         "an unknown whence is EINVAL (checked first, in ksys_lseek)",
+         "fs/read_write.c ksys_lseek, generic_file_llseek_size, 5.10; " + OBS),
     Rule("ashmem.write.einval", "write() on an ashmem fd is EINVAL: the driver has no write operation",
          C + " ashmem_fops; fs/read_write.c vfs_write; " + OBS, profiles=A),
     Rule("memfd.write.stores", "memfd mode: write() stores at the position; growing is EPERM (F_SEAL_GROW)",
@@ -88,6 +90,8 @@ def lseek(k: Kernel, op: Lseek) -> list[Branch]:
     region = _region(k, op.proc, op.fd)
     if region is None:
         return ebadf()
+    if op.whence > SEEK_MAX:  # ksys_lseek rejects it before f_op->llseek runs
+        return fails("fd.lseek.position", errno.EINVAL)
     if k.profile.fd_io_needs_mapping:
         if region.size == 0:
             return fails("ashmem.lseek.size-zero", errno.EINVAL)

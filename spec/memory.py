@@ -42,8 +42,9 @@ OBS = "K510-OBS §2 (Debian 5.10.0-46)"
 A, M = ("ashmem",), ("memfd",)
 
 declare(
-    Rule("mem.mmap.generic-einval", "mmap with length 0 or an unaligned offset is EINVAL",
-         "mm/mmap.c do_mmap / ksys_mmap_pgoff"),
+    Rule("mem.mmap.generic-einval", "mmap with an unaligned offset is EINVAL even on a bad fd; "
+         "length 0 is EINVAL after the fd lookup",
+         "arch/x86/kernel/sys_x86_64.c sys_mmap (offset first); mm/mmap.c ksys_mmap_pgoff, do_mmap, 5.10"),
     Rule("ashmem.mmap.size-zero", "mmap of a region whose size is 0 is EINVAL", C + "; " + OBS, profiles=A),
     Rule("ashmem.mmap.too-long", "mmap longer than PAGE_ALIGN(size) is EINVAL", C + "; " + OBS, profiles=A),
     Rule("ashmem.mmap.prot-outside-mask", "mmap asking for a prot bit outside the mask is EPERM, "
@@ -83,10 +84,12 @@ declare(
 
 
 def mmap(k: Kernel, op: Mmap) -> list[Branch]:
+    if op.offset % k.page:  # arch sys_mmap checks the offset before it looks the fd up
+        return fails("mem.mmap.generic-einval", errno.EINVAL)
     region = k.region_of(op.proc, op.fd)
     if region is None:
         return ebadf()
-    if op.length <= 0 or op.offset % k.page or op.offset < 0:
+    if op.length <= 0 or op.offset < 0:
         return fails("mem.mmap.generic-einval", errno.EINVAL)
     profile = k.profile
     aligned_size = page_align(region.size, k.page)

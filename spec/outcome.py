@@ -27,6 +27,11 @@ class Outcome:
     kind: Kind
     value: Any = None
 
+    @property
+    def succeeded(self) -> bool:
+        """A value came back (an errno's code is in `value` too, so test this, not `value`)."""
+        return self.kind is Kind.VALUE
+
     def __str__(self) -> str:
         if self.kind is Kind.ERRNO:
             return f"-1 {_errno.errorcode.get(self.value, str(self.value))}"

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import errno
 from typing import ClassVar
+from unittest import mock
 
 from ashcheck.adapters.sim import SimAdapter
+from ashcheck.reference import ashmem_ioctl
 from ashcheck.spec import ops as o
 from ashcheck.spec.constants import ASHMEM_NOT_PURGED
 from ashcheck.spec.outcome import SIGSEGV, Kind, Outcome, err, fault, ok
@@ -138,15 +140,16 @@ class UnpinIgnoresLenZero(Mutant):
 
 
 class PurgeSkipsWork(Mutant):
-    """purge: PURGE_ALL_CACHES returns the count but purges nothing."""
+    """purge: PURGE_ALL_CACHES checks its caller and returns the count, but its scan frees nothing."""
     name = "mutant-purge-nothing"
     breaks = "ashmem.purge.zero-fill"
     spontaneous_purge = False  # so that unpinned memory keeps its bytes unless really purged
 
     def perform(self, op: o.Op) -> Outcome:
-        if isinstance(op, o.PurgeAllCaches):
-            return ok(0) if super().perform(o.GetSize(op.proc, op.fd)).kind is Kind.VALUE else err(errno.EBADF)
-        return super().perform(op)
+        if not isinstance(op, o.PurgeAllCaches):
+            return super().perform(op)
+        with mock.patch.object(ashmem_ioctl, "shrink_scan", lambda lru, nr: 0):
+            return super().perform(op)
 
 
 class PurgeWithoutCapability(Mutant):

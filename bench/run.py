@@ -138,7 +138,7 @@ def main(argv: list[str]) -> int:
 
 
 def kernel_figures() -> dict[str, float]:
-    from bench.vm_figures import measure  # type: ignore[import-not-found]
+    from vm_figures import measure  # bench/ is sys.path[0] when run as a script
 
     vm = measure()
     out = dict(vm)

@@ -8,6 +8,7 @@
     ashcheck merge DIR... --out DIR          a rule × adapter grid from several reports
     ashcheck executor build --target T       cross-build the native executor
     ashcheck vm fetch [--force]              fetch and prepare the kernel adapter's VM
+    ashcheck vm boot-check                   boot it once and report what the guest has
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         from ashcheck.adapters.vm.fetch import main_fetch
 
         return int(main_fetch(argv[2:]))
+    if argv[:2] == ["vm", "boot-check"]:
+        from ashcheck.adapters.vm.qemu import main_boot_check
+
+        return int(main_boot_check(argv[2:]))
     parser = _parser()
     try:
         args = parser.parse_args(argv)
@@ -68,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--out", type=Path, required=True)
     m.set_defaults(func=cmd_merge)
     sub.add_parser("executor", help="executor build --target x86_64|aarch64|armv7|x86|host")
-    sub.add_parser("vm", help="vm fetch [--force]")
+    sub.add_parser("vm", help="vm fetch [--force] | vm boot-check")
     return p
 
 

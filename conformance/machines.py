@@ -79,6 +79,12 @@ class AshmemMachine(RuleBasedStateMachine):
     def ashmem_get_name(self, fd: FdRef) -> None:
         self.d.on_fd(fd, o.GetName)
 
+    @rule(fd=fds, name=S.NAMES)
+    def ashmem_set_name_and_read_back(self, fd: FdRef, name: bytes) -> None:
+        """What every caller does; back to back, so that truncation bugs cannot hide behind a later rename."""
+        if self.d.on_fd(fd, lambda p, f: o.SetName(p, f, name)) is not None:
+            self.d.on_fd(fd, o.GetName)
+
     @rule(fd=fds, size=_scaled(S.sizes))
     def ashmem_set_size(self, fd: FdRef, size: int) -> None:
         self.d.on_fd(fd, lambda p, f: o.SetSize(p, f, size))
@@ -186,9 +192,11 @@ def _transfer(d: Driver, src: int, dst: int, fds: tuple[int, ...]) -> Any:
     if src == dst or not (d.alive(src) and d.alive(dst)):
         return multiple()
     out = d.step(o.BinderSend(src, dst, fds))
-    if isinstance(out.value, tuple):
-        return multiple(*(FdRef(dst, fd) for fd in out.value))
-    return multiple()
+    if not isinstance(out.value, tuple):
+        return multiple()
+    for fd in out.value:  # the receiver's first question: is it close-on-exec?
+        d.step(o.GetFdFlags(dst, fd))
+    return multiple(*(FdRef(dst, fd) for fd in out.value))
 
 
 class BinderMachine(RuleBasedStateMachine):
@@ -242,7 +250,11 @@ class BinderMachine(RuleBasedStateMachine):
             return multiple()
         out = self.d.step(o.BinderReply(caller, replier, tuple(r.fd for r in sent), accept_fds))
         got = out.value[0] if isinstance(out.value, tuple) else None
-        return multiple(*(FdRef(caller, fd) for fd in got)) if isinstance(got, tuple) else multiple()
+        if not isinstance(got, tuple):
+            return multiple()
+        for fd in got:
+            self.d.step(o.GetFdFlags(caller, fd))
+        return multiple(*(FdRef(caller, fd) for fd in got))
 
     @rule(fd=fds, offset=st.sampled_from([0, 5, PAGE]), whence=st.sampled_from([0, 1, 2]))
     def lseek(self, fd: FdRef, offset: int, whence: int) -> None:
@@ -294,7 +306,17 @@ class MemoryMachine(RuleBasedStateMachine):
 
     @initialize(target=procs)
     def spawn_first(self) -> int:
-        return self.d.first_process()
+        return self._first_process()
+
+    @initialize(target=maps)
+    def first_mapping(self) -> Any:
+        """A mapped 4-page region from the start, so that pins, loads and purges have work at once."""
+        fd = self.d.new_fds(o.CreateRegion(self._first_process(), b"mem", 4 * PAGE)).values
+        return self.d.mmap(fd[0], WHOLE, 3, True, 0) if fd else multiple()
+
+    def _first_process(self) -> int:
+        """Initialize rules run in any order; whichever comes first spawns process 0."""
+        return 0 if self.d.alive(0) else self.d.first_process()
 
     @rule(target=fds, proc=procs, size=st.sampled_from([4 * PAGE, 2 * PAGE, 3 * PAGE + 100]))
     def ashmem_create_region(self, proc: int, size: int) -> Any:

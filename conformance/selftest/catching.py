@@ -3,7 +3,7 @@ what the mutant tests and the CLI tests need, without a nested pytest."""
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis.errors import UnsatisfiedAssumption
 from hypothesis.stateful import run_state_machine_as_test
 
@@ -14,8 +14,12 @@ from ashcheck.conformance.machines import AshmemMachine, BinderMachine, MemoryMa
 from ashcheck.conformance.results import RECORDER
 from ashcheck.spec import ops as o
 
-CI = settings(max_examples=150, stateful_step_count=40, derandomize=True, database=None, deadline=None,
-              suppress_health_check=list(HealthCheck), print_blob=False, report_multiple_bugs=True)
+# The `ci` profile's search, without shrinking: a violation is recorded when it happens, and a
+# mutant only has to be caught here (the CLI tests shrink a real failure into a reproducer).
+# The parent is Hypothesis's default, whatever profile the surrounding pytest run has loaded.
+CI = settings(settings.get_profile("default"), max_examples=150, stateful_step_count=40, derandomize=True,
+              database=None, deadline=None, suppress_health_check=list(HealthCheck), print_blob=False, report_multiple_bugs=False,
+              phases=[Phase.explicit, Phase.generate])
 
 
 def violated_rules(adapter_spec: str, stop_at: str | None = None) -> set[str]:

@@ -63,7 +63,10 @@ class NameKeeps256(Mutant):
         if isinstance(op, o.SetName) and op.name and out == ok(0):
             name = op.name.split(b"\0")[0]
             self.long_names[(op.proc, op.fd)] = name[:256] if len(name) > 255 else b""
-        if isinstance(op, o.GetName) and self.long_names.get((op.proc, op.fd)):
+        if isinstance(op, o.Close | o.CreateRegion | o.OpenAshmem | o.Dup) and out.succeeded:
+            self.long_names.pop((op.proc, out.value if isinstance(op, o.CreateRegion | o.OpenAshmem | o.Dup)
+                                 else op.fd), None)
+        if isinstance(op, o.GetName) and out.succeeded and self.long_names.get((op.proc, op.fd)):
             return ok(self.long_names[(op.proc, op.fd)])
         return out
 

@@ -3,6 +3,8 @@ what the mutant tests and the CLI tests need, without a nested pytest."""
 
 from __future__ import annotations
 
+import contextlib
+
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.errors import UnsatisfiedAssumption
 from hypothesis.stateful import run_state_machine_as_test
@@ -18,8 +20,8 @@ from ashcheck.spec import ops as o
 # mutant only has to be caught here (the CLI tests shrink a real failure into a reproducer).
 # The parent is Hypothesis's default, whatever profile the surrounding pytest run has loaded.
 CI = settings(settings.get_profile("default"), max_examples=150, stateful_step_count=40, derandomize=True,
-              database=None, deadline=None, suppress_health_check=list(HealthCheck), print_blob=False, report_multiple_bugs=False,
-              phases=[Phase.explicit, Phase.generate])
+              database=None, deadline=None, suppress_health_check=list(HealthCheck), print_blob=False,
+              report_multiple_bugs=False, phases=[Phase.explicit, Phase.generate])
 
 
 def violated_rules(adapter_spec: str, stop_at: str | None = None) -> set[str]:
@@ -46,10 +48,8 @@ def violated_rules(adapter_spec: str, stop_at: str | None = None) -> set[str]:
         for machine in (AshmemMachine, MemoryMachine, BinderMachine):
             if stop_at is not None and RECORDER.get(stop_at).violated:
                 break
-            try:
+            with contextlib.suppress(RuleViolation, BaseExceptionGroup):  # recorded already
                 run_state_machine_as_test(machine, settings=CI)  # type: ignore[no-untyped-call]
-            except (RuleViolation, BaseExceptionGroup):
-                pass
         return {rule for rule, ev in RECORDER.rules.items() if ev.violated}
     finally:
         session.shutdown()

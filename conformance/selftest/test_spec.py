@@ -3,6 +3,8 @@ can answer with is registered with a source, and the range algebra means what it
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -67,7 +69,7 @@ def test_range_list_agrees_with_a_page_model(steps: list[tuple[str, int, int]]) 
         assert covered == unpinned
         starts = [r[0] for r in ranges]
         assert starts == sorted(starts, reverse=True)
-        assert all(x[0] > y[1] for x, y in zip(ranges, ranges[1:], strict=False))
+        assert all(x[0] > y[1] for x, y in itertools.pairwise(ranges))
 
 
 def test_adjacent_unpins_stay_separate_and_pin_reports_per_range() -> None:

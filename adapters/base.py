@@ -66,7 +66,7 @@ class Adapter(abc.ABC):
     def __init__(self, **options: str) -> None:
         """`options` come from `--adapter-option key=value`; unknown keys must raise ValueError."""
         if options:
-            raise ValueError(f"adapter {self.name!r} takes no options, got {sorted(options)}")
+            raise ValueError(f"unknown option(s) {sorted(options)} for adapter {self.name!r}")
 
     @classmethod
     def unavailable_reason(cls) -> str | None:

@@ -109,6 +109,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if reason is not None:
         print(f"ashcheck: adapter {args.adapter!r} cannot run here: {reason}", file=sys.stderr)
         return 2
+    bad = [opt for opt in args.adapter_option if "=" not in opt]
+    if bad:
+        print(f"ashcheck: --adapter-option wants KEY=VALUE, got {bad[0]!r}", file=sys.stderr)
+        return 2
+    try:  # constructors only check their options: a bad one is a usage error, before any test runs
+        cls(**dict(opt.split("=", 1) for opt in args.adapter_option))
+    except (ValueError, TypeError) as exc:
+        print(f"ashcheck: {exc}", file=sys.stderr)
+        return 2
     import pytest
 
     args.report.mkdir(parents=True, exist_ok=True)
@@ -116,7 +125,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     shutil.rmtree(evidence_dir, ignore_errors=True)
     pytest_args = ["--pyargs", "ashcheck.conformance", "--adapter", args.adapter,
                    "--hypothesis-profile", args.profile, "--ashcheck-results", str(args.report),
-                   "-p", "no:cacheprovider", "-q", "-rfE", "--tb=line"]
+                   "-p", "no:cacheprovider", "-q", "-rfE", "--tb=line",
+                   "-W", "ignore::pytest.PytestAssertRewriteWarning"]
     pytest_args += [x for opt in args.adapter_option for x in ("--adapter-option", opt)]
     if args.workers:
         pytest_args += ["-n", str(args.workers)]

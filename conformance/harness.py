@@ -14,9 +14,10 @@ rather than failures:
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import Any, NoReturn
 
 from hypothesis import event, reject
+from hypothesis.control import currently_in_test_context
 
 from ashcheck.adapters.base import Adapter
 from ashcheck.conformance.results import RECORDER, Recorder
@@ -55,21 +56,18 @@ class Harness:
         if observed.kind is Kind.INDETERMINATE:
             for rule in self._rules_in_play(op):
                 self.recorder.get(rule).indeterminate += 1
-            event(f"indeterminate: {observed.value}")
-            reject()
+            _reject(f"indeterminate: {observed.value}")
         try:
             verdict = self.spec.observe(op, observed)
         except SpecLimit as exc:
-            event(f"beyond the spec's tracking: {exc}")
-            reject()
+            _reject(f"beyond the spec's tracking: {exc}")
         if verdict.ok:
             self.recorder.get(verdict.rule).confirmed += 1
             return observed
         deviated = [r for r in verdict.rules if r in self.adapter.deviations]
         if deviated:
             self.recorder.get(deviated[0]).deviated += 1
-            event(f"declared deviation {deviated[0]}")
-            reject()
+            _reject(f"declared deviation {deviated[0]}")
         message = self._explain(op, observed, verdict.rule, verdict.expected)
         evidence = self.recorder.get(verdict.rule)
         evidence.violated += 1
@@ -91,3 +89,11 @@ class Harness:
         lines.append("  trace:")
         lines += [f"    {o}  →  {out}" for o, out in self.trace]
         return "\n".join(lines)
+
+
+def _reject(why: str) -> NoReturn:
+    """Drop this example: the spec cannot judge it. The note shows in Hypothesis's statistics; the
+    exhaustive tests, which are plain pytest tests, see only the UnsatisfiedAssumption."""
+    if currently_in_test_context():
+        event(why)
+    reject()

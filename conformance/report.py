@@ -19,12 +19,12 @@ def write(directory: Path, report: dict[str, Any]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     repro_dir = directory / "reproducers"
     for result in report["results"]:
-        if result["status"] == "fail" and result.get("reproducer"):
+        if result["status"] == "fail" and result.get("steps"):
             repro_dir.mkdir(exist_ok=True)
             path = repro_dir / f"{result['rule']}.py"
             path.write_text(script(result["rule"], result["summary"], report["adapter"], report["profile"],
-                                   report.get("options", {}), result["reproducer"], path.name))
-            result["reproducer_script"] = str(path.relative_to(directory))
+                                   report.get("options", {}), result["steps"], path.name))
+            result["reproducer"] = str(path.relative_to(directory))  # the script; "steps" has the data
     (directory / "report.json").write_text(json.dumps(report, indent=1))
     (directory / "report.md").write_text(markdown(report))
     (directory / "report.html").write_text(page(f"ashcheck: {report['adapter']} ({report['profile']})",
@@ -43,8 +43,8 @@ def markdown(report: dict[str, Any]) -> str:
              "| rule | status | confirmed | note |", "|---|---|---|---|"]
     for r in report["results"]:
         note = r.get("reason", "").splitlines()[0] if r.get("reason") else ""
-        if r.get("reproducer_script"):
-            note = f"reproducer: `{r['reproducer_script']}` — {note}"
+        if r.get("reproducer"):
+            note = f"reproducer: `{r['reproducer']}` — {note}"
         lines.append(f"| `{r['rule']}` | {MARK[r['status']]} | {r['confirmed']} | {note} |")
     return "\n".join(lines) + "\n"
 

@@ -82,7 +82,7 @@ def statuses(evidence: Mapping[str, Evidence], profile: str, capabilities: set[s
                                   "confirmed": ev.confirmed}
         missing = [n for n in rule.needs if n not in capabilities]
         if ev.violated:
-            result.update(status="fail", reason=ev.message, reproducer=ev.reproducer)
+            result.update(status="fail", reason=ev.message, steps=ev.reproducer)
         elif rule_id in deviations:
             if ev.deviated:
                 result.update(status="xfail", reason=deviations[rule_id])

@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -24,12 +25,12 @@ STATUSES = {"pass", "fail", "xfail", "skip", "unknown"}
 
 class DeclaresItsNameBug(DefaultNameSlash):
     """A backend that knows it reports the wrong default name, and says so."""
-    deviations = {"ashmem.get-name.value": "reports dev/ashmem/ (known bug 123)"}
+    deviations = MappingProxyType({"ashmem.get-name.value": "reports dev/ashmem/ (known bug 123)"})
 
 
 class StaleDeclaration(SimAdapter):
     """A backend that declares a deviation it no longer has."""
-    deviations = {"ashmem.get-name.value": "used to report dev/ashmem/"}
+    deviations = MappingProxyType({"ashmem.get-name.value": "used to report dev/ashmem/"})
 
 
 def ashcheck(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:

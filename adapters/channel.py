@@ -12,12 +12,14 @@ executor answers (ok, err, fault, bad) is a Reply.
 
 from __future__ import annotations
 
+import array
 import builtins
 import contextlib
 import itertools
 import os
 import select
 import socket
+import struct
 import subprocess
 import time
 import weakref
@@ -26,9 +28,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, Self
+from typing import NamedTuple, Protocol, Self
 
 STATUSES = frozenset({"ok", "err", "fault", "bad"})
+_FDS_SPACE = socket.CMSG_SPACE(253 * 4)  # SCM_MAX_FD fds of 4 bytes
 MAX_REPLY = 64 << 20  # a reply is at most ~2 MiB (a 1 MiB read, in hex): more is garbage
 _CLOSE_GRACE = 1.0  # seconds for an executor to exit on EOF before it is killed
 
@@ -37,9 +40,9 @@ class ExecutorError(Exception):
     """The harness lost an executor: timeout, death, or garbage on the wire."""
 
 
-@dataclass(frozen=True)
-class Reply:
-    """One reply line: `status` (ok, err, fault, bad) and the fields after it."""
+class Reply(NamedTuple):
+    """One reply line: `status` (ok, err, fault, bad) and the fields after it. (A NamedTuple: one
+    is made per request, and a frozen dataclass costs a microsecond more to build.)"""
 
     status: str
     fields: tuple[str, ...] = ()
@@ -120,6 +123,7 @@ class Executor:
         finally:
             theirs.close()
         self._sock = ours
+        self._limit = 0.0  # the socket's SO_RCVTIMEO/SO_SNDTIMEO, in seconds (see _until)
         self._buffer = bytearray()
         self._dead: str | None = None
         self._finalizer = weakref.finalize(self, _shutdown, self._proc, ours, _CLOSE_GRACE)
@@ -185,7 +189,10 @@ class Executor:
         view = memoryview(data)
         while view:
             self._until(deadline)
-            sent = socket.send_fds(self._sock, [view], list(fds)) if fds else self._sock.send(view)
+            try:
+                sent = socket.send_fds(self._sock, [view], list(fds)) if fds else self._sock.send(view)
+            except BlockingIOError:  # SO_SNDTIMEO expired: _until decides whether the deadline passed
+                continue
             fds = ()  # attached to the first bytes only
             view = view[sent:]
 
@@ -194,8 +201,13 @@ class Executor:
             if len(self._buffer) > MAX_REPLY:
                 raise ValueError(f"a reply longer than {MAX_REPLY} bytes")
             self._until(deadline)
-            data, new_fds, _, _ = socket.recv_fds(self._sock, 1 << 20, 253, socket.MSG_CMSG_CLOEXEC)
-            received.extend(new_fds)
+            try:  # 64 KiB at a time: Python allocates the whole buffer on every call
+                data, ancillary, _, _ = self._sock.recvmsg(1 << 16, _FDS_SPACE, socket.MSG_CMSG_CLOEXEC)
+            except BlockingIOError:  # SO_RCVTIMEO expired: _until decides whether the deadline passed
+                continue
+            for level, kind, payload in ancillary:  # what socket.recv_fds does, without its per-call setup
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    received.extend(array.array("i", payload[:len(payload) - len(payload) % 4]))
             if not data:
                 raise EOFError
             self._buffer += data
@@ -204,11 +216,20 @@ class Executor:
         return line
 
     def _until(self, deadline: float) -> None:
-        """The next socket call may wait until deadline (then it raises TimeoutError)."""
+        """The next socket call may wait until deadline (then it raises TimeoutError).
+
+        The socket stays blocking, with the kernel's SO_RCVTIMEO/SO_SNDTIMEO as the limit: Python's
+        own timeout mode would add a poll() before, and an ioctl for every settimeout, each call. The
+        limit is reset only when it would end more than 50 ms after the deadline or more than a second
+        before it (an early expiry just comes back here). A zero limit means "wait forever": never."""
         left = deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError
-        self._sock.settimeout(left)
+        if not (self._limit > 0 and left - 1.0 < self._limit <= left + 0.05):
+            limit = struct.pack("ll", int(left), max(1, int(left % 1 * 1e6)))
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
+            self._limit = left
 
     def _fail(self, what: str) -> None:
         """After a failure the process is of no further use: kill it now and reap it."""

@@ -70,15 +70,19 @@ class ExecutorAdapter(Adapter):
             self.transport.close()
 
     def perform(self, op: o.Op) -> Outcome:
-        involved = {op.proc} | ({op.dst} if isinstance(op, o.BinderSend) else set()) | (
-            {op.replier} if isinstance(op, o.BinderReply) else set())
-        if involved & self.lost:
-            return indeterminate(f"process {sorted(involved & self.lost)} was lost earlier in this test case")
         try:
+            if self.lost and self._involved(op) & self.lost:
+                return indeterminate(f"process {sorted(self._involved(op) & self.lost)} was lost earlier "
+                                     "in this test case")
             return self._perform(op)
         except TransportLost as exc:
-            self.lost |= involved
+            self.lost |= self._involved(op)
             return indeterminate(str(exc))
+
+    @staticmethod
+    def _involved(op: o.Op) -> set[int]:
+        return {op.proc} | ({op.dst} if isinstance(op, o.BinderSend) else set()) | (
+            {op.replier} if isinstance(op, o.BinderReply) else set())
 
     def _perform(self, op: o.Op) -> Outcome:
         send = self.transport.request

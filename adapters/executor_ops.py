@@ -44,8 +44,10 @@ F_GETFD = 1
 
 
 class Reply(Protocol):
-    status: str
-    fields: tuple[str, ...]
+    @property
+    def status(self) -> str: ...
+    @property
+    def fields(self) -> tuple[str, ...]: ...
 
 
 Send = Callable[[int, str], Reply]  # (proc, request line) → reply
@@ -165,7 +167,7 @@ class MemfdRegions:
     @staticmethod
     def _regular(send: Send, p: int, fd: int, then: Callable[[tuple[int, ...]], Outcome]) -> Outcome:
         """Only a memfd answers; an O_PATH fd (here: a directory) is EBADF like any ioctl on it."""
-        got = outcome(send(p, f"fstat {fd}"), ints)
+        got = outcome(send(p, f"fstat {fd}"), lambda f: (int(f[0]), int(f[1])))  # mode, size
         if not got.succeeded:
             return got
         return then(got.value) if stat.S_ISREG(got.value[0]) else err(errno.EBADF)

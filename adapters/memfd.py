@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from ashcheck.adapters.base import AdapterUnavailable, Capability
+from ashcheck.adapters.channel import Executor, ExecutorError
 from ashcheck.adapters.executor_adapter import ExecutorAdapter, TransportLost
 from ashcheck.adapters.executor_ops import Reply, first_int, ints, outcome
 from ashcheck.spec.constants import F_ADD_SEALS, F_SEAL_FUTURE_WRITE
@@ -30,19 +31,15 @@ class HostTransport:
 
     def __init__(self, binary: Path, timeout: float) -> None:
         self.binary, self.timeout = binary, timeout
-        self.execs: dict[int, object] = {}
+        self.execs: dict[int, Executor] = {}
 
-    def _exec(self, proc: int):  # type: ignore[no-untyped-def]
-        from ashcheck.adapters.channel import Executor
-
+    def _exec(self, proc: int) -> Executor:
         e = self.execs.get(proc)
-        if not isinstance(e, Executor):
+        if e is None:
             raise TransportLost(f"process {proc} has no executor")
         return e
 
     def spawn(self, proc: int, uid: int | None) -> None:
-        from ashcheck.adapters.channel import Executor, ExecutorError
-
         try:
             self.execs[proc] = Executor(self.binary, uid=uid, timeout=self.timeout)
         except ExecutorError as exc:
@@ -51,13 +48,11 @@ class HostTransport:
     def kill(self, proc: int) -> None:
         e = self.execs.pop(proc, None)
         if e is not None:
-            e.close()  # type: ignore[attr-defined]
+            e.close()
 
     def request(self, proc: int, line: str) -> Reply:
-        from ashcheck.adapters.channel import ExecutorError
-
         try:
-            return self._exec(proc).request(line)  # type: ignore[no-any-return]
+            return self._exec(proc).request(line)
         except ExecutorError as exc:
             raise TransportLost(str(exc)) from exc
 
@@ -68,8 +63,6 @@ class HostTransport:
         raise NotImplementedError("the host has no binder: requests never block")
 
     def relay_fds(self, src: int, dst: int, fds: tuple[int, ...]) -> Outcome:
-        from ashcheck.adapters.channel import ExecutorError
-
         if not fds:
             return ok(())
         try:

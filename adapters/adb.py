@@ -1,9 +1,11 @@
 """The `adb` adapter: an Android device or emulator, driven over `adb shell`.
 
-`start` picks the device (option `serial=`, else the only one attached), reads its ABI, cross-builds
-the static executor for it (ziglang), pushes it to /data/local/tmp, and runs its hub under
-`adb shell`, whose stdin/stdout carry the hub protocol. One executor process per modelled process
-runs on the device as the shell user (or root after `adb root`).
+`start` picks the device (option `serial=`, else the only one attached and ready), reads its ABI,
+cross-builds the static executor for it (ziglang), pushes it to /data/local/tmp under a name of its
+own per test process (pytest-xdist workers share the device), and runs its hub under `adb shell -T`
+(no pty: Android ≥ 7), whose stdin/stdout carry the hub protocol. One executor process per modelled
+process runs on the device as the shell user (or root after `adb root`). `close` ends the hub and
+removes the pushed binary.
 
 Profile: `profile=ashmem|memfd` (default: ashmem when the shell can open /dev/ashmem, else memfd,
 as libcutils would choose on a device without the ashmem driver). fds travel by SCM_RIGHTS inside
@@ -15,17 +17,21 @@ Options: serial=, profile=, adb=PATH (the adb tool), timeout=SECONDS (default 30
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shlex
 import shutil
 import subprocess
-from pathlib import Path
-from typing import ClassVar
+import tempfile
+from typing import IO, ClassVar
 
 from ashcheck.adapters.base import AdapterUnavailable, Capability
-from ashcheck.adapters.executor_adapter import ExecutorAdapter
+from ashcheck.adapters.executor_adapter import ExecutorAdapter, TransportLost
 from ashcheck.adapters.executor_ops import AshmemRegions, MemfdRegions, first_int, outcome
 from ashcheck.adapters.hub import HubTransport
+from ashcheck.spec.constants import F_ADD_SEALS, F_SEAL_FUTURE_WRITE
 
-REMOTE = "/data/local/tmp/ashcheck-exec"
+REMOTE_DIR = "/data/local/tmp"
 ABIS = {"arm64-v8a": "aarch64", "armeabi-v7a": "armv7", "x86_64": "x86_64", "x86": "x86"}
 
 
@@ -34,14 +40,20 @@ class AdbAdapter(ExecutorAdapter):
     profile: ClassVar[str] = "ashmem"  # replaced per instance by the probe or the option
 
     def __init__(self, **options: str) -> None:
-        self.adb = options.pop("adb", None) or shutil.which("adb") or "adb"
-        self.serial = options.pop("serial", None)
+        adb = options.pop("adb", "")
+        if adb and shutil.which(adb) is None:
+            raise ValueError(f"adapter option adb={adb!r}: no such executable")
+        self.adb = adb or shutil.which("adb") or "adb"
+        self.serial = options.pop("serial", "") or None
         self.wanted_profile = options.pop("profile", None)
         self.timeout = float(options.pop("timeout", "30"))
         if self.wanted_profile not in (None, "ashmem", "memfd"):
             raise ValueError(f"profile must be ashmem or memfd, not {self.wanted_profile!r}")
         super().__init__(**options)
+        self.remote = f"{REMOTE_DIR}/ashcheck-exec.{os.getpid()}"
+        self.pushed = False
         self.shell: subprocess.Popen[bytes] | None = None
+        self.shell_stderr: IO[bytes] | None = None
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -49,41 +61,77 @@ class AdbAdapter(ExecutorAdapter):
             return "the `adb` tool is not on PATH (Debian: apt install adb; or pass adapter option adb=PATH)"
         return None
 
-    def _adb(self, *args: str, check: bool = True) -> str:
-        serial = ["-s", self.serial] if self.serial else []
-        done = subprocess.run([self.adb, *serial, *args], capture_output=True, timeout=120)
+    def why_unavailable(self) -> str | None:
+        return None if shutil.which(self.adb) else self.unavailable_reason()
+
+    def _adb(self, *args: str, check: bool = True, timeout: float = 120, device: bool = True) -> str:
+        """Run `adb [-s SERIAL] ARGS` (device=False: without -s) and return its stdout."""
+        command = [self.adb, *(["-s", self.serial] if self.serial and device else []), *args]
+        try:
+            done = subprocess.run(command, capture_output=True, timeout=timeout)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise AdapterUnavailable(f"`{shlex.join(command)}` could not run: {exc}") from exc
         if check and done.returncode != 0:
-            raise AdapterUnavailable(f"`adb {' '.join(args)}` failed: {done.stderr.decode(errors='replace').strip()}")
+            said = (done.stderr or done.stdout).decode(errors="replace").strip()
+            raise AdapterUnavailable(f"`{shlex.join(command)}` failed (status {done.returncode}): {said}")
         return done.stdout.decode(errors="replace")
 
     def _device(self) -> None:
-        listed = [line.split("\t") for line in self._adb("devices").splitlines()[1:] if "\t" in line]
-        ready = [serial for serial, state in listed if state == "device"]
+        pairs = (line.split("\t", 1) for line in self._adb("devices", device=False).splitlines() if "\t" in line)
+        states = {serial.strip(): state.strip() for serial, state in pairs}
+        ready = [serial for serial, state in states.items() if state == "device"]
+        listing = ", ".join(f"{serial} ({state})" for serial, state in states.items()) or "none"
         if self.serial is None:
-            if len(ready) != 1:
-                raise AdapterUnavailable(f"need exactly one attached device, found {len(ready)} "
-                                         f"({listed or 'none'}); pass adapter option serial=…")
+            if not ready:
+                raise AdapterUnavailable(f"no Android device is ready (adb devices: {listing})")
+            if len(ready) > 1:
+                raise AdapterUnavailable(f"{len(ready)} devices are attached ({listing}): "
+                                         "choose one with adapter option serial=…")
             self.serial = ready[0]
         elif self.serial not in ready:
-            raise AdapterUnavailable(f"device {self.serial} is not attached and ready ({listed})")
+            raise AdapterUnavailable(f"device {self.serial} is not attached and ready (adb devices: {listing})")
 
     def start(self) -> None:
-        from ashcheck.adapters.build import executor_path
+        try:
+            self._start()
+        except BaseException:
+            self.close()  # a half-started adapter leaves no adb shell, hub or binary behind
+            raise
+
+    def _start(self) -> None:
+        from ashcheck.adapters.build import BuildError, executor_path
         from ashcheck.adapters.channel import Hub
 
         self._device()
         abi = self._adb("shell", "getprop", "ro.product.cpu.abi").strip()
         if abi not in ABIS:
-            raise AdapterUnavailable(f"unknown device ABI {abi!r}; known: {', '.join(ABIS)}")
-        binary = Path(executor_path(ABIS[abi]))
-        self._adb("push", str(binary), REMOTE)
-        self._adb("shell", "chmod", "755", REMOTE)
-        serial = ["-s", self.serial] if self.serial else []
-        self.shell = subprocess.Popen([self.adb, *serial, "shell", REMOTE, "hub"], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            raise AdapterUnavailable(f"unknown device ABI {abi!r} on {self.serial}; known: {', '.join(ABIS)}")
+        try:
+            binary = executor_path(ABIS[abi])
+        except BuildError as exc:
+            raise AdapterUnavailable(f"cannot build the executor for {abi}: {exc}") from exc
+        self.pushed = True
+        self._adb("push", str(binary), self.remote)
+        self._adb("shell", "chmod", "755", self.remote)
+        self.shell_stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close)
+        self.shell = subprocess.Popen([self.adb, "-s", str(self.serial), "shell", "-T", self.remote, "hub"],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.shell_stderr)
         assert self.shell.stdin is not None and self.shell.stdout is not None
         self.transport = HubTransport(Hub(self.shell.stdout, self.shell.stdin), self.timeout)
-        self._probe()
+        try:
+            self._probe()
+        except TransportLost as exc:
+            raise AdapterUnavailable(f"the executor hub does not run on {self.serial} ({abi}): {exc}"
+                                     f"{self._stderr_tail()}") from exc
+
+    def _stderr_tail(self) -> str:
+        if self.shell is not None and self.shell_stderr is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.shell.wait(1)
+            self.shell_stderr.seek(0)
+            text = self.shell_stderr.read().decode(errors="replace").strip()
+            return f"; adb shell said: {text[-2000:]}" if text else ""
+        return ""
 
     def _probe(self) -> None:
         t = self.transport
@@ -93,26 +141,45 @@ class AdbAdapter(ExecutorAdapter):
             ashmem = outcome(t.request(-1, f"open {b'/dev/ashmem'.hex()} 2"), first_int)
             if ashmem.succeeded:
                 t.request(-1, f"close {ashmem.value}")
+            profile = self.wanted_profile or ("ashmem" if ashmem.succeeded else "memfd")
+            if profile == "ashmem" and not ashmem.succeeded:
+                raise AdapterUnavailable(f"profile ashmem, but the shell cannot open /dev/ashmem: {ashmem}")
+            if profile == "memfd":  # libcutils uses memfd only where F_SEAL_FUTURE_WRITE works
+                fd = outcome(t.request(-1, f"memfd_region {b'probe'.hex()} 4096"), first_int)
+                sealed = fd.succeeded and outcome(t.request(-1, f"fcntl {fd.value} {F_ADD_SEALS} "
+                                                            f"{F_SEAL_FUTURE_WRITE}")).succeeded
+                if not sealed:
+                    raise AdapterUnavailable("the device has neither a usable /dev/ashmem nor memfd with "
+                                             f"F_SEAL_FUTURE_WRITE (ashmem: {ashmem}, memfd: {fd})")
             uid = outcome(t.request(-1, "info"), lambda f: int(f[1])).value
         finally:
             t.kill(-1)
-        profile = self.wanted_profile or ("ashmem" if ashmem.succeeded else "memfd")
         self.profile = profile  # type: ignore[misc]
         self.regions = AshmemRegions() if profile == "ashmem" else MemfdRegions()
         caps = {Capability.MULTI_PROCESS, Capability.FD_TRANSFER, Capability.MAPS_NAME}
         caps |= {Capability.PRIVILEGED, Capability.UNPRIVILEGED} if uid == 0 else {Capability.UNPRIVILEGED}
-        if profile == "ashmem" and ashmem.succeeded:
+        if profile == "ashmem":
             caps.add(Capability.ASHMEM_DEVICE)
         self.capabilities = frozenset(caps)
 
     def close(self) -> None:
         super().close()
+        vars(self).pop("transport", None)  # closed: a second close must not write to the stream again
         shell, self.shell = self.shell, None
         if shell is not None:
             if shell.stdin:
-                shell.stdin.close()
+                shell.stdin.close()  # the hub kills its executors and exits when its input ends
             try:
                 shell.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 shell.kill()
                 shell.wait()
+            if shell.stdout:
+                shell.stdout.close()
+        stderr, self.shell_stderr = self.shell_stderr, None
+        if stderr is not None:
+            stderr.close()
+        if self.pushed:
+            self.pushed = False
+            with contextlib.suppress(AdapterUnavailable):
+                self._adb("shell", "rm", "-f", self.remote, check=False, timeout=30)

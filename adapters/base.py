@@ -53,6 +53,9 @@ class Adapter(abc.ABC):
         long_bits: width of `long` in the executing ABI (GET_SIZE returns a long).
         spontaneous_purge: True if the backend may purge unpinned memory on its own at any time
             (memory pressure); False if only PURGE_ALL_CACHES purges (a quiet machine).
+        memory_bytes: RAM + swap of the machine that runs the implementation (MemTotal + SwapTotal),
+            which bounds the first mmap of a region (shmem's overcommit check); None if unknown,
+            and then large first mmaps may succeed or fail with ENOMEM.
     """
 
     name: ClassVar[str]
@@ -62,6 +65,7 @@ class Adapter(abc.ABC):
     page_size: int = 4096
     long_bits: int = 64
     spontaneous_purge: bool = False
+    memory_bytes: int | None = None
 
     def __init__(self, **options: str) -> None:
         """`options` come from `--adapter-option key=value`; unknown keys must raise ValueError."""
@@ -72,6 +76,10 @@ class Adapter(abc.ABC):
     def unavailable_reason(cls) -> str | None:
         """A cheap check before `start`: None if this adapter can run here, else why not."""
         return None
+
+    def why_unavailable(self) -> str | None:
+        """unavailable_reason, in the light of this instance's options (e.g. a tool's path)."""
+        return self.unavailable_reason()
 
     def start(self) -> None:
         """Acquire long-lived resources (build the executor, boot a VM, …).

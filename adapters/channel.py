@@ -169,6 +169,8 @@ class Executor:
             _close_fds(received)
             what = self._describe(exc)
             self._fail(what)
+            if not isinstance(exc, Exception):  # Ctrl-C, SIGTERM, exit: the run ends, not just this request
+                raise
             request = data[:80].decode(errors="replace").rstrip("\n")
             raise ExecutorError(f"executor pid {self.pid} ({self.binary.name}) {what} while answering "
                                 f"{request!r}{self._stderr_tail()}") from exc

@@ -55,6 +55,7 @@ class KernelAdapter(ExecutorAdapter):
         except VmError as exc:
             raise AdapterUnavailable(str(exc)) from exc
         self.vm = vm
+        self.memory_bytes = vm.memory_bytes
         self.transport = HubTransport(Hub(vm.socket), self.timeout)
         caps = {Capability.MULTI_PROCESS, Capability.MAPS_NAME, Capability.PRIVILEGED, Capability.UNPRIVILEGED}
         if vm.has_ashmem:

@@ -5,8 +5,9 @@ operation type. After every operation the simulator's seeded memory-pressure pol
 shrinker (`spontaneous_purge`), as a real device may purge unpinned memory at any moment; the
 same seed and the same operations purge the same ranges, so failures replay exactly.
 
-Options: `seed=<int>` (default 0) seeds the memory pressure; `ram=<bytes>` gives the machine a
-finite RAM, so that the first mmap of a larger region fails with ENOMEM (default: unlimited).
+Options: `seed=<int>` (default 0) seeds the memory pressure; `ram=<bytes>` is the machine's RAM +
+swap (default 1 GiB, as a small device): the first mmap of a larger region fails with ENOMEM;
+`ram=-1` makes it unlimited.
 An exception out of `perform` is a harness bug (an operation naming a process or mapping the
 model never created): it is raised, never turned into an outcome.
 """
@@ -35,8 +36,9 @@ class SimAdapter(Adapter):
 
     def __init__(self, **options: Any) -> None:
         self.seed = _int_option(options, "seed", 0)
-        ram = _int_option(options, "ram", -1)
+        ram = _int_option(options, "ram", 1 << 30)
         self.ram = None if ram < 0 else ram
+        self.memory_bytes = self.ram
         super().__init__(**options)  # refuses whatever is left
         self.kernel = Kernel(self.seed, ram=self.ram)
 

@@ -14,12 +14,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,18 +108,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     except LookupError as exc:
         print(f"ashcheck: {exc}", file=sys.stderr)
         return 2
-    reason = cls.unavailable_reason()
-    if reason is not None:
-        print(f"ashcheck: adapter {args.adapter!r} cannot run here: {reason}", file=sys.stderr)
-        return 2
     bad = [opt for opt in args.adapter_option if "=" not in opt]
     if bad:
         print(f"ashcheck: --adapter-option wants KEY=VALUE, got {bad[0]!r}", file=sys.stderr)
         return 2
     try:  # constructors only check their options: a bad one is a usage error, before any test runs
-        cls(**dict(opt.split("=", 1) for opt in args.adapter_option))
+        reason = cls(**dict(opt.split("=", 1) for opt in args.adapter_option)).why_unavailable()
     except (ValueError, TypeError) as exc:
         print(f"ashcheck: {exc}", file=sys.stderr)
+        return 2
+    if reason is not None:
+        print(f"ashcheck: adapter {args.adapter!r} cannot run here: {reason}", file=sys.stderr)
         return 2
     import pytest
 
@@ -130,11 +132,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     pytest_args += [x for opt in args.adapter_option for x in ("--adapter-option", opt)]
     if args.workers:
         pytest_args += ["-n", str(args.workers)]
-    with tempfile.TemporaryDirectory() as tmp, _Progress():
+    with tempfile.TemporaryDirectory() as tmp, _Progress(), _terminate_as_interrupt():
         code = pytest.main([*pytest_args, "--rootdir", tmp])
     if code in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERNAL_ERROR):
         return 2
+    if code == pytest.ExitCode.INTERRUPTED:  # keep what was learnt: a partial report
+        if list(evidence_dir.glob("*.adapter")):
+            _finish(args, 0)
+        print("ashcheck: interrupted (the report covers the part that ran)", file=sys.stderr)
+        return 130
     return _finish(args, int(code))
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the session closes its executors and
+    VMs and removes its temporary files instead of dying on the spot."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _finish(args: argparse.Namespace, pytest_code: int) -> int:

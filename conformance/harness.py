@@ -43,7 +43,7 @@ class Harness:
         self.recorder = recorder
         adapter.reset()
         self.spec = Spec(adapter.profile, page_size=adapter.page_size, long_bits=adapter.long_bits,
-                         spontaneous_purge=adapter.spontaneous_purge)
+                         spontaneous_purge=adapter.spontaneous_purge, memory=adapter.memory_bytes)
         self.trace: list[tuple[Op, Outcome]] = []
 
     @property

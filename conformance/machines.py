@@ -31,6 +31,7 @@ from ashcheck.adapters.base import Capability
 from ashcheck.conformance import strategies as S
 from ashcheck.conformance.driver import WHOLE, Driver, FdRef, MapRef
 from ashcheck.spec import ops as o
+from ashcheck.spec.constants import PROT_READ, PROT_WRITE, SEEK_CUR
 
 PAGE = 4096  # strategies are built once per class; adapters with other page sizes scale below
 
@@ -92,6 +93,15 @@ class AshmemMachine(RuleBasedStateMachine):
     @rule(fd=fds)
     def ashmem_get_size(self, fd: FdRef) -> None:
         self.d.on_fd(fd, o.GetSize)
+
+    @rule(proc=procs, size=st.sampled_from([2**31, 2**32 + 4096, 2**40, 2**63 - 1, 2**63 + 4096]))
+    def ashmem_huge_region(self, proc: int, size: int) -> None:
+        """A region past 2 GiB: GET_SIZE comes back through ioctl's int, and the first mmap must
+        find the memory for it (the machine's RAM + swap) or fail."""
+        for fd in self.d.new_fds(o.CreateRegion(proc, b"huge", self.d.page)).values:
+            if self.d.on_fd(fd, lambda p, f: o.SetSize(p, f, size)) is not None:
+                self.d.on_fd(fd, o.GetSize)
+                self.d.mmap(fd, self.d.page, PROT_READ | PROT_WRITE, True, 0)
 
     @rule(fd=fds, prot=S.PROT_MASK_ARG)
     def ashmem_set_prot_mask(self, fd: FdRef, prot: int) -> None:
@@ -260,6 +270,41 @@ class BinderMachine(RuleBasedStateMachine):
     def lseek(self, fd: FdRef, offset: int, whence: int) -> None:
         self.d.on_fd(fd, lambda p, f: o.Lseek(p, f, offset, whence))
 
+    @rule(src=procs, dst=procs)
+    def send_what_binder_refuses(self, src: int, dst: int) -> None:
+        """An O_PATH fd, then an fd that is not open: each transaction fails whole and nothing
+        appears in the receiver (the fd table check after every step sees to that)."""
+        for path in self.d.new_fds(o.OpenPath(src)).values:
+            self.d.on_fd(path, o.GetFdFlags)
+            _transfer(self.d, src, dst, (path.fd,))
+        _transfer(self.d, src, dst, (99,))
+
+    @rule(caller=procs, replier=procs)
+    def reply_with_a_region(self, caller: int, replier: int) -> None:
+        """A reply carrying a fresh region to a caller that accepts fds, then one that also carries
+        an fd that is not open (that reply fails for the caller)."""
+        if caller == replier or not self.d.alive(caller):
+            return
+        for fd in self.d.new_fds(o.CreateRegion(replier, b"reply", self.d.page)).values:
+            for fds in ((fd.fd,), (fd.fd, 99)):
+                out = self.d.step(o.BinderReply(caller, replier, fds, True))
+                got = out.value[0] if isinstance(out.value, tuple) else None
+                for new in got if isinstance(got, tuple) else ():
+                    self.d.step(o.GetFdFlags(caller, new))
+
+    @rule(src=procs, dst=procs)
+    def share_a_mapped_region(self, src: int, dst: int) -> None:
+        """The common case end to end: create, map and fill a region, send its fd twice in one
+        transaction; the receiver seeks and reads through both copies, and the sender sees the
+        offset they moved (one open file description for all three)."""
+        for fd in self.d.new_fds(o.CreateRegion(src, b"shared", self.d.page)).values:
+            for m in self.d.mmap(fd, self.d.page, PROT_READ | PROT_WRITE, True, 0).values:
+                self.d.step(o.Store(src, m.map_id, 0, b"shared!"))
+            for got in _transfer(self.d, src, dst, (fd.fd, fd.fd)).values:
+                self.d.on_fd(got, lambda p, f: o.Lseek(p, f, 1, SEEK_CUR))
+                self.d.on_fd(got, lambda p, f: o.Read(p, f, 2))
+            self.d.on_fd(fd, lambda p, f: o.Lseek(p, f, 0, SEEK_CUR))
+
     @rule(fd=fds)
     def fcntl_getfd(self, fd: FdRef) -> None:
         self.d.on_fd(fd, o.GetFdFlags)
@@ -355,6 +400,33 @@ class MemoryMachine(RuleBasedStateMachine):
             start, n = self.d.window(mm, at, len(data))
             return o.Store(m.proc, m.map_id, start, data[:n])
         self.d.on_map(m, make)
+
+    @rule(fd=fds)
+    def mask_then_regain_write(self, fd: FdRef) -> None:
+        """Drop PROT_WRITE from the mask, map read-only, and try to get write back with mprotect."""
+        if self.d.on_fd(fd, lambda p, f: o.SetProtMask(p, f, PROT_READ)) is not None:
+            for m in self.d.mmap(fd, self.d.page, PROT_READ, True, 0).values:
+                self.d.step(o.Mprotect(m.proc, m.map_id, PROT_READ | PROT_WRITE))
+
+    @rule(m=maps)
+    def private_view_of_written_data(self, m: MapRef) -> None:
+        """Write through a shared mapping, then map the same fd MAP_PRIVATE and read there: ashmem
+        gives zero memory of its own, memfd a copy-on-write view of what was written."""
+        mapping, fd = self.d.mapping(m), self.d.fd_of(m)
+        if mapping is None or fd is None or not mapping.shared:
+            return
+        self.d.step(o.Store(m.proc, m.map_id, 0, b"written"))
+        for view in self.d.mmap(fd, self.d.page, PROT_READ, False, mapping.offset).values:
+            self.d.step(o.Load(view.proc, view.map_id, 0, 7))
+
+    @rule(m=maps)
+    def unpin_then_pin_the_middle(self, m: MapRef) -> None:
+        """UNPIN three pages, then PIN the middle one: the unpinned range splits in two."""
+        page = self.d.page
+        fd = self.d.fd_of(m)
+        if fd is not None and self.d.on_fd(fd, lambda p, f: o.Unpin(p, f, 0, 3 * page)) is not None:
+            self.d.on_fd(fd, lambda p, f: o.Pin(p, f, page, page))
+            self.d.on_fd(fd, lambda p, f: o.GetPinStatus(p, f, 0, page))
 
     @rule(m=maps, page=st.integers(0, 4), pages=st.integers(0, 3))
     def ashmem_pin(self, m: MapRef, page: int, pages: int) -> None:

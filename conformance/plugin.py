@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from ashcheck.adapters import load_adapter
-from ashcheck.adapters.base import Adapter
+from ashcheck.adapters.base import Adapter, AdapterUnavailable
 from ashcheck.conformance import session
 from ashcheck.conformance.results import RECORDER
 
@@ -64,10 +64,14 @@ def pytest_configure(config: pytest.Config) -> None:
         cls = load_adapter(spec)
     except LookupError as exc:
         raise pytest.UsageError(str(exc)) from exc
-    reason = cls.unavailable_reason()
+    options = parse_options(config.getoption("adapter_option"))
+    try:
+        reason = cls(**options).why_unavailable()
+    except (ValueError, TypeError) as exc:
+        raise pytest.UsageError(str(exc)) from exc
     if reason is not None:
         raise pytest.UsageError(f"adapter {spec!r} cannot run here: {reason}")
-    session.configure(spec, parse_options(config.getoption("adapter_option")))
+    session.configure(spec, options)
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
@@ -79,8 +83,13 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
 
 @pytest.fixture(scope="session")
 def adapter() -> Adapter:
-    """The adapter under test, started once per test process."""
-    return session.adapter()
+    """The adapter under test, started once per test process. One that cannot start ends the run
+    with its reason, said once (not once per test)."""
+    try:
+        return session.adapter()
+    except AdapterUnavailable as exc:
+        pytest.exit(f"adapter {session.SELECTION.spec!r} could not start: {exc}",
+                    returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -31,6 +31,12 @@ def u64(x: int) -> int:
     return x & SIZE_MAX
 
 
+def s32(x: int) -> int:
+    """The value as an `int` (two's complement)."""
+    x &= U32_MAX
+    return x - (1 << 32) if x >> 31 else x
+
+
 def s64(x: int) -> int:
     """The value as a `long` / `loff_t` (two's complement)."""
     x &= SIZE_MAX

@@ -21,7 +21,7 @@ import errno
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ashcheck.reference.cint import LONG_MAX, MAX_RW_COUNT
+from ashcheck.reference.cint import LONG_MAX, MAX_ERRNO, MAX_RW_COUNT, s32
 from ashcheck.reference.errors import SyscallError
 
 if TYPE_CHECKING:
@@ -169,5 +169,13 @@ def sys_lseek(files: FdTable, fd: int, offset: int, whence: int) -> int:
 
 
 def sys_ioctl(files: FdTable, fd: int, cmd: int, arg: IoctlArg, cred: Cred) -> IoctlResult:
+    """The driver returns a long, but SYSCALL_DEFINE3(ioctl) keeps it in `int error`: the result is
+    cut to an int, and one in [-4095, -1] reaches userspace as that errno (observed on 5.10.223)."""
     file = files.get(fd)
-    return file.fops.ioctl(file, cmd, arg, cred)
+    result = file.fops.ioctl(file, cmd, arg, cred)
+    if isinstance(result, bytes):
+        return result
+    result = s32(result)
+    if -MAX_ERRNO <= result < 0:
+        raise SyscallError(-result)
+    return result

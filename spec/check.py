@@ -47,8 +47,8 @@ class Spec:
     """The executable specification, holding the abstract state of one test case."""
 
     def __init__(self, profile: str, *, page_size: int = 4096, long_bits: int = 64,
-                 spontaneous_purge: bool = False) -> None:
-        self.kernel = Kernel(PROFILES[profile], page_size, long_bits, spontaneous_purge)
+                 spontaneous_purge: bool = False, memory: int | None = None) -> None:
+        self.kernel = Kernel(PROFILES[profile], page_size, long_bits, spontaneous_purge, memory)
 
     def allowed(self, op: o.Op) -> list[Branch]:
         """The allowed outcomes of `op` now. Raises SpecLimit when the state is beyond tracking."""

@@ -25,6 +25,8 @@ O_PATH = 0o10000000
 
 SEEK_SET, SEEK_CUR, SEEK_END = 0, 1, 2
 SEEK_MAX = 4  # SEEK_HOLE; include/uapi/linux/fs.h
+MAX_ERRNO = 4095  # a syscall result in [-4095, -1] is an error (include/linux/err.h)
+MAX_LFS_FILESIZE = (1 << 63) - 1  # include/linux/fs.h, 64-bit
 
 ASHMEM_NAME_LEN = 256  # the user buffer, NUL included: at most 255 name bytes
 ASHMEM_NAME_DEF = b"dev/ashmem"

@@ -31,9 +31,9 @@ from collections.abc import Callable
 
 from ashcheck.spec import pins
 from ashcheck.spec.branch import Branch, ebadf, fails
-from ashcheck.spec.constants import PROT_MASK, PROT_READ, PROT_WRITE, page_align
+from ashcheck.spec.constants import MAX_LFS_FILESIZE, PROT_MASK, PROT_READ, PROT_WRITE, page_align
 from ashcheck.spec.ops import Load, MapsName, Mmap, Mprotect, Munmap, Store
-from ashcheck.spec.outcome import SIGBUS, SIGSEGV, Outcome, fault, ok
+from ashcheck.spec.outcome import SIGBUS, SIGSEGV, Outcome, err, fault, ok
 from ashcheck.spec.rules import Rule, declare
 from ashcheck.spec.state import Kernel, Mapping, Mem, Region, SpecLimit
 
@@ -52,6 +52,11 @@ declare(
          C + "; " + OBS + "; mm/shmem.c seal_check_write"),
     Rule("ashmem.mmap.materializes", "the first successful mmap materializes the region",
          C, profiles=A),
+    Rule("ashmem.mmap.setup-fails", "the first mmap creates the backing file and fails with it: EINVAL for a "
+         "size beyond MAX_LFS_FILESIZE, ENOMEM for more pages than RAM + swap (overcommit heuristic; "
+         "with the machine's memory unknown, a first mmap over 64 MiB may fail with ENOMEM)",
+         C + " shmem_file_setup → shmem_acct_size → __vm_enough_memory (OVERCOMMIT_GUESS), 5.10; "
+         "observed on Debian 5.10.223 with 512 MiB: a 2 GiB region's first mmap is ENOMEM", profiles=A),
     Rule("ashmem.mmap.ok", "mmap within the rules succeeds, any number of times, from any holder", C),
     Rule("ashmem.mmap.offset-unchecked", "the file offset is not checked: offset + length may pass the size",
          C + " (only vm_end - vm_start is compared)", profiles=A),
@@ -113,7 +118,30 @@ def mmap(k: Kernel, op: Mmap) -> list[Branch]:
         region.materialized = True
         k.procs[op.proc].maps[op.map_id] = Mapping(region.rid, op.length, op.prot, may, op.shared, op.offset)
 
-    return [Branch(rule, ok(None), effect)]
+    success = Branch(rule, ok(None), effect)
+    failure = None if region.materialized or profile.born_materialized else _shmem_file_setup_fails(k, region)
+    if failure is None:
+        return [success]
+    code, certain = failure
+    fail = Branch("ashmem.mmap.setup-fails", err(code))
+    return [fail] if certain else [success, fail]
+
+
+UNKNOWN_MEMORY_FLOOR = 64 << 20  # every machine we run on has this much to spare
+
+
+def _shmem_file_setup_fails(k: Kernel, region: Region) -> tuple[int, bool] | None:
+    """How the first mmap's shmem_file_setup(name, size, vm_flags) fails, if it may: (errno, whether
+    it must). The size goes in as a loff_t, so one beyond MAX_LFS_FILESIZE is negative: EINVAL.
+    Then shmem_acct_size asks __vm_enough_memory for VM_ACCT(size) pages (no VM_NORESERVE here),
+    which under the default heuristic refuses more pages than RAM + swap."""
+    if region.size > MAX_LFS_FILESIZE:
+        return errno.EINVAL, True
+    if k.memory is None:
+        return (errno.ENOMEM, False) if region.size > UNKNOWN_MEMORY_FLOOR else None
+    if page_align(region.size, k.page) // k.page > k.memory // k.page:
+        return errno.ENOMEM, True
+    return None
 
 
 def munmap(k: Kernel, op: Munmap) -> list[Branch]:

@@ -34,6 +34,7 @@ class Profile:
     pinning: bool               # PIN/UNPIN/GET_PIN_STATUS are real (else no-ops, never purged)
     fd_write: bool              # write() on the fd stores data (else EINVAL: no .write op)
     fd_io_needs_mapping: bool   # read/lseek say EBADF before the first mmap, EINVAL/EOF at size 0
+    ioctl_returns_int: bool     # GET_SIZE comes back through sys_ioctl's `int` (else a long: fstat)
 
 
 ASHMEM = Profile(
@@ -41,7 +42,7 @@ ASHMEM = Profile(
     default_name=ASHMEM_NAME_DEF, maps_prefix=b"/dev/ashmem", prot_unremovable=0, prot_ignored=0,
     mmap_checks_size=True, private_checks_mask=True, maps_separator=b"/", private_is_anonymous=True,
     pinning=True, fd_write=False,
-    fd_io_needs_mapping=True,
+    fd_io_needs_mapping=True, ioctl_returns_int=True,
 )
 
 MEMFD = Profile(
@@ -49,7 +50,7 @@ MEMFD = Profile(
     default_name=None, maps_prefix=b"/memfd:", prot_unremovable=PROT_READ | PROT_EXEC,
     prot_ignored=~PROT_MASK, mmap_checks_size=False, private_checks_mask=False, maps_separator=b"",
     private_is_anonymous=False, pinning=False,
-    fd_write=True, fd_io_needs_mapping=False,
+    fd_write=True, fd_io_needs_mapping=False, ioctl_returns_int=False,
 )
 
 PROFILES = {p.name: p for p in (ASHMEM, MEMFD)}

@@ -128,6 +128,7 @@ class Kernel:
     page: int = 4096
     long_bits: int = 64
     spontaneous_purge: bool = False
+    memory: int | None = None  # RAM + swap in bytes, for shmem's overcommit check (None: unknown)
     procs: dict[int, Proc] = field(default_factory=dict)
     regions: dict[int, Region] = field(default_factory=dict)
     next_rid: int = 0

@@ -43,7 +43,10 @@ has() { [ -c "$1" ] && echo 1 || echo 0; }
 # The port may be opened once only (virtio_console says EBUSY to a second open): one read-write fd
 # serves the probe line and then the hub.
 exec 3<>"$port"
-echo "* vm ashmem=$(has /dev/ashmem) binder=$(has /dev/binder) release=$(uname -r) failed=$failed" >&3
+# memory = MemTotal + SwapTotal in bytes: the bound of shmem's overcommit check on a first mmap.
+memory=$(awk '/^(MemTotal|SwapTotal):/ { kb += $2 } END { print kb * 1024 }' /proc/meminfo)
+echo "* vm ashmem=$(has /dev/ashmem) binder=$(has /dev/binder) release=$(uname -r) memory=$memory" \
+     "failed=$failed" >&3
 # Not exec'd: init stays to end the guest when the hub ends (reboot, which qemu's -no-reboot turns
 # into its exit: there is no ACPI to power off), with the hub's exit status on the console.
 /bin/ashcheck-exec hub <&3 >&3 3>&-

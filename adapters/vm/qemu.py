@@ -168,6 +168,12 @@ class Vm:
     def has_binder(self) -> bool:
         return self.guest.get("binder") == "1"
 
+    @property
+    def memory_bytes(self) -> int | None:
+        """The guest's MemTotal + SwapTotal, as its /init read them."""
+        value = self.guest.get("memory", "")
+        return int(value) if value.isdigit() else None
+
     @classmethod
     def boot(cls, assets: VmAssets, *, timeout: float = 60, memory_mb: int = 512,
              executor: Path | None = None) -> Vm:

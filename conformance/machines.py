@@ -86,6 +86,13 @@ class AshmemMachine(RuleBasedStateMachine):
         if self.d.on_fd(fd, lambda p, f: o.SetName(p, f, name)) is not None:
             self.d.on_fd(fd, o.GetName)
 
+    @rule(fd=fds)
+    def ashmem_names_at_the_limit(self, fd: FdRef) -> None:
+        """Names one below, at and past the longest kept (255 for the driver, 249 for memfd), each
+        read back at once."""
+        for length in (249, 250, 255, 256, 300):
+            self.ashmem_set_name_and_read_back(fd, bytes([0x61 + length % 26]) * length)
+
     @rule(fd=fds, size=_scaled(S.sizes))
     def ashmem_set_size(self, fd: FdRef, size: int) -> None:
         self.d.on_fd(fd, lambda p, f: o.SetSize(p, f, size))

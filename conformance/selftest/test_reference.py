@@ -39,7 +39,7 @@ class Run:
     """A sim with no spontaneous purges: `run(op)` is the outcome."""
 
     def __init__(self, seed: int = 0) -> None:
-        self.sim = SimAdapter(seed=seed)
+        self.sim = SimAdapter(seed=seed, ram="-1")  # unlimited: regions of 4 GiB map
         self.sim.spontaneous_purge = False
         self.sim.reset()
 

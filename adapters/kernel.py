@@ -5,7 +5,9 @@ small qemu VM (Debian bullseye's 5.10 kernel with ashmem_linux and binder_linux)
 boots one guest per test process (so per pytest-xdist worker), and starts a servicemanager on
 /dev/binder (a context manager set with BINDER_SET_CONTEXT_MGR_EXT and ACCEPTS_FDS: the 5.10
 driver delivers fds only to nodes that accept them). Executors run as root, and as uid 65534 for
-unprivileged processes. Capabilities are probed from what the guest offers.
+unprivileged processes. Capabilities are probed from what the guest offers: a kernel without
+ashmem (a 6.x kernel has binder only) runs the `memfd` profile, with regions from memfd_create
+as libcutils makes them there, and fd transfer through the real binder.
 
 Options: `kernel=PATH` (a vmlinux or bzImage of your own, e.g. an Android common kernel),
 `modules=DIR` (its .ko files), `timeout=SECONDS` per request (default 30).
@@ -17,6 +19,7 @@ from typing import ClassVar
 
 from ashcheck.adapters.base import AdapterUnavailable, Capability
 from ashcheck.adapters.executor_adapter import ExecutorAdapter
+from ashcheck.adapters.executor_ops import MemfdRegions
 from ashcheck.adapters.hub import HubTransport
 
 
@@ -60,10 +63,9 @@ class KernelAdapter(ExecutorAdapter):
         caps = {Capability.MULTI_PROCESS, Capability.MAPS_NAME, Capability.PRIVILEGED, Capability.UNPRIVILEGED}
         if vm.has_ashmem:
             caps.add(Capability.ASHMEM_DEVICE)
-        else:
-            self.close()
-            raise AdapterUnavailable("the guest kernel has no /dev/ashmem (ashmem_linux not loaded?): the "
-                                     f"ashmem profile cannot run; console:\n{vm.console_tail()}")
+        else:  # a kernel with binder only (6.x): regions as libcutils makes them there, from memfd
+            self.profile = "memfd"  # type: ignore[misc]
+            self.regions = MemfdRegions()
         if vm.has_binder:
             reply = self.transport.hub_request(f"servicemanager {b'/dev/binder'.hex()}")
             if reply.status == "ok":

@@ -426,14 +426,26 @@ class MemoryMachine(RuleBasedStateMachine):
         for view in self.d.mmap(fd, self.d.page, PROT_READ, False, mapping.offset).values:
             self.d.step(o.Load(view.proc, view.map_id, 0, 7))
 
+    @rule(fd=fds)
+    def map_past_the_end(self, fd: FdRef) -> None:
+        """Map one page at the offset where the data ends (the driver checks only the length) and
+        touch it: SIGBUS, as for any shared page past the end of the file."""
+        region = self.d.h.kernel.region_of(fd.proc, fd.fd) if self.d.alive(fd.proc) else None
+        if region is not None:
+            end = -(-region.size // self.d.page) * self.d.page
+            for m in self.d.mmap(fd, self.d.page, PROT_READ, True, end).values:
+                self.d.step(o.Load(m.proc, m.map_id, 0, 1))
+
     @rule(m=maps)
     def unpin_then_pin_the_middle(self, m: MapRef) -> None:
-        """UNPIN three pages, then PIN the middle one: the unpinned range splits in two."""
+        """UNPIN three pages, then PIN the middle one: the unpinned range splits in two. Then a PIN
+        whose end overflows the u32 offset + len."""
         page = self.d.page
         fd = self.d.fd_of(m)
         if fd is not None and self.d.on_fd(fd, lambda p, f: o.Unpin(p, f, 0, 3 * page)) is not None:
             self.d.on_fd(fd, lambda p, f: o.Pin(p, f, page, page))
             self.d.on_fd(fd, lambda p, f: o.GetPinStatus(p, f, 0, page))
+            self.d.on_fd(fd, lambda p, f: o.Pin(p, f, (1 << 32) - page, 2 * page))
 
     @rule(m=maps, page=st.integers(0, 4), pages=st.integers(0, 3))
     def ashmem_pin(self, m: MapRef, page: int, pages: int) -> None:

@@ -56,3 +56,17 @@ def test_the_readme_test_command_is_what_ci_runs() -> None:
     assert lines[1].endswith(ci[-1]), f"README runs {lines[1]!r}, CI runs {ci[-1]!r}"
     for package in re.findall(r"apt-get install -y ([^&]*)&&", lines[1])[0].split():
         assert package in (root / ".ci" / "run").read_text(), package
+
+
+def test_the_kernel_table_names_every_ashmem_rule_once() -> None:
+    """The table of rules confirmed on the real 5.10 driver stays complete as rules are added."""
+    from ashcheck.spec import RULES
+
+    section = re.search(r"\n## Confirmed on the real 5\.10 driver\n(.*?)(\n## |\Z)", readme(), re.S)
+    assert section, "the README lost its table of rules confirmed on 5.10"
+    table = [line for line in section.group(1).splitlines() if line.startswith("| ") and "`" in line]
+    named = [rule for line in table for rule in re.findall(r"`([a-z]+(?:\.[a-z0-9-]+)+)`", line)]
+    expected = {r.id for r in RULES.values() if "ashmem" in r.profiles}
+    assert len(named) == len(set(named)), "a rule is listed twice"
+    assert set(named) == expected, (f"missing: {sorted(expected - set(named))}; "
+                                    f"not ashmem-profile rules: {sorted(set(named) - expected)}")

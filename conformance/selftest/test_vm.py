@@ -9,6 +9,7 @@ into the user's cache; later runs reuse it.
 from __future__ import annotations
 
 import gc
+import json
 import os
 import shutil
 import signal
@@ -238,3 +239,24 @@ def test_no_qemu_after_the_owning_python_gets(sig: signal.Signals, assets: VmAss
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGKILL)
             child.wait()
+
+
+def test_a_kernel_with_binder_only_runs_the_memfd_profile(assets: VmAssets, tmp_path: Path) -> None:
+    """A user's kernel without ashmem (as every 6.x kernel is): the adapter probes the guest, runs
+    the memfd profile with fd transfer through the real binder, and the conformance passes."""
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    for ko in assets.modules:
+        if "ashmem" not in ko.name:
+            shutil.copy2(ko, modules / ko.name)
+    report = tmp_path / "report"
+    done = subprocess.run([sys.executable, "-m", "ashcheck.conformance.cli", "run", "--adapter", "kernel",
+                           "--adapter-option", f"kernel={assets.kernel}", "--adapter-option", f"modules={modules}",
+                           "--profile", "quick", "--report", str(report)],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    meta = json.loads((report / "report.json").read_text())
+    assert meta["profile"] == "memfd"
+    assert "ashmem-device" not in meta["capabilities"] and "fd-transfer" in meta["capabilities"]
+    passed = {r["rule"] for r in meta["results"] if r["status"] == "pass"}
+    assert {"binder.fd.cloexec", "binder.fd.lowest-free", "memfd.mmap.private-cow"} <= passed, sorted(passed)

@@ -49,7 +49,7 @@ def violated_rules(adapter_spec: str, stop_at: str | None = None) -> set[str]:
             if stop_at is not None and RECORDER.get(stop_at).violated:
                 break
             with contextlib.suppress(RuleViolation, BaseExceptionGroup):  # recorded already
-                run_state_machine_as_test(machine, settings=CI)  # type: ignore[no-untyped-call]
+                run_state_machine_as_test(machine, settings=CI)  # type: ignore[no-untyped-call,unused-ignore]
         return {rule for rule, ev in RECORDER.rules.items() if ev.violated}
     finally:
         session.shutdown()

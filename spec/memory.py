@@ -6,6 +6,8 @@ do_mmap and mm/mprotect.c; memfd = mm/shmem.c + memfd seals; ashmem.md §2, §6.
 - Generic checks run first: length 0 or an unaligned offset is EINVAL; a bad fd is EBADF.
 - The C driver then checks, in order: size 0 → EINVAL; PAGE_ALIGN(length) > PAGE_ALIGN(size) →
   EINVAL (the offset is not checked); a prot bit outside the mask → EPERM, for MAP_PRIVATE too.
+  The first mmap then creates the backing file (shmem_file_setup): a size beyond MAX_LFS_FILESIZE
+  is EINVAL, more pages than RAM + swap ENOMEM (observed on 5.10.223: 2 GiB in a 512 MiB guest).
   memfd mode checks none of these; only a shared writable mapping of a write-sealed memfd is EPERM.
 - The mapping's VM_MAY* bits are the mask at mmap time: mprotect beyond them is EACCES, while a
   mapping made before the mask shrank keeps what it had.

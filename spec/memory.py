@@ -62,6 +62,11 @@ declare(
     Rule("ashmem.mmap.ok", "mmap within the rules succeeds, any number of times, from any holder", C),
     Rule("ashmem.mmap.offset-unchecked", "the file offset is not checked: offset + length may pass the size",
          C + " (only vm_end - vm_start is compared)", profiles=A),
+    Rule("memfd.seal.merge-bypass", "a shared mapping made after F_SEAL_FUTURE_WRITE that the kernel merges into "
+         "an older, file-contiguous shared mapping with the same prot skips the seal: it may map with PROT_WRITE "
+         "and mprotect may add it (observed on Debian 5.10.223; Linux 6.18 refuses)",
+         "mm/mmap.c mmap_region, 5.10: vma_merge() before call_mmap(), so shmem_mmap's "
+         "seal_check_future_write never runs for the merged range", profiles=M),
     Rule("memfd.mmap.no-size-check", "memfd mode: mmap of a size-0 region or longer than the size succeeds",
          "mm/shmem.c shmem_mmap; ashmem.md §6.4 (probed)", profiles=M),
     Rule("mem.munmap.ok", "munmap of a mapping succeeds", "mm/mmap.c"),
@@ -71,9 +76,10 @@ declare(
     Rule("mem.load.shared", "a load through a MAP_SHARED mapping returns the region's bytes, the same "
          "through every fd, process and mapping", "mm/shmem.c; " + C),
     Rule("ashmem.shrinker.any-time", "unpinned memory may read as the old bytes or as zeros: the "
-         "shrinker purges whole unpinned ranges at any time", "ashmem_shrink_scan, 5.10; ashmem.md §3.5"),
+         "shrinker purges whole unpinned ranges at any time (memfd mode never purges)",
+         "ashmem_shrink_scan, 5.10; ashmem.md §3.5", profiles=A),
     Rule("ashmem.purge.zero-fill", "after a purge the range reads as zeros in every shared mapping",
-         "ashmem_shrink_scan (FALLOC_FL_PUNCH_HOLE), 5.10; " + OBS),
+         "ashmem_shrink_scan (FALLOC_FL_PUNCH_HOLE), 5.10; " + OBS, profiles=A),
     Rule("ashmem.mmap.private-anonymous", "an ashmem MAP_PRIVATE mapping is zero-filled memory of its "
          "own, blind to the region's data", C + " vma_set_anonymous (commit 11980c2ac4cc)", profiles=A),
     Rule("memfd.mmap.private-cow", "a memfd MAP_PRIVATE mapping is a copy-on-write view of the data",
@@ -106,8 +112,12 @@ def mmap(k: Kernel, op: Mmap) -> list[Branch]:
         if page_align(op.length, k.page) > aligned_size:
             return fails("ashmem.mmap.too-long", errno.EINVAL)
     checked = op.shared or profile.private_checks_mask
+    neighbour = _merge_partner(k, op) if profile.merge_skips_seal else None
     if checked and op.prot & ~region.prot_mask & PROT_MASK:
-        return fails("ashmem.mmap.prot-outside-mask", errno.EPERM)
+        if neighbour is None:
+            return fails("ashmem.mmap.prot-outside-mask", errno.EPERM)
+        return [Branch("ashmem.mmap.prot-outside-mask", err(errno.EPERM)),
+                Branch("memfd.seal.merge-bypass", ok(None), lambda _: _add_mapping(k, op, neighbour.may))]
     if not profile.mmap_checks_size and (region.size == 0 or op.length > aligned_size):
         rule = "memfd.mmap.no-size-check"
     elif op.offset + op.length > aligned_size:
@@ -118,7 +128,8 @@ def mmap(k: Kernel, op: Mmap) -> list[Branch]:
 
     def effect(_: Outcome) -> None:
         region.materialized = True
-        k.procs[op.proc].maps[op.map_id] = Mapping(region.rid, op.length, op.prot, may, op.shared, op.offset)
+        merged = None if neighbour is None or neighbour.may == may else neighbour.may
+        _add_mapping(k, op, may, merged)
 
     success = Branch(rule, ok(None), effect)
     failure = None if region.materialized or profile.born_materialized else _shmem_file_setup_fails(k, region)
@@ -127,6 +138,29 @@ def mmap(k: Kernel, op: Mmap) -> list[Branch]:
     code, certain = failure
     fail = Branch("ashmem.mmap.setup-fails", err(code))
     return [fail] if certain else [success, fail]
+
+
+def _add_mapping(k: Kernel, op: Mmap, may: int, may_merged: int | None = None) -> None:
+    region = k.region_of(op.proc, op.fd)
+    assert region is not None
+    region.materialized = True
+    k.procs[op.proc].maps[op.map_id] = Mapping(region.rid, op.length, op.prot, may, op.shared, op.offset,
+                                               may_merged=may_merged)
+
+
+def _merge_partner(k: Kernel, op: Mmap) -> Mapping | None:
+    """An older shared mapping in the same process that a new one may be merged into before the
+    driver sees it: same region, same prot, file offsets that meet (the kernel places a new mapping
+    next to the last one, so the addresses may meet too; the spec cannot see addresses)."""
+    region = k.region_of(op.proc, op.fd)
+    if region is None or not op.shared:
+        return None
+    for m in k.procs[op.proc].maps.values():
+        if m.rid == region.rid and m.shared and m.prot == op.prot and m.may & PROT_WRITE and (
+                op.offset + page_align(op.length, k.page) == m.offset
+                or m.offset + page_align(m.length, k.page) == op.offset):
+            return m
+    return None
 
 
 UNKNOWN_MEMORY_FLOOR = 64 << 20  # every machine we run on has this much to spare
@@ -157,7 +191,18 @@ def munmap(k: Kernel, op: Munmap) -> list[Branch]:
 def mprotect(k: Kernel, op: Mprotect) -> list[Branch]:
     m = k.procs[op.proc].maps[op.map_id]
     if op.prot & ~m.may & PROT_MASK:
-        return fails("ashmem.mprotect.beyond-mask", errno.EACCES)
+        merged = m.may_merged
+        if merged is None or op.prot & ~merged & PROT_MASK:
+            return fails("ashmem.mprotect.beyond-mask", errno.EACCES)
+
+        def not_merged(_: Outcome) -> None:
+            m.may_merged = None
+
+        def was_merged(_: Outcome) -> None:
+            m.may, m.prot, m.may_merged = merged, op.prot, None
+
+        return [Branch("ashmem.mprotect.beyond-mask", err(errno.EACCES), not_merged),
+                Branch("memfd.seal.merge-bypass", ok(None), was_merged)]
 
     def effect(_: Outcome) -> None:
         m.prot = op.prot

@@ -90,6 +90,7 @@ class Mapping:
     shared: bool
     offset: int
     private: dict[int, bytes] = field(default_factory=dict)  # MAP_PRIVATE pages of its own
+    may_merged: int | None = None  # the VM_MAY* bits it has if it was merged into an older mapping
 
 
 @dataclass

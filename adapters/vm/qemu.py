@@ -47,8 +47,10 @@ QEMU = "qemu-system-x86_64"
 # rodata=off skips the W+X scan of the kernel mapping, acpi=off the ACPI namespace (both together
 # 1.81 → 1.56 s). Without ACPI the guest cannot power off, so /init reboots instead, by triple
 # fault (reboot=t), and -no-reboot turns that into qemu's exit. panic=-1 does the same on a panic.
+# norandmaps: no address-space randomization in the guest, so that where a mapping lands (which
+# decides whether the kernel merges it with a neighbour) is the same on every run and in replays.
 FAST_ARGS = ("console=ttyS0 quiet loglevel=1 panic=-1 mitigations=off no_timer_check tsc=reliable "
-             "lpj=4000000 i8042.noaux i8042.nokbd i8042.nopnp noreplace-smp nokaslr "
+             "lpj=4000000 i8042.noaux i8042.nokbd i8042.nopnp noreplace-smp nokaslr norandmaps "
              "cryptomgr.notests rodata=off acpi=off reboot=t")
 CONSOLE_TAIL = 40
 WORKDIR_PREFIX = "ashcheck-vm-"  # then the owning pid: stale ones are found by it

@@ -93,3 +93,38 @@ def test_unpin_merge_inherits_purged_and_contained_unpin_is_a_no_op() -> None:
 def test_pin_splits_a_range_and_both_parts_keep_the_flag() -> None:
     ranges, purged, created = pins.pin(((0, 4, True),), 2, 2)
     assert purged and ranges == ((3, 4, True), (0, 1, True)) and created == (3, 4, True)
+
+
+def _sealed_memfd_with_a_mapping(first_prot: int, first_offset: int) -> Spec:
+    """memfd profile: one process, a 4-page region, a shared mapping (map 0) made before
+    F_SEAL_FUTURE_WRITE (SET_PROT_MASK to PROT_READ), then the seal."""
+    spec = Spec("memfd")
+    P = 4096
+    steps: list[tuple[o.Op, object]] = [
+        (o.Spawn(0), (0, 1, 2)), (o.CreateRegion(0, b"m", 4 * P), 3),
+        (o.Mmap(0, 3, 0, 3 * P, first_prot, True, first_offset), None), (o.SetProtMask(0, 3, 1), 0)]
+    for op, value in steps:
+        assert spec.observe(op, ok(value)).ok, op
+    return spec
+
+
+def test_a_mapping_merged_past_the_seal_may_regain_write() -> None:
+    # 5.10.223 merges a new mapping into an older, file-contiguous one before shmem_mmap checks seals
+    spec = _sealed_memfd_with_a_mapping(first_prot=1, first_offset=4096)
+    assert spec.observe(o.Mmap(0, 3, 1, 4096, 1, True, 0), ok(None)).ok
+    verdict = spec.observe(o.Mprotect(0, 1, 3), ok(None))
+    assert verdict.ok and verdict.rule == "memfd.seal.merge-bypass"
+    assert spec.observe(o.Store(0, 1, 0, b"x"), ok(None)).ok  # and it does write
+    # and a new writable mapping, file-contiguous with a writable one, may be made past the seal
+    spec = _sealed_memfd_with_a_mapping(first_prot=3, first_offset=4096)
+    assert spec.observe(o.Mmap(0, 3, 1, 4096, 3, True, 0), ok(None)).rule == "memfd.seal.merge-bypass"
+
+
+def test_without_a_merge_partner_the_seal_holds() -> None:
+    spec = _sealed_memfd_with_a_mapping(first_prot=1, first_offset=8192)  # offsets do not meet
+    assert spec.observe(o.Mmap(0, 3, 1, 4096, 1, True, 0), ok(None)).ok
+    assert not spec.observe(o.Mprotect(0, 1, 3), ok(None)).ok
+    spec = _sealed_memfd_with_a_mapping(first_prot=3, first_offset=8192)
+    assert not spec.observe(o.Mmap(0, 3, 1, 4096, 3, True, 0), ok(None)).ok
+    ashmem = Spec("ashmem")  # the driver swaps vm_file, so nothing merges into its mappings
+    assert not ashmem.kernel.profile.merge_skips_seal

@@ -241,14 +241,22 @@ def test_no_qemu_after_the_owning_python_gets(sig: signal.Signals, assets: VmAss
             child.wait()
 
 
-def test_a_kernel_with_binder_only_runs_the_memfd_profile(assets: VmAssets, tmp_path: Path) -> None:
-    """A user's kernel without ashmem (as every 6.x kernel is): the adapter probes the guest, runs
-    the memfd profile with fd transfer through the real binder, and the conformance passes."""
+@pytest.fixture
+def binder_only(assets: VmAssets, tmp_path: Path) -> Path:
+    """The modules of the 5.10 guest without ashmem_linux.ko: a kernel with binder only."""
     modules = tmp_path / "modules"
     modules.mkdir()
     for ko in assets.modules:
         if "ashmem" not in ko.name:
             shutil.copy2(ko, modules / ko.name)
+    return modules
+
+
+def test_a_kernel_with_binder_only_runs_the_memfd_profile(assets: VmAssets, binder_only: Path,
+                                                           tmp_path: Path) -> None:
+    """A user's kernel without ashmem (as every 6.x kernel is): the adapter probes the guest, runs
+    the memfd profile with fd transfer through the real binder, and the conformance passes."""
+    modules = binder_only
     report = tmp_path / "report"
     done = subprocess.run([sys.executable, "-m", "ashcheck.conformance.cli", "run", "--adapter", "kernel",
                            "--adapter-option", f"kernel={assets.kernel}", "--adapter-option", f"modules={modules}",
@@ -260,3 +268,38 @@ def test_a_kernel_with_binder_only_runs_the_memfd_profile(assets: VmAssets, tmp_
     assert "ashmem-device" not in meta["capabilities"] and "fd-transfer" in meta["capabilities"]
     passed = {r["rule"] for r in meta["results"] if r["status"] == "pass"}
     assert {"binder.fd.cloexec", "binder.fd.lowest-free", "memfd.mmap.private-cow"} <= passed, sorted(passed)
+
+
+def test_5_10_lets_a_merged_mapping_past_the_future_write_seal(assets: VmAssets, binder_only: Path) -> None:
+    """What the spec's memfd.seal.merge-bypass rule records, as Debian's 5.10.223 does it: a mapping
+    made after F_SEAL_FUTURE_WRITE, placed next to an older one of the same prot and file-contiguous
+    with it, is merged into it before shmem_mmap can check the seal, so it can be made writable,
+    and a new writable one can be made."""
+    from ashcheck.adapters.kernel import KernelAdapter
+    from ashcheck.conformance.harness import Harness
+    from ashcheck.spec import ops as o
+    from ashcheck.spec.outcome import ok
+
+    adapter = KernelAdapter(kernel=str(assets.kernel), modules=str(binder_only))
+    adapter.start()
+    try:
+        assert adapter.profile == "memfd"
+        h, page = Harness(adapter), 4096
+        h.step(o.Spawn(0))
+        # the sequence the suite found: a hole of 4 pages, filled by map 1; map 2 lands just below
+        hole = h.step(o.CreateRegion(0, b"hole", 4 * page)).value
+        h.step(o.Mmap(0, hole, 0, 4 * page, 3, True, 0))
+        h.step(o.Munmap(0, 0))
+        fd = h.step(o.CreateRegion(0, b"sealed", 4 * page)).value
+        h.step(o.Mmap(0, fd, 1, 4 * page, 1, True, page))  # read-only, before the seal
+        h.step(o.SetProtMask(0, fd, 1))  # F_SEAL_FUTURE_WRITE
+        h.step(o.Mmap(0, fd, 2, page, 1, True, 0))  # file-contiguous with map 1
+        assert h.step(o.Mprotect(0, 2, 3)) == ok(None), "the seal held: has this kernel been fixed?"
+        assert h.step(o.Store(0, 2, 0, b"past the seal")) == ok(None)
+        h.step(o.Spawn(1))
+        fd = h.step(o.CreateRegion(1, b"sealed", 4 * page)).value
+        h.step(o.Mmap(1, fd, 3, 3 * page, 3, True, page))  # writable, before the seal
+        h.step(o.SetProtMask(1, fd, 1))
+        assert h.step(o.Mmap(1, fd, 4, page, 3, True, 0)) == ok(None)  # writable, after it
+    finally:
+        adapter.close()

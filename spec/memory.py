@@ -117,7 +117,7 @@ def mmap(k: Kernel, op: Mmap) -> list[Branch]:
         if neighbour is None:
             return fails("ashmem.mmap.prot-outside-mask", errno.EPERM)
         return [Branch("ashmem.mmap.prot-outside-mask", err(errno.EPERM)),
-                Branch("memfd.seal.merge-bypass", ok(None), lambda _: _add_mapping(k, op, neighbour.may))]
+                Branch("memfd.seal.merge-bypass", ok(None), lambda _: _add_mapping(k, op, region, neighbour.may))]
     if not profile.mmap_checks_size and (region.size == 0 or op.length > aligned_size):
         rule = "memfd.mmap.no-size-check"
     elif op.offset + op.length > aligned_size:
@@ -127,9 +127,8 @@ def mmap(k: Kernel, op: Mmap) -> list[Branch]:
     may = region.prot_mask if checked else PROT_MASK
 
     def effect(_: Outcome) -> None:
-        region.materialized = True
         merged = None if neighbour is None or neighbour.may == may else neighbour.may
-        _add_mapping(k, op, may, merged)
+        _add_mapping(k, op, region, may, merged)
 
     success = Branch(rule, ok(None), effect)
     failure = None if region.materialized or profile.born_materialized else _shmem_file_setup_fails(k, region)
@@ -140,9 +139,7 @@ def mmap(k: Kernel, op: Mmap) -> list[Branch]:
     return [fail] if certain else [success, fail]
 
 
-def _add_mapping(k: Kernel, op: Mmap, may: int, may_merged: int | None = None) -> None:
-    region = k.region_of(op.proc, op.fd)
-    assert region is not None
+def _add_mapping(k: Kernel, op: Mmap, region: Region, may: int, may_merged: int | None = None) -> None:
     region.materialized = True
     k.procs[op.proc].maps[op.map_id] = Mapping(region.rid, op.length, op.prot, may, op.shared, op.offset,
                                                may_merged=may_merged)

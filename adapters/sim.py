@@ -37,13 +37,12 @@ class SimAdapter(Adapter):
     def __init__(self, **options: Any) -> None:
         self.seed = _int_option(options, "seed", 0)
         ram = _int_option(options, "ram", 1 << 30)
-        self.ram = None if ram < 0 else ram
-        self.memory_bytes = self.ram
+        self.memory_bytes = None if ram < 0 else ram
         super().__init__(**options)  # refuses whatever is left
-        self.kernel = Kernel(self.seed, ram=self.ram)
+        self.kernel = Kernel(self.seed, ram=self.memory_bytes)
 
     def reset(self) -> None:
-        self.kernel = Kernel(self.seed, ram=self.ram)
+        self.kernel = Kernel(self.seed, ram=self.memory_bytes)
 
     def perform(self, op: o.Op) -> Outcome:
         handler = _HANDLERS.get(type(op))

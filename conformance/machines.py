@@ -31,7 +31,7 @@ from ashcheck.adapters.base import Capability
 from ashcheck.conformance import strategies as S
 from ashcheck.conformance.driver import WHOLE, Driver, FdRef, MapRef
 from ashcheck.spec import ops as o
-from ashcheck.spec.constants import PROT_READ, PROT_WRITE, SEEK_CUR
+from ashcheck.spec.constants import PROT_READ, PROT_WRITE, SEEK_CUR, page_align
 
 PAGE = 4096  # strategies are built once per class; adapters with other page sizes scale below
 
@@ -431,7 +431,7 @@ class MemoryMachine(RuleBasedStateMachine):
         touch it: SIGBUS, as for any shared page past the end of the file."""
         region = self.d.h.kernel.region_of(fd.proc, fd.fd) if self.d.alive(fd.proc) else None
         if region is not None:
-            end = -(-region.size // self.d.page) * self.d.page
+            end = page_align(region.size, self.d.page)
             for m in self.d.mmap(fd, self.d.page, PROT_READ, True, end).values:
                 self.d.step(o.Load(m.proc, m.map_id, 0, 1))
 

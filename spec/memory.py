@@ -131,7 +131,7 @@ def mmap(k: Kernel, op: Mmap) -> list[Branch]:
         _add_mapping(k, op, region, may, merged)
 
     success = Branch(rule, ok(None), effect)
-    failure = None if region.materialized or profile.born_materialized else _shmem_file_setup_fails(k, region)
+    failure = None if region.materialized else _shmem_file_setup_fails(k, region)  # memfd: born materialized
     if failure is None:
         return [success]
     code, certain = failure

@@ -119,7 +119,7 @@ def set_name(k: Kernel, op: SetName) -> list[Branch]:
         return ebadf()
     if op.name is None and not k.profile.born_materialized:  # the shim says EINVAL without reading it
         return fails("ashmem.set-name.efault-first", errno.EFAULT)
-    if region.materialized or op.name is None:
+    if region.materialized or op.name is None:  # a NULL name gets here only in memfd mode
         return fails("ashmem.set-name.mapped", errno.EINVAL)
     name = _c_string(op.name)
     rule = ("ashmem.set-name.truncates" if len(name) > k.profile.name_max

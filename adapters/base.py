@@ -10,6 +10,10 @@ sends operations (ashcheck.spec.ops) through `perform`, which returns one Outcom
 - A missing capability turns the operations that need it into skipped rules, with the reason.
 - A declared deviation (rule id → why) turns that rule into a strict expected failure: if the
   implementation stops deviating, the run says the declaration is stale.
+- A declared unsupported operation (op type → why) is never sent; the rules that only that
+  operation can reach are skipped with the reason.
+- An answer the adapter computed itself rather than observed is marked `emulated(...)`: reports
+  keep it apart, and it never counts as confirmed on the implementation.
 
 Third-party adapters subclass `Adapter` in their own package and register it under the
 entry-point group `ashcheck.adapters`, or are named on the command line as `module:Class`.
@@ -49,6 +53,8 @@ class Adapter(abc.ABC):
         profile: which profile of the spec applies: "ashmem" (the C driver) or "memfd".
         capabilities: what this backend supports (may be narrowed by probing in `start`).
         deviations: rule id → reason, for rules this backend knowingly breaks.
+        unsupported: operation type (an `ashcheck.spec.ops` class) → reason, for operations the
+            implementation does not provide (no GET_NAME call, say); they are never performed.
         page_size: the backend's page size in bytes.
         long_bits: width of `long` in the executing ABI (GET_SIZE returns a long).
         spontaneous_purge: True if the backend may purge unpinned memory on its own at any time
@@ -56,16 +62,21 @@ class Adapter(abc.ABC):
         memory_bytes: RAM + swap of the machine that runs the implementation (MemTotal + SwapTotal),
             which bounds the first mmap of a region (shmem's overcommit check); None if unknown,
             and then large first mmaps may succeed or fail with ENOMEM.
+        data_check_pages: how many mapped pages the suite may load after each step to check that
+            every live mapping still shows what the spec says (each load is one round trip: keep
+            it small where a round trip is slow); after a purge or an exit every page is checked.
     """
 
     name: ClassVar[str]
     profile: ClassVar[str]
     capabilities: frozenset[Capability] = frozenset()
     deviations: Mapping[str, str] = {}
+    unsupported: Mapping[type[Op], str] = {}
     page_size: int = 4096
     long_bits: int = 64
     spontaneous_purge: bool = False
     memory_bytes: int | None = None
+    data_check_pages: int = 4
 
     def __init__(self, **options: str) -> None:
         """`options` come from `--adapter-option key=value`; unknown keys must raise ValueError."""
@@ -92,6 +103,11 @@ class Adapter(abc.ABC):
     @abc.abstractmethod
     def perform(self, op: Op) -> Outcome:
         """Carry out one operation and return what the implementation answered."""
+
+    def identity(self) -> dict[str, str]:
+        """What exactly runs, for the report: kernel release, library version, device properties…
+        (called after `start`)."""
+        return {}
 
     def close(self) -> None:
         """Release everything `start` acquired. Must be safe to call twice."""

@@ -28,6 +28,7 @@ from ashcheck.spec.constants import (
     F_SEAL_FUTURE_WRITE,
     F_SEAL_WRITE,
     FD_CLOEXEC,
+    MAP_NORESERVE,
     MAP_PRIVATE,
     MAP_SHARED,
     O_CLOEXEC,
@@ -37,8 +38,10 @@ from ashcheck.spec.constants import (
     PROT_READ,
     PROT_WRITE,
     AshmemIoctl,
+    ashmem_io,
 )
-from ashcheck.spec.outcome import SIGBUS, SIGSEGV, Outcome, err, fault, indeterminate, ok
+from ashcheck.spec.outcome import SIGBUS, SIGSEGV, Outcome, emulated, err, fault, indeterminate, ok
+from ashcheck.spec.pinning import NO_OP_ANSWER
 
 F_GETFD = 1
 
@@ -84,7 +87,7 @@ def ints(fields: tuple[str, ...]) -> tuple[int, ...]:
     return tuple(int(f, 0) for f in fields)
 
 
-def _ioctl(send: Send, proc: int, fd: int, cmd: AshmemIoctl, arg: str) -> Outcome:
+def _ioctl(send: Send, proc: int, fd: int, cmd: int, arg: str) -> Outcome:
     return outcome(send(proc, f"ioctl {fd} {int(cmd)} {arg}"), first_int)
 
 
@@ -128,6 +131,8 @@ class AshmemRegions:
                 return _ioctl(send, p, fd, AshmemIoctl.GET_PIN_STATUS, _pin_arg(off, n))
             case o.PurgeAllCaches(fd=fd):
                 return _ioctl(send, p, fd, AshmemIoctl.PURGE_ALL_CACHES, "int 0")
+            case o.IoctlNullArg(fd=fd, cmd=cmd):
+                return _ioctl(send, p, fd, AshmemIoctl[cmd], "null")
         raise TypeError(f"not a region operation: {op}")
 
 
@@ -137,13 +142,18 @@ def memfd_prot_mask(seals: int) -> int:
 
 
 class MemfdRegions:
-    """Regions as libcutils' memfd mode makes them, ioctls answered as the memfd-ashmem shim does."""
+    """Regions as libcutils' memfd mode makes them, ioctls answered as the memfd-ashmem shim does.
+    Only creation is a call of the implementation; every other answer here is computed from what
+    fstat, fcntl and readlink say, so it is marked emulated."""
 
     def perform(self, send: Send, op: o.Op) -> Outcome:
+        if isinstance(op, o.CreateRegion):
+            return outcome(send(op.proc, f"memfd_region {hexed(op.name)} {op.size}"), first_int)
+        return emulated(self._shim(send, op))
+
+    def _shim(self, send: Send, op: o.Op) -> Outcome:
         p = op.proc
         match op:
-            case o.CreateRegion(name=name, size=size):
-                return outcome(send(p, f"memfd_region {hexed(name)} {size}"), first_int)
             case o.GetSize(fd=fd):
                 return self._regular(send, p, fd, lambda st: ok(st[1]))
             case o.GetName(fd=fd):
@@ -162,6 +172,8 @@ class MemfdRegions:
                 return self._regular(send, p, fd, lambda _: ok(ASHMEM_IS_PINNED))
             case o.PurgeAllCaches(fd=fd):
                 return self._regular(send, p, fd, lambda _: self._purge(send, p))
+            case o.IoctlNullArg(fd=fd, cmd=cmd):
+                return self._regular(send, p, fd, lambda _: ok(NO_OP_ANSWER[cmd]))
         raise TypeError(f"not a region operation in memfd mode: {op}")
 
     @staticmethod
@@ -209,8 +221,9 @@ def common(send: Send, op: o.Op) -> Outcome | None:
             return outcome(send(p, "fds"), ints)
         case o.OpenPath():
             return outcome(send(p, f"open {hexed(b'/')} {O_PATH}"), first_int)
-        case o.Mmap(fd=fd, map_id=m, length=n, prot=prot, shared=shared, offset=off):
-            return outcome(send(p, f"mmap {m} {fd} {n} {prot} {MAP_SHARED if shared else MAP_PRIVATE} {off}"))
+        case o.Mmap(fd=fd, map_id=m, length=n, prot=prot, shared=shared, offset=off, noreserve=noreserve):
+            flags = (MAP_SHARED if shared else MAP_PRIVATE) | (MAP_NORESERVE if noreserve else 0)
+            return outcome(send(p, f"mmap {m} {fd} {n} {prot} {flags} {off}"))
         case o.Munmap(map_id=m):
             return outcome(send(p, f"munmap {m}"))
         case o.Mprotect(map_id=m, prot=prot):
@@ -233,6 +246,8 @@ def common(send: Send, op: o.Op) -> Outcome | None:
             return outcome(send(p, f"write {fd} {hexed(data)}"), first_int)
         case o.GetFdFlags(fd=fd):
             return outcome(send(p, f"fcntl {fd} {F_GETFD} 0"), lambda f: int(f[0]) & FD_CLOEXEC)
+        case o.UnknownIoctl(fd=fd, nr=nr):  # observed in both modes: a memfd has no ioctl handler
+            return _ioctl(send, p, fd, ashmem_io(nr), "int 0")
     return None
 
 

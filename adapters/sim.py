@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from ashcheck.adapters.base import Adapter, Capability
 from ashcheck.reference import Kernel
 from ashcheck.spec import ops as o
-from ashcheck.spec.constants import AshmemIoctl
+from ashcheck.spec.constants import AshmemIoctl, ashmem_io
 from ashcheck.spec.outcome import Outcome
 
 
@@ -104,9 +104,15 @@ class SimAdapter(Adapter):
     def _purge_all_caches(self, op: o.PurgeAllCaches) -> Outcome:
         return self.kernel.ioctl(op.proc, op.fd, AshmemIoctl.PURGE_ALL_CACHES)
 
+    def _ioctl_null_arg(self, op: o.IoctlNullArg) -> Outcome:
+        return self.kernel.ioctl(op.proc, op.fd, AshmemIoctl[op.cmd], None)
+
+    def _unknown_ioctl(self, op: o.UnknownIoctl) -> Outcome:
+        return self.kernel.ioctl(op.proc, op.fd, ashmem_io(op.nr))
+
     # --- memory --------------------------------------------------------------------------------
     def _mmap(self, op: o.Mmap) -> Outcome:
-        return self.kernel.mmap(op.proc, op.map_id, op.fd, op.length, op.prot, op.shared, op.offset)
+        return self.kernel.mmap(op.proc, op.map_id, op.fd, op.length, op.prot, op.shared, op.offset, op.noreserve)
 
     def _munmap(self, op: o.Munmap) -> Outcome:
         return self.kernel.munmap(op.proc, op.map_id)
@@ -158,7 +164,8 @@ _HANDLERS: dict[type[o.Op], Callable[[SimAdapter, Any], Outcome]] = {
     o.SetSize: SimAdapter._set_size, o.GetSize: SimAdapter._get_size,
     o.SetProtMask: SimAdapter._set_prot_mask, o.GetProtMask: SimAdapter._get_prot_mask,
     o.Pin: SimAdapter._pin, o.Unpin: SimAdapter._unpin, o.GetPinStatus: SimAdapter._get_pin_status,
-    o.PurgeAllCaches: SimAdapter._purge_all_caches,
+    o.PurgeAllCaches: SimAdapter._purge_all_caches, o.IoctlNullArg: SimAdapter._ioctl_null_arg,
+    o.UnknownIoctl: SimAdapter._unknown_ioctl,
     o.Mmap: SimAdapter._mmap, o.Munmap: SimAdapter._munmap, o.Mprotect: SimAdapter._mprotect,
     o.Load: SimAdapter._load, o.Store: SimAdapter._store, o.MapsName: SimAdapter._maps_name,
     o.Dup: SimAdapter._dup, o.Close: SimAdapter._close, o.Lseek: SimAdapter._lseek,

@@ -89,16 +89,17 @@ class AshmemDriver(FileOperations):
             raise SyscallError(errno.EPERM)
         vma.may &= asma.prot_mask  # vm_flags &= ~calc_vm_may_flags(~prot_mask)
         if asma.file is None:
-            asma.file = self._shmem_file_setup(asma.full_name(), asma.size)
+            asma.file = self._shmem_file_setup(asma.full_name(), asma.size, vma.noreserve)
         vma.file = asma.file  # vma_set_file, for shared and private mappings alike
         vma.anon = None if vma.shared else {}  # shmem_zero_setup vs vma_set_anonymous
 
-    def _shmem_file_setup(self, name: bytes, size: int) -> ShmemFile:
-        """shmem_file_setup(name, size, vm_flags): a size beyond MAX_LFS_FILESIZE (a negative
-        loff_t) is EINVAL; more pages than the machine has is ENOMEM (overcommit heuristic)."""
+    def _shmem_file_setup(self, name: bytes, size: int, noreserve: bool) -> ShmemFile:
+        """shmem_file_setup(name, size, vma->vm_flags): a size beyond MAX_LFS_FILESIZE (a negative
+        loff_t) is EINVAL; more pages than the machine has is ENOMEM (overcommit heuristic), unless
+        the flags hold VM_NORESERVE (shmem_acct_size then charges nothing)."""
         if size > MAX_LFS_FILESIZE:
             raise SyscallError(errno.EINVAL)
-        if self.ram_pages is not None and pages_in(size) > self.ram_pages:
+        if not noreserve and self.ram_pages is not None and pages_in(size) > self.ram_pages:
             raise SyscallError(errno.ENOMEM)
         return ShmemFile(name, size)
 

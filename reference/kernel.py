@@ -159,11 +159,12 @@ class Kernel:
     # --- memory ------------------------------------------------------------------------------
     @syscall
     def mmap(self, pid: int, map_id: int, fd: int, length: int, prot: int, shared: bool,
-             offset: int = 0) -> Outcome:
+             offset: int = 0, noreserve: bool = False) -> Outcome:
+        """No address is modelled: a placement hint (Mmap.near) changes nothing here."""
         p = self._proc(pid)
         if map_id in p.maps:
             raise ValueError(f"process {pid} already has a mapping {map_id}")
-        p.maps[map_id] = mm.do_mmap(p.files, fd, length, prot, shared, offset)
+        p.maps[map_id] = mm.do_mmap(p.files, fd, length, prot, shared, offset, noreserve)
         p.unmapped.discard(map_id)
         return ok(None)
 

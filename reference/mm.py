@@ -38,13 +38,16 @@ class Vma:
     prot: int    # VM_READ|VM_WRITE|VM_EXEC, as PROT_* bits
     may: int     # VM_MAYREAD|VM_MAYWRITE|VM_MAYEXEC, as PROT_* bits
     shared: bool
+    noreserve: bool = False                   # VM_NORESERVE (MAP_NORESERVE): no memory accounting
     file: ShmemFile | None = None             # vm_file, set by the driver's mmap
     anon: dict[int, bytearray] | None = None  # the private pages of an anonymous mapping
 
 
-def do_mmap(files: FdTable, fd: int, length: int, prot: int, shared: bool, offset: int) -> Vma:
-    """mmap(NULL, length, prot, MAP_SHARED or MAP_PRIVATE, fd, offset) up to the driver's
-    `f_op->mmap`, which gets the new Vma to check and complete."""
+def do_mmap(files: FdTable, fd: int, length: int, prot: int, shared: bool, offset: int,
+            noreserve: bool = False) -> Vma:
+    """mmap(NULL, length, prot, MAP_SHARED or MAP_PRIVATE [| MAP_NORESERVE], fd, offset) up to the
+    driver's `f_op->mmap`, which gets the new Vma to check and complete. (With the default
+    overcommit heuristic, MAP_NORESERVE becomes VM_NORESERVE.)"""
     offset, length = u64(offset), u64(length)
     if offset & (PAGE_SIZE - 1):              # arch sys_mmap, before the fd is even looked up
         raise SyscallError(errno.EINVAL)
@@ -62,7 +65,7 @@ def do_mmap(files: FdTable, fd: int, length: int, prot: int, shared: bool, offse
     if pgoff > (SIZE_MAX - length) >> PAGE_SHIFT:  # file_mmap_ok, a character device: ULONG_MAX
         raise SyscallError(errno.EOVERFLOW)
     # Every file here is O_RDWR or O_PATH, so the FMODE_READ / FMODE_WRITE checks always pass.
-    vma = Vma(length, pgoff, prot & PROT_MASK, PROT_MASK, shared)
+    vma = Vma(length, pgoff, prot & PROT_MASK, PROT_MASK, shared, noreserve)
     file.fops.mmap(file, vma)                 # mmap_region → call_mmap
     return vma
 

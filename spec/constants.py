@@ -17,6 +17,7 @@ PROT_MASK = PROT_READ | PROT_WRITE | PROT_EXEC
 
 MAP_SHARED = 1
 MAP_PRIVATE = 2
+MAP_NORESERVE = 0x4000  # asm-generic and x86; the executor's targets all use this value
 
 FD_CLOEXEC = 1
 O_RDWR = 2
@@ -56,6 +57,11 @@ class AshmemIoctl(enum.IntEnum):
     UNPIN = _ioc(1, 8, 8)
     GET_PIN_STATUS = _ioc(0, 9, 0)  # _IO, yet the argument is a struct ashmem_pin pointer
     PURGE_ALL_CACHES = _ioc(0, 10, 0)
+
+
+def ashmem_io(nr: int) -> int:
+    """_IO(__ASHMEMIOC, nr): an ashmem request number without an argument size."""
+    return _ioc(0, nr, 0)
 
 
 def page_align(n: int, page: int) -> int:

@@ -48,8 +48,9 @@ declare(
          C + " ashmem_fops; fs/read_write.c vfs_write; " + OBS, profiles=A),
     Rule("memfd.write.stores", "memfd mode: write() stores at the position; growing is EPERM (F_SEAL_GROW)",
          "mm/shmem.c shmem_write_begin", profiles=M),
-    Rule("memfd.write.sealed", "memfd mode: write() after write removal is EPERM (F_SEAL_FUTURE_WRITE)",
-         "mm/shmem.c shmem_write_begin; ashmem.md §6.4", profiles=M),
+    Rule("memfd.seal.write", "memfd mode: write() after write removal is EPERM: F_SEAL_FUTURE_WRITE forbids "
+         "every later write through the file", "man 2 fcntl (F_SEAL_FUTURE_WRITE); mm/shmem.c shmem_write_begin; "
+         "ashmem.md §6.4", profiles=M),
 )
 
 
@@ -115,7 +116,7 @@ def write(k: Kernel, op: Write) -> list[Branch]:
     if not k.profile.fd_write:
         return fails("ashmem.write.einval", errno.EINVAL)
     if not region.prot_mask & PROT_WRITE:
-        return fails("memfd.write.sealed", errno.EPERM)
+        return fails("memfd.seal.write", errno.EPERM)
     written = 0
     pos = region.pos
     while written < len(op.data):  # generic_perform_write: one page chunk at a time

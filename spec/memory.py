@@ -7,8 +7,13 @@ do_mmap and mm/mprotect.c; memfd = mm/shmem.c + memfd seals; ashmem.md §2, §6.
 - The C driver then checks, in order: size 0 → EINVAL; PAGE_ALIGN(length) > PAGE_ALIGN(size) →
   EINVAL (the offset is not checked); a prot bit outside the mask → EPERM, for MAP_PRIVATE too.
   The first mmap then creates the backing file (shmem_file_setup): a size beyond MAX_LFS_FILESIZE
-  is EINVAL, more pages than RAM + swap ENOMEM (observed on 5.10.223: 2 GiB in a 512 MiB guest).
-  memfd mode checks none of these; only a shared writable mapping of a write-sealed memfd is EPERM.
+  is EINVAL, more pages than RAM + swap ENOMEM (observed on 5.10.223: 2 GiB in a 512 MiB guest),
+  unless the mapping asks MAP_NORESERVE (VM_NORESERVE: no accounting at all).
+  memfd mode checks none of these.
+- Seals are a contract (man 2 fcntl, memfd_create): once WRITE is removed from a memfd's mask
+  (F_SEAL_FUTURE_WRITE), no new shared mapping may be writable (EPERM) and no shared mapping made
+  after the seal may become writable (mprotect EACCES). How the kernel places the new mapping is
+  no excuse: one merged into an older mapping is held to the same contract.
 - The mapping's VM_MAY* bits are the mask at mmap time: mprotect beyond them is EACCES, while a
   mapping made before the mask shrank keeps what it had.
 - The first successful mmap materializes an ashmem region (sticky, even after munmap).
@@ -50,8 +55,13 @@ declare(
     Rule("ashmem.mmap.size-zero", "mmap of a region whose size is 0 is EINVAL", C + "; " + OBS, profiles=A),
     Rule("ashmem.mmap.too-long", "mmap longer than PAGE_ALIGN(size) is EINVAL", C + "; " + OBS, profiles=A),
     Rule("ashmem.mmap.prot-outside-mask", "mmap asking for a prot bit outside the mask is EPERM, "
-         "MAP_PRIVATE included (memfd: only shared+WRITE on a write-sealed memfd)",
-         C + "; " + OBS + "; mm/shmem.c seal_check_write"),
+         "MAP_PRIVATE included", C + "; " + OBS, profiles=A),
+    Rule("memfd.seal.mmap", "memfd mode: after write removal (F_SEAL_FUTURE_WRITE) a new MAP_SHARED mapping "
+         "with PROT_WRITE is EPERM, wherever the kernel places it (next to an older mapping too)",
+         "man 2 fcntl and memfd_create (F_SEAL_FUTURE_WRITE); mm/shmem.c shmem_mmap, 5.10", profiles=M),
+    Rule("memfd.seal.mprotect", "memfd mode: a MAP_SHARED mapping made after write removal cannot be made "
+         "writable: mprotect(PROT_WRITE) is EACCES (VM_MAYWRITE cleared), merged with an older mapping or not",
+         "man 2 fcntl (F_SEAL_FUTURE_WRITE); mm/shmem.c shmem_mmap clears VM_MAYWRITE, 5.10", profiles=M),
     Rule("ashmem.mmap.materializes", "the first successful mmap materializes the region",
          C, profiles=A),
     Rule("ashmem.mmap.setup-fails", "the first mmap creates the backing file and fails with it: EINVAL for a "
@@ -59,20 +69,19 @@ declare(
          "with the machine's memory unknown, a first mmap over 64 MiB may fail with ENOMEM)",
          C + " shmem_file_setup → shmem_acct_size → __vm_enough_memory (OVERCOMMIT_GUESS), 5.10; "
          "observed on Debian 5.10.223 with 512 MiB: a 2 GiB region's first mmap is ENOMEM", profiles=A),
+    Rule("ashmem.mmap.noreserve", "a first mmap with MAP_NORESERVE creates the backing file without charging "
+         "it to RAM + swap: it succeeds where a reserving one gets ENOMEM (a size beyond MAX_LFS_FILESIZE "
+         "stays EINVAL)", C + " shmem_file_setup(name, size, vma->vm_flags) → shmem_acct_size skips "
+         "VM_NORESERVE, 5.10", profiles=A),
     Rule("ashmem.mmap.ok", "mmap within the rules succeeds, any number of times, from any holder", C),
     Rule("ashmem.mmap.offset-unchecked", "the file offset is not checked: offset + length may pass the size",
          C + " (only vm_end - vm_start is compared)", profiles=A),
-    Rule("memfd.seal.merge-bypass", "a shared mapping made after F_SEAL_FUTURE_WRITE that the kernel merges into "
-         "an older, file-contiguous shared mapping with the same prot skips the seal: it may map with PROT_WRITE "
-         "and mprotect may add it (observed on Debian 5.10.223; Linux 6.18 refuses)",
-         "mm/mmap.c mmap_region, 5.10: vma_merge() before call_mmap(), so shmem_mmap's "
-         "seal_check_future_write never runs for the merged range", profiles=M),
     Rule("memfd.mmap.no-size-check", "memfd mode: mmap of a size-0 region or longer than the size succeeds",
          "mm/shmem.c shmem_mmap; ashmem.md §6.4 (probed)", profiles=M),
     Rule("mem.munmap.ok", "munmap of a mapping succeeds", "mm/mmap.c"),
     Rule("mem.mprotect.ok", "mprotect within the mapping's VM_MAY* bits succeeds", "mm/mprotect.c"),
     Rule("ashmem.mprotect.beyond-mask", "mprotect adding a bit that was outside the mask at mmap time "
-         "is EACCES (VM_MAY* cleared)", C + " calc_vm_may_flags; mm/mprotect.c; " + OBS),
+         "is EACCES (VM_MAY* cleared)", C + " calc_vm_may_flags; mm/mprotect.c; " + OBS, profiles=A),
     Rule("mem.load.shared", "a load through a MAP_SHARED mapping returns the region's bytes, the same "
          "through every fd, process and mapping", "mm/shmem.c; " + C),
     Rule("ashmem.shrinker.any-time", "unpinned memory may read as the old bytes or as zeros: the "
@@ -112,12 +121,8 @@ def mmap(k: Kernel, op: Mmap) -> list[Branch]:
         if page_align(op.length, k.page) > aligned_size:
             return fails("ashmem.mmap.too-long", errno.EINVAL)
     checked = op.shared or profile.private_checks_mask
-    neighbour = _merge_partner(k, op) if profile.merge_skips_seal else None
     if checked and op.prot & ~region.prot_mask & PROT_MASK:
-        if neighbour is None:
-            return fails("ashmem.mmap.prot-outside-mask", errno.EPERM)
-        return [Branch("ashmem.mmap.prot-outside-mask", err(errno.EPERM)),
-                Branch("memfd.seal.merge-bypass", ok(None), lambda _: _add_mapping(k, op, region, neighbour.may))]
+        return fails("memfd.seal.mmap" if profile.mask_is_seal else "ashmem.mmap.prot-outside-mask", errno.EPERM)
     if not profile.mmap_checks_size and (region.size == 0 or op.length > aligned_size):
         rule = "memfd.mmap.no-size-check"
     elif op.offset + op.length > aligned_size:
@@ -127,37 +132,17 @@ def mmap(k: Kernel, op: Mmap) -> list[Branch]:
     may = region.prot_mask if checked else PROT_MASK
 
     def effect(_: Outcome) -> None:
-        merged = None if neighbour is None or neighbour.may == may else neighbour.may
-        _add_mapping(k, op, region, may, merged)
+        region.materialized = True
+        k.procs[op.proc].maps[op.map_id] = Mapping(region.rid, op.length, op.prot, may, op.shared, op.offset)
 
-    success = Branch(rule, ok(None), effect)
-    failure = None if region.materialized else _shmem_file_setup_fails(k, region)  # memfd: born materialized
+    failure = None if region.materialized else _shmem_file_setup_fails(k, region)
     if failure is None:
-        return [success]
+        return [Branch(rule, ok(None), effect)]
     code, certain = failure
+    if code == errno.ENOMEM and op.noreserve:  # what a reserving mmap would meet: here it must succeed
+        return [Branch("ashmem.mmap.noreserve", ok(None), effect)]
     fail = Branch("ashmem.mmap.setup-fails", err(code))
-    return [fail] if certain else [success, fail]
-
-
-def _add_mapping(k: Kernel, op: Mmap, region: Region, may: int, may_merged: int | None = None) -> None:
-    region.materialized = True
-    k.procs[op.proc].maps[op.map_id] = Mapping(region.rid, op.length, op.prot, may, op.shared, op.offset,
-                                               may_merged=may_merged)
-
-
-def _merge_partner(k: Kernel, op: Mmap) -> Mapping | None:
-    """An older shared mapping in the same process that a new one may be merged into before the
-    driver sees it: same region, same prot, file offsets that meet (the kernel places a new mapping
-    next to the last one, so the addresses may meet too; the spec cannot see addresses)."""
-    region = k.region_of(op.proc, op.fd)
-    if region is None or not op.shared:
-        return None
-    for m in k.procs[op.proc].maps.values():
-        if m.rid == region.rid and m.shared and m.prot == op.prot and m.may & PROT_WRITE and (
-                op.offset + page_align(op.length, k.page) == m.offset
-                or m.offset + page_align(m.length, k.page) == op.offset):
-            return m
-    return None
+    return [fail] if certain else [Branch(rule, ok(None), effect), fail]
 
 
 UNKNOWN_MEMORY_FLOOR = 64 << 20  # every machine we run on has this much to spare
@@ -165,9 +150,10 @@ UNKNOWN_MEMORY_FLOOR = 64 << 20  # every machine we run on has this much to spar
 
 def _shmem_file_setup_fails(k: Kernel, region: Region) -> tuple[int, bool] | None:
     """How the first mmap's shmem_file_setup(name, size, vm_flags) fails, if it may: (errno, whether
-    it must). The size goes in as a loff_t, so one beyond MAX_LFS_FILESIZE is negative: EINVAL.
-    Then shmem_acct_size asks __vm_enough_memory for VM_ACCT(size) pages (no VM_NORESERVE here),
-    which under the default heuristic refuses more pages than RAM + swap."""
+    it must, for a reserving mmap). The size goes in as a loff_t, so one beyond MAX_LFS_FILESIZE is
+    negative: EINVAL, whatever the flags. Then shmem_acct_size asks __vm_enough_memory for
+    VM_ACCT(size) pages unless VM_NORESERVE, which under the default heuristic refuses more pages
+    than RAM + swap (the caller turns that case into a success for MAP_NORESERVE)."""
     if region.size > MAX_LFS_FILESIZE:
         return errno.EINVAL, True
     if k.memory is None:
@@ -188,18 +174,8 @@ def munmap(k: Kernel, op: Munmap) -> list[Branch]:
 def mprotect(k: Kernel, op: Mprotect) -> list[Branch]:
     m = k.procs[op.proc].maps[op.map_id]
     if op.prot & ~m.may & PROT_MASK:
-        merged = m.may_merged
-        if merged is None or op.prot & ~merged & PROT_MASK:
-            return fails("ashmem.mprotect.beyond-mask", errno.EACCES)
-
-        def not_merged(_: Outcome) -> None:
-            m.may_merged = None
-
-        def was_merged(_: Outcome) -> None:
-            m.may, m.prot, m.may_merged = merged, op.prot, None
-
-        return [Branch("ashmem.mprotect.beyond-mask", err(errno.EACCES), not_merged),
-                Branch("memfd.seal.merge-bypass", ok(None), was_merged)]
+        return fails("memfd.seal.mprotect" if k.profile.mask_is_seal else "ashmem.mprotect.beyond-mask",
+                     errno.EACCES)
 
     def effect(_: Outcome) -> None:
         m.prot = op.prot

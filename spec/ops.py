@@ -23,8 +23,17 @@ class Op:
     proc: int
 
     def __str__(self) -> str:
-        fields = ", ".join(_arg(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "proc")
-        return f"p{self.proc}: {self.call}({fields})"
+        """Positional fields, then the optional ones that differ from their default, by name."""
+        shown = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "proc":
+                continue
+            if f.default is dataclasses.MISSING:
+                shown.append(_arg(value))
+            elif value != f.default:
+                shown.append(f"{f.name}={_arg(value)}")
+        return f"p{self.proc}: {self.call}({', '.join(shown)})"
 
     def to_json(self) -> dict[str, Any]:
         return {"op": type(self).__name__,
@@ -169,6 +178,25 @@ class GetPinStatus(Op):
 
 
 @dataclass(frozen=True)
+class IoctlNullArg(Op):
+    """ioctl(fd, ASHMEM_PIN / ASHMEM_UNPIN / ASHMEM_GET_PIN_STATUS, NULL): the struct ashmem_pin
+    pointer is NULL. `cmd` is the ioctl's name without the ASHMEM_ prefix."""
+    call: ClassVar[str] = "ioctl_null"
+    proc: int
+    fd: int
+    cmd: str
+
+
+@dataclass(frozen=True)
+class UnknownIoctl(Op):
+    """ioctl(fd, _IO(0x77, nr), 0): a request number the driver does not know."""
+    call: ClassVar[str] = "ioctl_unknown"
+    proc: int
+    fd: int
+    nr: int
+
+
+@dataclass(frozen=True)
 class PurgeAllCaches(Op):
     call: ClassVar[str] = "ASHMEM_PURGE_ALL_CACHES"
     proc: int
@@ -179,7 +207,14 @@ class PurgeAllCaches(Op):
 
 @dataclass(frozen=True)
 class Mmap(Op):
-    """mmap(NULL, length, prot, MAP_SHARED or MAP_PRIVATE, fd, offset), remembered as `map_id`."""
+    """mmap(hint, length, prot, MAP_SHARED or MAP_PRIVATE [| MAP_NORESERVE], fd, offset),
+    remembered as `map_id`.
+
+    `near` names an existing mapping of the same process: the address hint is then the page range
+    right below it (`above` False) or right above it (`above` True), so that the kernel may merge
+    the two. A hint is only a hint: where the range is taken, the kernel places the mapping
+    elsewhere. Addresses are not modelled, so no outcome depends on it; it exists to make the
+    implementation meet the cases where a new mapping lands next to an older one."""
     call: ClassVar[str] = "mmap"
     proc: int
     fd: int
@@ -188,6 +223,9 @@ class Mmap(Op):
     prot: int
     shared: bool
     offset: int = 0
+    noreserve: bool = False
+    near: int | None = None
+    above: bool = False
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import errno as _errno
 import signal as _signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 
@@ -24,8 +24,13 @@ class Kind(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
+    """`emulated` marks an answer the adapter computed itself instead of observing it from the
+    implementation (a shim answered in Python): it is judged like any other, but it confirms a
+    rule only as emulated. It takes no part in equality."""
+
     kind: Kind
     value: Any = None
+    emulated: bool = field(default=False, compare=False)
 
     @property
     def succeeded(self) -> bool:
@@ -63,6 +68,11 @@ def fault(signo: int) -> Outcome:
 
 def indeterminate(reason: str) -> Outcome:
     return Outcome(Kind.INDETERMINATE, reason)
+
+
+def emulated(outcome: Outcome) -> Outcome:
+    """The same outcome, marked as computed by the adapter rather than observed."""
+    return replace(outcome, emulated=True)
 
 
 # Binder answers that are not errnos: the driver reports a failed transaction to the sender as

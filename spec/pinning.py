@@ -4,7 +4,9 @@ Rules (drivers/staging/android/ashmem.c ashmem_pin_unpin / ashmem_pin / ashmem_u
 ashmem_get_pin_status / ashmem_shrink_scan, Linux 5.10; ashmem.md §3; the range algebra itself
 is in spec/pins.py):
 
-- Arguments are checked in this order: the area must be materialized (else EINVAL); len 0 means
+- The struct ashmem_pin is copied first: a NULL pointer is EFAULT, even before the first mmap
+  (5.10; 4.x checked "materialized" first).
+- Arguments are then checked in this order: the area must be materialized (else EINVAL); len 0 means
   "to the end", computed as PAGE_ALIGN(size) - offset in a __u32; offset and len must be
   page-aligned; offset + len must not overflow 32 bits; and must not pass PAGE_ALIGN(size).
   All of these are EINVAL and change nothing.
@@ -33,7 +35,7 @@ from ashcheck.spec.constants import (
     ASHMEM_WAS_PURGED,
     page_align,
 )
-from ashcheck.spec.ops import GetPinStatus, Pin, PurgeAllCaches, Unpin
+from ashcheck.spec.ops import GetPinStatus, IoctlNullArg, Pin, PurgeAllCaches, Unpin
 from ashcheck.spec.outcome import Kind, Outcome, ok
 from ashcheck.spec.rules import Rule, declare
 from ashcheck.spec.state import Kernel, Mem, Region
@@ -43,6 +45,9 @@ OBS = "K510-OBS §2 (Debian 5.10.0-46)"
 A = ("ashmem",)
 
 declare(
+    Rule("ashmem.pin.null-arg", "PIN, UNPIN and GET_PIN_STATUS with a NULL argument are EFAULT, even before the "
+         "first mmap: the struct is copied before any other check", C + " ashmem_pin_unpin (copy_from_user "
+         "first), 5.10; K510-OBS §2 (PIN with a NULL pointer: EFAULT)", profiles=A),
     Rule("ashmem.pin.not-mapped", "PIN/UNPIN/GET_PIN_STATUS before the first mmap fail with EINVAL",
          C + " ashmem_pin_unpin (!asma->file), 5.10; " + OBS, profiles=A),
     Rule("ashmem.pin.unaligned", "an offset or len that is not page-aligned is EINVAL",
@@ -173,6 +178,17 @@ def get_pin_status(k: Kernel, op: GetPinStatus) -> list[Branch]:
     region, (s, e) = got
     unpinned = pins.is_unpinned(region.worlds[0].ranges, s, e)
     return [Branch("ashmem.get-pin-status.value", ok(ASHMEM_IS_UNPINNED if unpinned else ASHMEM_IS_PINNED))]
+
+
+NO_OP_ANSWER = {"PIN": ASHMEM_NOT_PURGED, "UNPIN": 0, "GET_PIN_STATUS": ASHMEM_IS_PINNED}
+
+
+def null_arg(k: Kernel, op: IoctlNullArg) -> list[Branch]:
+    if k.region_of(op.proc, op.fd) is None:
+        return ebadf()
+    if not k.profile.pinning:  # the shim ignores the argument, pointer included
+        return [Branch("memfd.pin.no-op", ok(NO_OP_ANSWER[op.cmd]))]
+    return fails("ashmem.pin.null-arg", errno.EFAULT)
 
 
 def _no_op(branches: list[Branch], value: int) -> list[Branch]:

@@ -35,7 +35,7 @@ class Profile:
     fd_write: bool              # write() on the fd stores data (else EINVAL: no .write op)
     fd_io_needs_mapping: bool   # read/lseek say EBADF before the first mmap, EINVAL/EOF at size 0
     ioctl_returns_int: bool     # GET_SIZE comes back through sys_ioctl's `int` (else a long: fstat)
-    merge_skips_seal: bool      # a new mapping merged into an older one may skip the seal check
+    mask_is_seal: bool          # removing WRITE is F_SEAL_FUTURE_WRITE: its contract is memfd.seal.*
 
 
 ASHMEM = Profile(
@@ -43,7 +43,7 @@ ASHMEM = Profile(
     default_name=ASHMEM_NAME_DEF, maps_prefix=b"/dev/ashmem", prot_unremovable=0, prot_ignored=0,
     mmap_checks_size=True, private_checks_mask=True, maps_separator=b"/", private_is_anonymous=True,
     pinning=True, fd_write=False,
-    fd_io_needs_mapping=True, ioctl_returns_int=True, merge_skips_seal=False,
+    fd_io_needs_mapping=True, ioctl_returns_int=True, mask_is_seal=False,
 )
 
 MEMFD = Profile(
@@ -51,7 +51,7 @@ MEMFD = Profile(
     default_name=None, maps_prefix=b"/memfd:", prot_unremovable=PROT_READ | PROT_EXEC,
     prot_ignored=~PROT_MASK, mmap_checks_size=False, private_checks_mask=False, maps_separator=b"",
     private_is_anonymous=False, pinning=False,
-    fd_write=True, fd_io_needs_mapping=False, ioctl_returns_int=False, merge_skips_seal=True,
+    fd_write=True, fd_io_needs_mapping=False, ioctl_returns_int=False, mask_is_seal=True,
 )
 
 PROFILES = {p.name: p for p in (ASHMEM, MEMFD)}

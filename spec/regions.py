@@ -13,6 +13,7 @@ SHIM = mm/memfd-ashmem-shim.c; K510-OBS = observed on Debian 5.10.0-46):
 - Once the region is materialized (first successful mmap; memfd: at birth) SET_NAME and SET_SIZE
   fail with EINVAL. SET_NAME copies the name before it looks, so a bad pointer is EFAULT even then.
 - SET_SIZE accepts any value; GET_SIZE returns it as a `long`.
+- An ioctl request the driver does not know is ENOTTY.
 - SET_PROT_MASK may only remove bits: a bit not already in the mask, including non-PROT bits,
   is EINVAL. It is global to the region and only affects later mappings. memfd mode can only
   remove WRITE (an F_SEAL_FUTURE_WRITE seal); READ and EXEC stay whatever is asked.
@@ -33,6 +34,7 @@ from ashcheck.spec.ops import (
     SetName,
     SetProtMask,
     SetSize,
+    UnknownIoctl,
 )
 from ashcheck.spec.outcome import Outcome, ok
 from ashcheck.spec.rules import Rule, declare
@@ -79,6 +81,9 @@ declare(
     Rule("memfd.set-prot-mask.write-only", "memfd mode: only WRITE can be removed (F_SEAL_FUTURE_WRITE); "
          "READ and EXEC are silently kept; re-adding WRITE is EINVAL",
          "libcutils ashmem_set_prot_region memfd path; SHIM set_prot_mask", profiles=MEMFD_ONLY),
+    Rule("ashmem.ioctl.unknown", "an ioctl request the driver does not define is ENOTTY (memfd: the shim's "
+         "default, or a plain memfd's missing ioctl handler)", C + " ashmem_ioctl (ret starts as -ENOTTY), "
+         "5.10; SHIM; fs/ioctl.c vfs_ioctl; K510-OBS §2 (_IO(0x77, 11): ENOTTY)"),
     Rule("ashmem.get-prot-mask.value", "GET_PROT_MASK returns the mask (memfd: READ|EXEC, plus WRITE "
          "unless write-sealed)", C + " ashmem_ioctl GET_PROT_MASK; SHIM"),
 )
@@ -193,3 +198,9 @@ def get_prot_mask(k: Kernel, op: GetProtMask) -> list[Branch]:
     if region is None:
         return ebadf()
     return [Branch("ashmem.get-prot-mask.value", ok(region.prot_mask))]
+
+
+def unknown_ioctl(k: Kernel, op: UnknownIoctl) -> list[Branch]:
+    if k.region_of(op.proc, op.fd) is None:
+        return ebadf()
+    return fails("ashmem.ioctl.unknown", errno.ENOTTY)

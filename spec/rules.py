@@ -25,12 +25,19 @@ class Rule:
 
 RULES: dict[str, Rule] = {}
 
+# Ids that were published once and are gone: never to be declared again with another meaning.
+RETIRED = {
+    "memfd.seal.merge-bypass": "a seal bypass is a failure of memfd.seal.mmap / memfd.seal.mprotect, not an "
+                               "allowed outcome",
+    "memfd.write.sealed": "renamed memfd.seal.write",
+}
+
 
 def declare(*rules: Rule) -> None:
-    """Register rules; a duplicate id is a programming error."""
+    """Register rules; a duplicate or retired id is a programming error."""
     for r in rules:
-        if r.id in RULES:
-            raise ValueError(f"rule {r.id} declared twice")
+        if r.id in RULES or r.id in RETIRED:
+            raise ValueError(f"rule {r.id} declared twice, or retired")
         RULES[r.id] = r
 
 

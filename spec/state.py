@@ -90,7 +90,6 @@ class Mapping:
     shared: bool
     offset: int
     private: dict[int, bytes] = field(default_factory=dict)  # MAP_PRIVATE pages of its own
-    may_merged: int | None = None  # the VM_MAY* bits it has if it was merged into an older mapping
 
 
 @dataclass
@@ -103,6 +102,7 @@ class Region:
     worlds: list[Mem]
     pos: int = 0
     fd_refs: int = 0  # fds in all processes; at 0 the area is released (ashmem_release)
+    untracked: bool = False  # set aside: a violation or a lost transport made its state unknown
 
     def npages_file(self, page: int) -> int:
         return page_align(self.size, page) // page

@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from ashcheck.adapters import adapter_names, load_adapter
 from ashcheck.conformance import report as reporting
 from ashcheck.conformance.results import RECORDER, Recorder, statuses
 from ashcheck.spec import RULES
+from ashcheck.spec.reach import unreachable
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,7 +128,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     evidence_dir = args.report / "evidence"
     shutil.rmtree(evidence_dir, ignore_errors=True)
     pytest_args = ["--pyargs", "ashcheck.conformance", "--adapter", args.adapter,
-                   "--hypothesis-profile", args.profile, "--ashcheck-results", str(args.report),
+                   "--ashcheck-profile", args.profile, "--ashcheck-results", str(args.report),
                    "-p", "no:cacheprovider", "-q", "-rfE", "--tb=line",
                    "-W", "ignore::pytest.PytestAssertRewriteWarning"]
     pytest_args += [x for opt in args.adapter_option for x in ("--adapter-option", opt)]
@@ -165,11 +167,13 @@ def _finish(args: argparse.Namespace, pytest_code: int) -> int:
         print("ashcheck: the adapter never started; see the errors above", file=sys.stderr)
         return 2
     meta = metas[0]
-    results = statuses(Recorder.load_all(evidence_dir), meta["profile"], set(meta["capabilities"]),
-                       meta["deviations"])
+    evidence, totals = Recorder.load_all(evidence_dir)
+    results = statuses(evidence, meta["profile"], set(meta["capabilities"]), meta["deviations"],
+                       unreachable(meta.get("unsupported", {})))
     report: dict[str, Any] = {"adapter": args.adapter, "profile": meta["profile"],
                               "hypothesis_profile": args.profile, "capabilities": meta["capabilities"],
                               "options": dict(o.split("=", 1) for o in args.adapter_option),
+                              "identity": meta.get("identity", {}), "totals": asdict(totals),
                               "results": results}
     reporting.write(args.report, report)
     counts = reporting.counts(report)

@@ -1,9 +1,16 @@
-"""Every region state × every operation, each pair specified.
+"""Small domains, exhausted: every region state × every operation, and every way a new mapping
+can meet an older one of the same file.
 
-Small domains first (STYLE §9): before the stateful machines wander, each lifecycle state of a
-region meets each operation once with canonical arguments. A state is a setup program from a
-fresh process; a pair runs the setup, the operation, and a look at the fd table, all judged by
-the spec. The same table serves the spec's own totality test (selftest/test_spec.py).
+Small domains first (STYLE §9): before the exploration wanders, each lifecycle state of a region
+meets each operation once with canonical arguments. A state is a setup program from a fresh
+process; a pair runs the setup, the operation, and a look at the fd table, all judged by the spec.
+The same table serves the spec's own totality test (selftest/test_spec.py).
+
+Placements: an older shared mapping (each prot), then WRITE removed from the mask (memfd: the
+F_SEAL_FUTURE_WRITE seal), then a new shared mapping asked right below or right above it, at a
+file offset that continues it or not, read-only or writable; then mprotect to writable, a store,
+and another writable mmap next to it. A kernel that merges the new mapping into the older one
+before the driver or shmem checks it (5.10's mmap_region) shows here on every run.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ashcheck.adapters.base import Capability
+from ashcheck.adapters.base import Adapter, Capability
 from ashcheck.spec import ops as o
 from ashcheck.spec.constants import PROT_READ, PROT_WRITE
 
@@ -100,3 +107,43 @@ def pairs() -> list[tuple[str, str]]:
 
 def make_op(name: str) -> MakeOp:
     return FD_OPS.get(name) or MAP_OPS[name]
+
+
+Step = Callable[[int], o.Op | None]  # fd → operation, None to leave it out
+
+
+def placement(old_prot: int, above: bool, contiguous: bool, new_prot: int) -> list[Step]:
+    """One way a new mapping (map 1) meets an older one (map 0, one page at file page 1 of 4)."""
+    new_offset = {(False, True): 0, (False, False): 2 * P, (True, True): 2 * P, (True, False): 0}[above, contiguous]
+    return [
+        lambda fd: o.CreateRegion(0, b"meet", 4 * P),
+        lambda fd: o.Mmap(0, fd, 0, P, old_prot, True, P),
+        lambda fd: o.SetProtMask(0, fd, PROT_READ),
+        lambda fd: o.Mmap(0, fd, 1, P, new_prot, True, new_offset, near=0, above=above),
+        lambda fd: o.Mprotect(0, 1, RW),
+        lambda fd: o.Store(0, 1, 0, b"sealed?"),
+        lambda fd: o.Load(0, 0, 0, 8),
+        lambda fd: o.Read(0, fd, 8),
+        lambda fd: o.Mmap(0, fd, 2, P, RW, True, new_offset, near=1, above=above),
+        lambda fd: o.Store(0, 2, 0, b"again?"),
+        lambda fd: o.ListFds(0),
+    ]
+
+
+PLACEMENTS = {f"old{old}-{'above' if above else 'below'}-{'contiguous' if cont else 'apart'}-new{new}":
+              placement(old, above, cont, new)
+              for old in (PROT_READ, RW, PROT_WRITE, 0) for above in (False, True)
+              for cont in (True, False) for new in (PROT_READ, RW)}
+
+
+def programs(adapter: Adapter) -> list[list[Step]]:
+    """Every program of the tables that the adapter's capabilities allow, each from a fresh start:
+    spawn process 0, then the steps (the first creates the region whose fd the others get)."""
+    out: list[list[Step]] = []
+    spawn: Step = lambda fd: o.Spawn(0, Capability.PRIVILEGED in adapter.capabilities, True)  # noqa: E731
+    for state, op in pairs():
+        needs = STATES[state].needs + OP_NEEDS.get(op, ())
+        if all(c in adapter.capabilities for c in needs):
+            out.append([spawn, *STATES[state].setup, make_op(op), lambda fd: o.ListFds(0)])
+    out += [[spawn, *steps] for steps in PLACEMENTS.values()]
+    return out

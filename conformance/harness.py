@@ -1,40 +1,31 @@
-"""One test case's driver: every operation goes to the adapter, then to the spec.
+"""One test case's judge: every operation goes to the adapter, then to the spec.
 
-The harness is the only place where the system under test and the model meet. It keeps the
-trace of (operation, outcome) pairs so that a failure comes with the exact program that produced
-it, records evidence per rule, and turns outcomes the spec cannot judge into rejected examples
-rather than failures:
+The harness is the only place where the system under test and the model meet. For each
+operation it asks the spec what is allowed, has the adapter perform it, and checks the outcome:
 
-- an indeterminate outcome (transport lost): the rule is unknown, the example is abandoned;
-- a violated rule the adapter declares as a deviation: expected failure, example abandoned
-  (the state no longer follows the spec, so nothing after it could be judged);
-- a state beyond what the spec tracks precisely (SpecLimit): example abandoned.
+- allowed: the state advances by what was observed, and the rule is confirmed (or counted as
+  emulated when the adapter computed the answer itself);
+- not allowed: a violation of the rule to blame (or the expected failure of a declared deviation),
+  recorded with the program that led to it;
+- indeterminate (the transport was lost): lost for every rule that was in play.
+
+None of these ends the test case. Each surprise sets aside what it put in doubt (quarantine.py),
+and the rest goes on being judged, so that one run finds every difference. Nothing is raised to
+Hypothesis: the test case always completes; the recorder holds what was found, and the test
+function reports it afterwards. An operation on something set aside, or one the adapter does not
+provide, is not performed: `step` returns None.
 """
 
 from __future__ import annotations
 
-from functools import cache
-from typing import Any, NoReturn
-
-from hypothesis import event, reject
-from hypothesis.control import currently_in_test_context
-
 from ashcheck.adapters.base import Adapter
+from ashcheck.conformance.quarantine import Quarantine
 from ashcheck.conformance.results import RECORDER, Recorder
 from ashcheck.spec import RULES, Spec, SpecLimit
+from ashcheck.spec.branch import Branch
 from ashcheck.spec.ops import Op
 from ashcheck.spec.outcome import Kind, Outcome
-
-
-class RuleViolation(AssertionError):
-    """An implementation answered something its spec does not allow."""
-
-
-@cache
-def violation_type(rule: str) -> type[RuleViolation]:
-    """One exception type per rule, so Hypothesis tells failures of different rules apart and
-    shrinks each to its own minimal program."""
-    return type(f"RuleViolation[{rule}]", (RuleViolation,), {"rule": rule})
+from ashcheck.spec.state import Kernel
 
 
 class Harness:
@@ -45,43 +36,76 @@ class Harness:
         self.spec = Spec(adapter.profile, page_size=adapter.page_size, long_bits=adapter.long_bits,
                          spontaneous_purge=adapter.spontaneous_purge, memory=adapter.memory_bytes)
         self.trace: list[tuple[Op, Outcome]] = []
+        self.quarantine = Quarantine()
+        self.violated: list[str] = []  # rules violated in this test case, in order (deviations not included)
+        recorder.totals.examples += 1
 
     @property
-    def kernel(self) -> Any:
+    def model(self) -> Kernel:
+        """The spec's abstract state: what the machines look at to choose operations."""
         return self.spec.kernel
 
-    def step(self, op: Op) -> Outcome:
+    def usable(self, proc: int) -> bool:
+        """Whether `proc` exists in the model and has not been set aside."""
+        return proc in self.model.procs and proc not in self.quarantine.procs
+
+    def step(self, op: Op) -> Outcome | None:
+        """Perform and judge `op`; its outcome, or None when it was not performed."""
+        if type(op) in self.adapter.unsupported:
+            return None
+        if self.quarantine.blocks(self.model, op):
+            self.recorder.totals.set_aside += 1
+            return None
+        try:
+            branches = self.spec.allowed(op)
+        except SpecLimit:
+            self.quarantine.set_aside(self.model, op)
+            return None
+        if self.quarantine.blocks(self.model, op):  # allowed() may have set a region aside
+            self.recorder.totals.set_aside += 1
+            return None
         observed = self.adapter.perform(op)
         self.trace.append((op, observed))
+        self.recorder.totals.steps += 1
         if observed.kind is Kind.INDETERMINATE:
-            for rule in self._rules_in_play(op):
-                self.recorder.get(rule).indeterminate += 1
-            _reject(f"indeterminate: {observed.value}")
-        try:
-            verdict = self.spec.observe(op, observed)
-        except SpecLimit as exc:
-            _reject(f"beyond the spec's tracking: {exc}")
-        if verdict.ok:
-            self.recorder.get(verdict.rule).confirmed += 1
+            self.recorder.totals.lost += 1
+            for rule in dict.fromkeys(b.rule for b in branches):
+                self.recorder.get(rule).lost += 1
+            self.quarantine.set_aside(self.model, op, lost=True)
             return observed
-        deviated = [r for r in verdict.rules if r in self.adapter.deviations]
-        if deviated:
-            self.recorder.get(deviated[0]).deviated += 1
-            _reject(f"declared deviation {deviated[0]}")
-        message = self._explain(op, observed, verdict.rule, verdict.expected)
-        evidence = self.recorder.get(verdict.rule)
-        evidence.violated += 1
-        evidence.message = message
-        evidence.reproducer = [{"op": o.to_json(), "outcome": out.to_json()} for o, out in self.trace]
-        raise violation_type(verdict.rule)(message)
+        self._judge(op, branches, observed)
+        return observed
 
-    def _rules_in_play(self, op: Op) -> list[str]:
+    def _judge(self, op: Op, branches: list[Branch], observed: Outcome) -> None:
         try:
-            return [b.rule for b in self.spec.allowed(op)]
-        except SpecLimit:
-            return []
+            verdict = self.spec.judge(branches, observed)
+        except SpecLimit:  # the matching effect could not follow the state
+            self.quarantine.set_aside(self.model, op)
+            return
+        evidence = self.recorder.get(verdict.rule)
+        if verdict.ok:
+            if observed.emulated:
+                evidence.emulated += 1
+            else:
+                evidence.confirmed += 1
+            self.quarantine.forget(op)
+            return
+        self.quarantine.set_aside(self.model, op)
+        if verdict.rule in self.adapter.deviations:
+            evidence.deviated += 1
+            return
+        evidence.violated += 1
+        if verdict.rule not in self.violated:
+            self.violated.append(verdict.rule)
+        if not evidence.reproducer or len(self.trace) < len(evidence.reproducer):
+            evidence.message = self.explain(op, observed, verdict.rule, verdict.expected)
+            evidence.step, evidence.observed = str(op), str(observed)
+            evidence.allowed = list(verdict.expected)
+            evidence.reproducer = [{"op": o.to_json(), "outcome": out.to_json()} for o, out in self.trace]
+            evidence.shrunk = False
+        self.recorder.maybe_dump()
 
-    def _explain(self, op: Op, observed: Outcome, rule: str, expected: tuple[str, ...]) -> str:
+    def explain(self, op: Op, observed: Outcome, rule: str, expected: tuple[str, ...]) -> str:
         lines = [f"rule {rule} violated by adapter {self.adapter.name!r}",
                  f"  {RULES[rule].summary}", f"  source: {RULES[rule].source}",
                  f"  step {len(self.trace)}: {op}", f"  observed: {observed}", "  allowed:"]
@@ -90,10 +114,3 @@ class Harness:
         lines += [f"    {o}  →  {out}" for o, out in self.trace]
         return "\n".join(lines)
 
-
-def _reject(why: str) -> NoReturn:
-    """Drop this example: the spec cannot judge it. The note shows in Hypothesis's statistics; the
-    exhaustive tests, which are plain pytest tests, see only the UnsatisfiedAssumption."""
-    if currently_in_test_context():
-        event(why)
-    reject()

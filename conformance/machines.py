@@ -1,13 +1,25 @@
-"""The Hypothesis state machines: one rule per operation, named after it, so that a shrunk
-counterexample reads like an strace. Rules are thin: the Driver performs, the Harness judges.
+"""The exploration: one Hypothesis state machine in which every operation may follow every other.
 
-- AshmemMachine: regions, every ioctl, mappings, the fd operations, a second process sharing
-  by binder when the adapter can, and purging.
-- MemoryMachine: a few sized regions and their memory: mappings, pin/unpin algebra, purges,
-  loads and stores, mprotect, sharing with a second process. Narrower, so it goes deeper: pins
-  name a mapping and go through an fd of its region, so they meet materialized regions.
-- BinderMachine: several processes passing fds over binder, with enough ashmem operations to
-  observe that what arrived is the same open file description.
+One rule per operation, named after it, so that a shrunk counterexample reads like an strace:
+processes (spawn, exit), regions (create, open, every ioctl), pinning and purging, mappings
+(mmap with placement next to an older mapping, munmap, mprotect, loads, stores, maps names), the
+fd calls (dup, close, lseek, read, write, F_GETFD) and binder (transactions and replies carrying
+fds, O_PATH and closed fds included). Bugs live where areas cross (binder + unpin + exit; dup +
+unpin + close; split + purge + pin), so nothing is kept apart.
+
+How the search covers the space:
+- Swarm testing (Groce et al., ISSTA 2012): in every test case Hypothesis enables a random subset
+  of the rules (its FeatureFlags over rule names, built into RuleBasedStateMachine), so some test
+  cases go deep into a few operations and others mix many.
+- Targeted search: at the end of each test case `hypothesis.target()` is told how much of the rare
+  state it reached (unpinned and purged ranges, regions held by several processes, mappings that
+  outlive every fd, fds received over binder), and Hypothesis steers towards more of it.
+- Region operations take either an fd or a mapping (resolved to an fd of the mapped region), so
+  pins, purges and reads meet mapped regions as often as unmapped ones.
+- Observations after every step: the fd tables that may have changed, and the data of live
+  mappings (after a purge or an exit, every page of every mapping).
+- Scenarios (scenarios.py): the patterns real callers use, one rule each; `scenarios = False`
+  switches them off.
 """
 
 from __future__ import annotations
@@ -15,132 +27,166 @@ from __future__ import annotations
 from typing import Any
 
 from hypothesis import strategies as st
-from hypothesis.stateful import (
-    Bundle,
-    RuleBasedStateMachine,
-    consumes,
-    initialize,
-    invariant,
-    multiple,
-    precondition,
-    rule,
-    run_state_machine_as_test,
-)
+from hypothesis import target
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, multiple, precondition, rule
 
-from ashcheck.adapters.base import Capability
+from ashcheck.adapters.base import Adapter, Capability
+from ashcheck.conformance import scenarios
 from ashcheck.conformance import strategies as S
 from ashcheck.conformance.driver import WHOLE, Driver, FdRef, MapRef
 from ashcheck.spec import ops as o
-from ashcheck.spec.constants import PROT_READ, PROT_WRITE, SEEK_CUR, page_align
+from ashcheck.spec.state import FdKind
 
-PAGE = 4096  # strategies are built once per class; adapters with other page sizes scale below
-
-
-def _scaled(strategy_fn: Any) -> Any:
-    return strategy_fn(PAGE)
+Ref = FdRef | MapRef
 
 
-class AshmemMachine(RuleBasedStateMachine):
+class Conformance(RuleBasedStateMachine):
     procs = Bundle("procs")
     fds = Bundle("fds")
     maps = Bundle("maps")
+    scenarios = True
 
-    def __init__(self) -> None:
+    def __init__(self, adapter: Adapter) -> None:
         super().__init__()
-        self.d = Driver()
+        self.d = Driver(adapter)
+        self.reached: dict[str, int] = {}
 
+    # processes -------------------------------------------------------------------------------
     @initialize(target=procs)
     def spawn_first(self) -> int:
         return self.d.first_process()
 
-    @precondition(lambda self: self.d.can_spawn() and self.d.can(Capability.UNPRIVILEGED))
-    @rule(target=procs)
-    def spawn_unprivileged(self) -> int:
-        return self.d.spawn(privileged=False)
+    @initialize(target=procs)
+    def spawn_second(self) -> Any:
+        """A second process from the start where the adapter has more than one, so that sharing
+        over binder, and what it does to lifetimes, is in reach of every test case."""
+        if not (self.d.can(Capability.MULTI_PROCESS) and self.d.can(Capability.FD_TRANSFER)):
+            return multiple()
+        self.d.first_process()  # spawns process 0 if the other initializer has not yet
+        return self.d.spawn(self.d.can(Capability.PRIVILEGED), accepts_fds=True)
+
+    @initialize(target=maps)
+    def first_mapping(self) -> Any:
+        """A mapped 4-page region from the start, data in every page, so that pins, loads and purges
+        have work at once and a page lost or misplaced anywhere shows."""
+        made = self.d.new_fds(o.CreateRegion(self.d.first_process(), b"first", 4 * self.d.page)).values
+        mapped = self.d.mmap(made[0], WHOLE, 3, True, 0) if made else multiple()
+        for m in mapped.values:
+            self.d.fill(m)
+        return mapped
+
+    @precondition(lambda self: self.d.can_spawn())
+    @rule(target=procs, privileged=st.booleans(), accepts_fds=st.booleans())
+    def spawn(self, privileged: bool, accepts_fds: bool) -> int:
+        if not self.d.can(Capability.UNPRIVILEGED if not privileged else Capability.PRIVILEGED):
+            privileged = not privileged
+        return self.d.spawn(privileged, accepts_fds)
+
+    @precondition(lambda self: len(self.d.h.model.procs) > 1)
+    @rule(proc=procs)
+    def exit(self, proc: int) -> None:
+        if self.d.alive(proc):
+            self.d.step(o.Exit(proc))
 
     # regions ---------------------------------------------------------------------------------
-    @rule(target=fds, proc=procs, name=S.NAMES, size=_scaled(S.small_sizes))
-    def ashmem_create_region(self, proc: int, name: bytes, size: int) -> Any:
-        return self.d.new_fds(o.CreateRegion(proc, name, size))
+    @rule(target=fds, proc=procs, name=S.NAMES, size=S.SMALL_SIZES)
+    def ashmem_create_region(self, proc: int, name: bytes, size: tuple[int, int]) -> Any:
+        return self.d.new_fds(o.CreateRegion(proc, name, size[0] * self.d.page + size[1]))
 
     @precondition(lambda self: self.d.can(Capability.ASHMEM_DEVICE))
     @rule(target=fds, proc=procs)
     def open_ashmem(self, proc: int) -> Any:
         return self.d.new_fds(o.OpenAshmem(proc))
 
-    @rule(fd=fds, name=S.NAMES)
-    def ashmem_set_name(self, fd: FdRef, name: bytes) -> None:
-        self.d.on_fd(fd, lambda p, f: o.SetName(p, f, name))
+    @rule(target=fds, proc=procs)
+    def open_path(self, proc: int) -> Any:
+        return self.d.new_fds(o.OpenPath(proc))
 
-    @rule(fd=fds)
-    def ashmem_set_name_null(self, fd: FdRef) -> None:
-        self.d.on_fd(fd, lambda p, f: o.SetName(p, f, None))
+    @rule(r=st.one_of(fds, maps), name=S.NAME_OR_NULL)
+    def ashmem_set_name(self, r: Ref, name: bytes | None) -> None:
+        self.d.on_region(r, lambda p, f: o.SetName(p, f, name))
 
-    @rule(fd=fds)
-    def ashmem_get_name(self, fd: FdRef) -> None:
-        self.d.on_fd(fd, o.GetName)
+    @rule(r=st.one_of(fds, maps))
+    def ashmem_get_name(self, r: Ref) -> None:
+        self.d.on_region(r, o.GetName)
 
-    @rule(fd=fds, name=S.NAMES)
-    def ashmem_set_name_and_read_back(self, fd: FdRef, name: bytes) -> None:
-        """What every caller does; back to back, so that truncation bugs cannot hide behind a later rename."""
-        if self.d.on_fd(fd, lambda p, f: o.SetName(p, f, name)) is not None:
-            self.d.on_fd(fd, o.GetName)
+    @rule(r=st.one_of(fds, maps), size=S.SIZES)
+    def ashmem_set_size(self, r: Ref, size: tuple[int, int]) -> None:
+        self.d.on_region(r, lambda p, f: o.SetSize(p, f, size[0] * self.d.page + size[1]))
 
-    @rule(fd=fds, length=st.sampled_from([249, 250, 255, 256, 300]))
-    def ashmem_name_at_the_limit(self, fd: FdRef, length: int) -> None:
-        """A name one below, at or past the longest kept (255 for the driver, 249 for memfd), read
-        back at once."""
-        self.ashmem_set_name_and_read_back(fd, bytes([0x61 + length % 26]) * length)
+    @rule(r=st.one_of(fds, maps))
+    def ashmem_get_size(self, r: Ref) -> None:
+        self.d.on_region(r, o.GetSize)
 
-    @rule(fd=fds, size=_scaled(S.sizes))
-    def ashmem_set_size(self, fd: FdRef, size: int) -> None:
-        self.d.on_fd(fd, lambda p, f: o.SetSize(p, f, size))
+    @rule(r=st.one_of(fds, maps), prot=S.PROT_MASK_ARG)
+    def ashmem_set_prot_mask(self, r: Ref, prot: int) -> None:
+        self.d.on_region(r, lambda p, f: o.SetProtMask(p, f, prot))
 
-    @rule(fd=fds)
-    def ashmem_get_size(self, fd: FdRef) -> None:
-        self.d.on_fd(fd, o.GetSize)
+    @rule(r=st.one_of(fds, maps))
+    def ashmem_get_prot_mask(self, r: Ref) -> None:
+        self.d.on_region(r, o.GetProtMask)
 
-    @rule(proc=procs, size=st.sampled_from([2**31, 2**32 + 4096, 2**40, 2**63 - 1, 2**63 + 4096]))
-    def ashmem_huge_region(self, proc: int, size: int) -> None:
-        """A region past 2 GiB: GET_SIZE comes back through ioctl's int, and the first mmap must
-        find the memory for it (the machine's RAM + swap) or fail."""
-        for fd in self.d.new_fds(o.CreateRegion(proc, b"huge", self.d.page)).values:
-            if self.d.on_fd(fd, lambda p, f: o.SetSize(p, f, size)) is not None:
-                self.d.on_fd(fd, o.GetSize)
-                self.d.mmap(fd, self.d.page, PROT_READ | PROT_WRITE, True, 0)
+    @rule(r=st.one_of(fds, maps), nr=S.UNKNOWN_IOCTLS)
+    def ioctl_unknown(self, r: Ref, nr: int) -> None:
+        self.d.on_region(r, lambda p, f: o.UnknownIoctl(p, f, nr))
 
-    @rule(fd=fds, prot=S.PROT_MASK_ARG)
-    def ashmem_set_prot_mask(self, fd: FdRef, prot: int) -> None:
-        self.d.on_fd(fd, lambda p, f: o.SetProtMask(p, f, prot))
+    # pinning and purging -----------------------------------------------------------------------
+    def _pin_like(self, r: Ref, offset: S.Units, length: S.Units, make: type[o.Pin | o.Unpin | o.GetPinStatus],
+                  ) -> None:
+        fd = self.d.resolve(r)
+        if fd is not None:
+            size = self.d.size_of(fd)
+            self.d.on_fd(fd, lambda p, f: make(p, f, self.d.bytes_of(offset, size), self.d.bytes_of(length, size)))
 
-    @rule(fd=fds)
-    def ashmem_get_prot_mask(self, fd: FdRef) -> None:
-        self.d.on_fd(fd, o.GetProtMask)
+    @rule(r=st.one_of(fds, maps), offset=S.PIN_OFFSETS, length=S.PIN_LENGTHS)
+    def ashmem_pin(self, r: Ref, offset: S.Units, length: S.Units) -> None:
+        self._pin_like(r, offset, length, o.Pin)
 
-    # pinning ---------------------------------------------------------------------------------
-    @rule(fd=fds, offset=_scaled(S.pin_offsets), length=_scaled(S.pin_lengths))
-    def ashmem_pin(self, fd: FdRef, offset: int, length: int) -> None:
-        self.d.on_fd(fd, lambda p, f: o.Pin(p, f, offset, length))
+    @rule(r=st.one_of(fds, maps), offset=S.PIN_OFFSETS, length=S.PIN_LENGTHS)
+    def ashmem_unpin(self, r: Ref, offset: S.Units, length: S.Units) -> None:
+        self._pin_like(r, offset, length, o.Unpin)
 
-    @rule(fd=fds, offset=_scaled(S.pin_offsets), length=_scaled(S.pin_lengths))
-    def ashmem_unpin(self, fd: FdRef, offset: int, length: int) -> None:
-        self.d.on_fd(fd, lambda p, f: o.Unpin(p, f, offset, length))
+    @rule(r=st.one_of(fds, maps), offset=S.PIN_OFFSETS, length=S.PIN_LENGTHS)
+    def ashmem_get_pin_status(self, r: Ref, offset: S.Units, length: S.Units) -> None:
+        self._pin_like(r, offset, length, o.GetPinStatus)
 
-    @rule(fd=fds, offset=_scaled(S.pin_offsets), length=_scaled(S.pin_lengths))
-    def ashmem_get_pin_status(self, fd: FdRef, offset: int, length: int) -> None:
-        self.d.on_fd(fd, lambda p, f: o.GetPinStatus(p, f, offset, length))
+    @rule(r=st.one_of(fds, maps))
+    def ashmem_pin_every_page(self, r: Ref) -> None:
+        """PIN the region back one page at a time, as a cache does before it reuses its memory: each
+        answer says whether that page's unpinned range was purged, so every range's purged flag
+        (split, merged, inherited or forgotten) is observed, page by page."""
+        fd = self.d.resolve(r)
+        if fd is not None:
+            for page in range(min(self.d.size_of(fd) // self.d.page, 16)):
+                if self.d.on_fd(fd, self._pin_page(page)) is None:
+                    return
 
-    @rule(fd=fds)
-    def ashmem_purge_all_caches(self, fd: FdRef) -> None:
-        self.d.on_fd(fd, o.PurgeAllCaches)
+    def _pin_page(self, page: int) -> Any:
+        return lambda p, f: o.Pin(p, f, page * self.d.page, self.d.page)
+
+    @rule(r=st.one_of(fds, maps), cmd=S.PIN_COMMANDS)
+    def ioctl_null(self, r: Ref, cmd: str) -> None:
+        self.d.on_region(r, lambda p, f: o.IoctlNullArg(p, f, cmd))
+
+    @rule(r=st.one_of(fds, maps))
+    def ashmem_purge_all_caches(self, r: Ref) -> None:
+        self.d.on_region(r, o.PurgeAllCaches)
 
     # memory ----------------------------------------------------------------------------------
-    @rule(target=maps, fd=fds, length=_scaled(S.map_lengths), prot=S.MAP_PROT, shared=st.booleans(),
-          offset=_scaled(S.map_offsets))
-    def mmap(self, fd: FdRef, length: int, prot: int, shared: bool, offset: int) -> Any:
-        return self.d.mmap(fd, length, prot, shared, offset)
+    @rule(target=maps, r=st.one_of(fds, maps), length=S.MAP_LENGTHS, prot=S.MAP_PROT,
+          shared=st.sampled_from([True, True, False]), offset=S.MAP_OFFSETS, noreserve=st.booleans(),
+          near=st.one_of(st.none(), maps), above=st.booleans())
+    def mmap(self, r: Ref, length: S.Units, prot: int, shared: bool, offset: S.Units, noreserve: bool,
+             near: MapRef | None, above: bool) -> Any:
+        fd = self.d.resolve(r)
+        if fd is None:
+            return multiple()
+        size = self.d.size_of(fd)
+        n = WHOLE if length == "whole" else self.d.bytes_of(length, size)
+        return self.d.mmap(fd, n, prot, shared, self.d.bytes_of(offset, size), noreserve=noreserve,
+                           near=near, above=above)
 
-    @rule(m=consumes(maps))
+    @rule(m=maps)
     def munmap(self, m: MapRef) -> None:
         self.d.on_map(m, lambda _: o.Munmap(m.proc, m.map_id))
 
@@ -148,16 +194,23 @@ class AshmemMachine(RuleBasedStateMachine):
     def mprotect(self, m: MapRef, prot: int) -> None:
         self.d.on_map(m, lambda _: o.Mprotect(m.proc, m.map_id, prot))
 
-    @rule(m=maps, at=_scaled(S.positions), length=st.sampled_from([1, 8, 64]))
+    @rule(m=maps, at=S.POSITIONS, length=S.LOAD_LENGTHS)
     def load(self, m: MapRef, at: int, length: int) -> None:
         self.d.on_map(m, lambda mm: o.Load(m.proc, m.map_id, *self.d.window(mm, at, length)))
 
-    @rule(m=maps, at=_scaled(S.positions), data=S.DATA)
+    @rule(m=maps, at=S.POSITIONS, data=S.DATA)
     def store(self, m: MapRef, at: int, data: bytes) -> None:
         def make(mm: Any) -> o.Op:
             start, n = self.d.window(mm, at, len(data))
             return o.Store(m.proc, m.map_id, start, data[:n])
         self.d.on_map(m, make)
+
+    @rule(m=maps)
+    def fill(self, m: MapRef) -> None:
+        """A store at the start of every page of a mapping, each with bytes of its own: what a
+        caller does with a buffer it maps, and what makes a page that is lost, purged too eagerly
+        or shared by mistake visible to the data checks."""
+        self.d.fill(m)
 
     @precondition(lambda self: self.d.can(Capability.MAPS_NAME))
     @rule(m=maps)
@@ -165,339 +218,153 @@ class AshmemMachine(RuleBasedStateMachine):
         self.d.on_map(m, lambda _: o.MapsName(m.proc, m.map_id))
 
     # file descriptors ------------------------------------------------------------------------
-    @rule(target=fds, fd=fds)
-    def dup(self, fd: FdRef) -> Any:
-        return self.d.new_fds(o.Dup(fd.proc, fd.fd))
+    @rule(target=fds, r=st.one_of(fds, maps))
+    def dup(self, r: Ref) -> Any:
+        fd = self.d.resolve(r)
+        return multiple() if fd is None else self.d.new_fds(o.Dup(fd.proc, fd.fd))
 
-    @rule(fd=fds)
-    def close(self, fd: FdRef) -> None:
-        self.d.on_fd(fd, o.Close)
+    @rule(r=st.one_of(fds, maps))
+    def close(self, r: Ref) -> None:
+        """Through a mapping handle: an fd of the mapped region, so that every fd of a mapped region
+        gets closed now and then, and the mapping outlives them."""
+        fd = self.d.resolve(r)
+        if fd is not None:
+            self.d.on_fd(fd, o.Close)
 
-    @rule(fd=fds, offset=st.sampled_from([0, 1, PAGE, -1, 3 * PAGE]), whence=st.sampled_from([0, 1, 2, 7]))
-    def lseek(self, fd: FdRef, offset: int, whence: int) -> None:
-        self.d.on_fd(fd, lambda p, f: o.Lseek(p, f, offset, whence))
+    @rule(r=st.one_of(fds, maps), offset=S.SEEK_OFFSETS, whence=S.WHENCES)
+    def lseek(self, r: Ref, offset: S.Units, whence: int) -> None:
+        self.d.on_region(r, lambda p, f: o.Lseek(p, f, self.d.bytes_of(offset), whence))
 
-    @rule(fd=fds, count=st.sampled_from([1, 16, PAGE + 8]))
-    def read(self, fd: FdRef, count: int) -> None:
-        self.d.on_fd(fd, lambda p, f: o.Read(p, f, count))
+    @rule(r=st.one_of(fds, maps), count=S.READ_COUNTS)
+    def read(self, r: Ref, count: int) -> None:
+        self.d.on_region(r, lambda p, f: o.Read(p, f, count))
 
-    @rule(fd=fds, data=S.DATA)
-    def write(self, fd: FdRef, data: bytes) -> None:
-        self.d.on_fd(fd, lambda p, f: o.Write(p, f, data))
-
-    @rule(fd=fds)
-    def fcntl_getfd(self, fd: FdRef) -> None:
-        self.d.on_fd(fd, o.GetFdFlags)
-
-    @precondition(lambda self: self.d.can(Capability.FD_TRANSFER))
-    @rule(target=fds, fd=fds, dst=procs)
-    def binder_transaction(self, fd: FdRef, dst: int) -> Any:
-        return _transfer(self.d, fd.proc, dst, (fd.fd,))
-
-    @invariant()
-    def fd_table(self) -> None:
-        self.d.check_fd_table()
-
-
-def run(machine: type[RuleBasedStateMachine]) -> None:
-    """Run a machine under the active Hypothesis profile."""
-    run_state_machine_as_test(machine)  # type: ignore[no-untyped-call,unused-ignore]
-
-
-def _transfer(d: Driver, src: int, dst: int, fds: tuple[int, ...]) -> Any:
-    if src == dst or not (d.alive(src) and d.alive(dst)):
-        return multiple()
-    out = d.step(o.BinderSend(src, dst, fds))
-    if not isinstance(out.value, tuple):
-        return multiple()
-    for fd in out.value:  # the receiver's first question: is it close-on-exec?
-        d.step(o.GetFdFlags(dst, fd))
-    return multiple(*(FdRef(dst, fd) for fd in out.value))
-
-
-class BinderMachine(RuleBasedStateMachine):
-    procs = Bundle("procs")
-    fds = Bundle("fds")
-    paths = Bundle("paths")
-    maps = Bundle("maps")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.d = Driver()
-
-    @initialize(target=procs)
-    def spawn_first(self) -> int:
-        return self.d.first_process()
-
-    @initialize(target=procs)
-    def spawn_refusing_fds(self) -> int:
-        """A node without ACCEPTS_FDS from the start, so that every run can send fds to one."""
-        return self.d.spawn(self.d.can(Capability.PRIVILEGED), accepts_fds=False)
-
-    @precondition(lambda self: self.d.can_spawn())
-    @rule(target=procs, accepts_fds=st.booleans())
-    def spawn(self, accepts_fds: bool) -> int:
-        return self.d.spawn(self.d.can(Capability.PRIVILEGED), accepts_fds)
-
-    @rule(target=fds, proc=procs, size=st.sampled_from([PAGE, 2 * PAGE]))
-    def ashmem_create_region(self, proc: int, size: int) -> Any:
-        return self.d.new_fds(o.CreateRegion(proc, b"xfer", size))
-
-    @rule(target=paths, proc=procs)
-    def open_path(self, proc: int) -> Any:
-        return self.d.new_fds(o.OpenPath(proc))
-
-    @rule(target=fds, fd=fds)
-    def dup(self, fd: FdRef) -> Any:
-        return self.d.new_fds(o.Dup(fd.proc, fd.fd))
-
-    @rule(fd=fds)
-    def close(self, fd: FdRef) -> None:
-        self.d.on_fd(fd, o.Close)
-
-    @rule(target=fds, src=procs, dst=procs,
-          sent=st.lists(st.one_of(fds, paths), max_size=3), bogus=st.sampled_from([(), (), (), (99,)]))
-    def binder_transaction(self, src: int, dst: int, sent: list[FdRef], bogus: tuple[int, ...]) -> Any:
-        return _transfer(self.d, src, dst, tuple(r.fd for r in sent) + bogus)
-
-    @rule(target=fds, caller=procs, replier=procs, sent=st.lists(fds, max_size=2), accept_fds=st.booleans())
-    def binder_reply(self, caller: int, replier: int, sent: list[FdRef], accept_fds: bool) -> Any:
-        if caller == replier or not (self.d.alive(caller) and self.d.alive(replier)):
-            return multiple()
-        out = self.d.step(o.BinderReply(caller, replier, tuple(r.fd for r in sent), accept_fds))
-        got = out.value[0] if isinstance(out.value, tuple) else None
-        if not isinstance(got, tuple):
-            return multiple()
-        for fd in got:
-            self.d.step(o.GetFdFlags(caller, fd))
-        return multiple(*(FdRef(caller, fd) for fd in got))
-
-    @rule(fd=fds, offset=st.sampled_from([0, 5, PAGE]), whence=st.sampled_from([0, 1, 2]))
-    def lseek(self, fd: FdRef, offset: int, whence: int) -> None:
-        self.d.on_fd(fd, lambda p, f: o.Lseek(p, f, offset, whence))
-
-    @rule(src=procs, dst=procs)
-    def send_what_binder_refuses(self, src: int, dst: int) -> None:
-        """An O_PATH fd, then an fd that is not open: each transaction fails whole and nothing
-        appears in the receiver (the fd table check after every step sees to that)."""
-        for path in self.d.new_fds(o.OpenPath(src)).values:
-            self.d.on_fd(path, o.GetFdFlags)
-            _transfer(self.d, src, dst, (path.fd,))
-        _transfer(self.d, src, dst, (99,))
-
-    @rule(caller=procs, replier=procs)
-    def reply_with_a_region(self, caller: int, replier: int) -> None:
-        """A reply carrying a fresh region to a caller that accepts fds, then one that also carries
-        an fd that is not open (that reply fails for the caller)."""
-        if caller == replier or not self.d.alive(caller):
-            return
-        for fd in self.d.new_fds(o.CreateRegion(replier, b"reply", self.d.page)).values:
-            for fds in ((fd.fd,), (fd.fd, 99)):
-                out = self.d.step(o.BinderReply(caller, replier, fds, True))
-                got = out.value[0] if isinstance(out.value, tuple) else None
-                for new in got if isinstance(got, tuple) else ():
-                    self.d.step(o.GetFdFlags(caller, new))
-
-    @rule(src=procs, dst=procs)
-    def share_a_mapped_region(self, src: int, dst: int) -> None:
-        """The common case end to end: create, map and fill a region, send its fd twice in one
-        transaction; the receiver seeks and reads through both copies, and the sender sees the
-        offset they moved (one open file description for all three)."""
-        for fd in self.d.new_fds(o.CreateRegion(src, b"shared", self.d.page)).values:
-            for m in self.d.mmap(fd, self.d.page, PROT_READ | PROT_WRITE, True, 0).values:
-                self.d.step(o.Store(src, m.map_id, 0, b"shared!"))
-            for got in _transfer(self.d, src, dst, (fd.fd, fd.fd)).values:
-                self.d.on_fd(got, lambda p, f: o.Lseek(p, f, 1, SEEK_CUR))
-                self.d.on_fd(got, lambda p, f: o.Read(p, f, 2))
-            self.d.on_fd(fd, lambda p, f: o.Lseek(p, f, 0, SEEK_CUR))
+    @rule(r=st.one_of(fds, maps), data=S.DATA)
+    def write(self, r: Ref, data: bytes) -> None:
+        self.d.on_region(r, lambda p, f: o.Write(p, f, data))
 
     @rule(fd=fds)
     def fcntl_getfd(self, fd: FdRef) -> None:
         self.d.on_fd(fd, o.GetFdFlags)
 
-    @rule(fd=fds, prot=st.sampled_from([1, 5, 7]))
-    def ashmem_set_prot_mask(self, fd: FdRef, prot: int) -> None:
-        self.d.on_fd(fd, lambda p, f: o.SetProtMask(p, f, prot))
-
-    @rule(fd=fds)
-    def ashmem_get_prot_mask(self, fd: FdRef) -> None:
-        self.d.on_fd(fd, o.GetProtMask)
-
-    @rule(target=maps, fd=fds)
-    def mmap(self, fd: FdRef) -> Any:
-        return self.d.mmap(fd, PAGE, 3, True, 0)
-
-    @rule(m=maps, data=S.DATA)
-    def store(self, m: MapRef, data: bytes) -> None:
-        self.d.on_map(m, lambda _: o.Store(m.proc, m.map_id, 0, data))
-
-    @rule(m=maps)
-    def load(self, m: MapRef) -> None:
-        self.d.on_map(m, lambda _: o.Load(m.proc, m.map_id, 0, 8))
-
-    @precondition(lambda self: len(self.d.h.kernel.procs) > 1)
-    @rule(proc=procs)
-    def exit(self, proc: int) -> None:
-        if self.d.alive(proc) and proc != 0:
-            self.d.step(o.Exit(proc))
-
-    @invariant()
-    def fd_table(self) -> None:
-        self.d.check_fd_table()
-
-
-class MemoryMachine(RuleBasedStateMachine):
-    procs = Bundle("procs")
-    fds = Bundle("fds")
-    maps = Bundle("maps")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.d = Driver()
-
-    @initialize(target=procs)
-    def spawn_first(self) -> int:
-        return self._first_process()
-
-    @initialize(target=maps)
-    def first_mapping(self) -> Any:
-        """A mapped 4-page region from the start, so that pins, loads and purges have work at once."""
-        fd = self.d.new_fds(o.CreateRegion(self._first_process(), b"mem", 4 * PAGE)).values
-        return self.d.mmap(fd[0], WHOLE, 3, True, 0) if fd else multiple()
-
-    def _first_process(self) -> int:
-        """Initialize rules run in any order; whichever comes first spawns process 0."""
-        return 0 if self.d.alive(0) else self.d.first_process()
-
-    @rule(target=fds, proc=procs, size=st.sampled_from([4 * PAGE, 2 * PAGE, 3 * PAGE + 100]))
-    def ashmem_create_region(self, proc: int, size: int) -> Any:
-        return self.d.new_fds(o.CreateRegion(proc, b"mem", size))
-
-    @precondition(lambda self: self.d.can_spawn())
-    @rule(target=procs)
-    def spawn(self) -> int:
-        return self.d.spawn(self.d.can(Capability.PRIVILEGED))
+    # binder ----------------------------------------------------------------------------------
+    @precondition(lambda self: self.d.can(Capability.FD_TRANSFER))
+    @rule(target=fds, src=procs, dst=procs, sent=st.lists(st.one_of(fds, maps), max_size=3),
+          bogus=st.sampled_from([(), (), (), (99,)]))
+    def binder_transaction(self, src: int, dst: int, sent: list[Ref], bogus: tuple[int, ...]) -> Any:
+        """Sent from the process of the first handle, when there is one (so that most fds sent are
+        the sender's own); handles of other processes name numbers that may not be open there."""
+        if sent:
+            src = sent[0].proc
+        return self.d.transfer(src, self._other(src, dst), self._fds_of(sent) + bogus)
 
     @precondition(lambda self: self.d.can(Capability.FD_TRANSFER))
-    @rule(target=fds, fd=fds, dst=procs)
-    def binder_transaction(self, fd: FdRef, dst: int) -> Any:
-        return _transfer(self.d, fd.proc, dst, (fd.fd,))
+    @rule(target=fds, caller=procs, replier=procs, sent=st.lists(st.one_of(fds, maps), max_size=2),
+          accept_fds=st.booleans())
+    def binder_reply(self, caller: int, replier: int, sent: list[Ref], accept_fds: bool) -> Any:
+        if sent:
+            replier = sent[0].proc
+        return self.d.reply(self._other(replier, caller), replier, self._fds_of(sent), accept_fds)
 
-    @rule(target=maps, fd=fds, prot=S.MAP_PROT, shared=st.sampled_from([True, True, False]),
-          length=st.sampled_from([WHOLE, WHOLE, PAGE]), offset=st.sampled_from([0, 0, PAGE]))
-    def mmap(self, fd: FdRef, prot: int, shared: bool, length: int, offset: int) -> Any:
-        return self.d.mmap(fd, length, prot, shared, offset)
+    def _other(self, proc: int, wanted: int) -> int:
+        """`wanted`, or another live process when it is `proc` itself (binder needs two)."""
+        if wanted != proc:
+            return wanted
+        return next((p for p in sorted(self.d.h.model.procs) if p != proc and self.d.alive(p)), wanted)
 
-    @rule(m=consumes(maps))
-    def munmap(self, m: MapRef) -> None:
-        self.d.on_map(m, lambda _: o.Munmap(m.proc, m.map_id))
+    def _fds_of(self, refs: list[Ref]) -> tuple[int, ...]:
+        """The fd numbers of `refs`. A handle of another process names a number that may or may
+        not be open in the sender: the spec judges it either way (binder.fd.invalid)."""
+        return tuple(fd.fd for fd in map(self.d.resolve, refs) if fd is not None)
 
-    @rule(m=maps, prot=S.PROT)
-    def mprotect(self, m: MapRef, prot: int) -> None:
-        self.d.on_map(m, lambda _: o.Mprotect(m.proc, m.map_id, prot))
+    # scenarios -------------------------------------------------------------------------------
+    @precondition(lambda self: self.scenarios)
+    @rule(r=st.one_of(fds, maps), name=S.NAMES)
+    def ashmem_set_name_and_read_back(self, r: Ref, name: bytes) -> None:
+        fd = self.d.resolve(r)
+        if fd is not None:
+            scenarios.set_name_and_read_back(self.d, fd, name)
 
-    @rule(m=maps, at=_scaled(S.positions), length=st.sampled_from([8, 64]))
-    def load(self, m: MapRef, at: int, length: int) -> None:
-        self.d.on_map(m, lambda mm: o.Load(m.proc, m.map_id, *self.d.window(mm, at, length)))
+    @precondition(lambda self: self.scenarios)
+    @rule(fd=fds, length=st.sampled_from([249, 250, 255, 256, 300]))
+    def ashmem_name_at_the_limit(self, fd: FdRef, length: int) -> None:
+        scenarios.name_at_the_limit(self.d, fd, length)
 
-    @rule(m=maps, at=_scaled(S.positions), data=S.DATA)
-    def store(self, m: MapRef, at: int, data: bytes) -> None:
-        def make(mm: Any) -> o.Op:
-            start, n = self.d.window(mm, at, len(data))
-            return o.Store(m.proc, m.map_id, start, data[:n])
-        self.d.on_map(m, make)
+    @precondition(lambda self: self.scenarios)
+    @rule(proc=procs, size=S.HUGE_SIZES, noreserve=st.booleans())
+    def ashmem_huge_region(self, proc: int, size: tuple[int, int], noreserve: bool) -> None:
+        scenarios.huge_region(self.d, proc, size[0] * self.d.page + size[1], noreserve)
 
+    @precondition(lambda self: self.scenarios)
     @rule(fd=fds)
     def mask_then_regain_write(self, fd: FdRef) -> None:
-        """Drop PROT_WRITE from the mask, map read-only, and try to get write back with mprotect."""
-        if self.d.on_fd(fd, lambda p, f: o.SetProtMask(p, f, PROT_READ)) is not None:
-            for m in self.d.mmap(fd, self.d.page, PROT_READ, True, 0).values:
-                self.d.step(o.Mprotect(m.proc, m.map_id, PROT_READ | PROT_WRITE))
+        scenarios.mask_then_regain_write(self.d, fd)
 
+    @precondition(lambda self: self.scenarios)
     @rule(m=maps)
     def private_view_of_written_data(self, m: MapRef) -> None:
-        """Write through a shared mapping, then map the same fd MAP_PRIVATE and read there: ashmem
-        gives zero memory of its own, memfd a copy-on-write view of what was written."""
-        mapping, fd = self.d.mapping(m), self.d.fd_of(m)
-        if mapping is None or fd is None or not mapping.shared:
-            return
-        self.d.step(o.Store(m.proc, m.map_id, 0, b"written"))
-        for view in self.d.mmap(fd, self.d.page, PROT_READ, False, mapping.offset).values:
-            self.d.step(o.Load(view.proc, view.map_id, 0, 7))
+        scenarios.private_view_of_written_data(self.d, m)
 
+    @precondition(lambda self: self.scenarios)
     @rule(fd=fds)
     def map_past_the_end(self, fd: FdRef) -> None:
-        """Map one page at the offset where the data ends (the driver checks only the length) and
-        touch it: SIGBUS, as for any shared page past the end of the file."""
-        region = self.d.h.kernel.region_of(fd.proc, fd.fd) if self.d.alive(fd.proc) else None
-        if region is not None:
-            end = page_align(region.size, self.d.page)
-            for m in self.d.mmap(fd, self.d.page, PROT_READ, True, end).values:
-                self.d.step(o.Load(m.proc, m.map_id, 0, 1))
+        scenarios.map_past_the_end(self.d, fd)
 
+    @precondition(lambda self: self.scenarios)
     @rule(m=maps)
     def unpin_to_the_end_purge_and_pin(self, m: MapRef) -> None:
-        """The cache pattern: UNPIN from the second page to the end (len 0), ask the status, purge,
-        read the purged page through the mapping (zeros), and PIN it back (WAS_PURGED)."""
-        page = self.d.page
-        fd, mapping = self.d.fd_of(m), self.d.mapping(m)
-        if fd is None or mapping is None or self.d.on_fd(fd, lambda p, f: o.Unpin(p, f, page, 0)) is None:
-            return
-        self.d.on_fd(fd, lambda p, f: o.GetPinStatus(p, f, page, page))
-        self.d.on_fd(fd, o.PurgeAllCaches)
-        if mapping.shared and mapping.offset == 0 and mapping.length > page:
-            self.d.step(o.Load(m.proc, m.map_id, page, 8))
-        self.d.on_fd(fd, lambda p, f: o.Pin(p, f, page, 0))
+        scenarios.unpin_to_the_end_purge_and_pin(self.d, m)
 
+    @precondition(lambda self: self.scenarios)
     @rule(m=maps)
     def unpin_then_pin_the_middle(self, m: MapRef) -> None:
-        """UNPIN three pages, then PIN the middle one: the unpinned range splits in two. Then a PIN
-        whose end overflows the u32 offset + len."""
-        page = self.d.page
-        fd = self.d.fd_of(m)
-        if fd is not None and self.d.on_fd(fd, lambda p, f: o.Unpin(p, f, 0, 3 * page)) is not None:
-            self.d.on_fd(fd, lambda p, f: o.Pin(p, f, page, page))
-            self.d.on_fd(fd, lambda p, f: o.GetPinStatus(p, f, 0, page))
-            self.d.on_fd(fd, lambda p, f: o.Pin(p, f, (1 << 32) - page, 2 * page))
+        scenarios.unpin_then_pin_the_middle(self.d, m)
 
-    @rule(m=maps, page=st.integers(0, 4), pages=st.integers(0, 3))
-    def ashmem_pin(self, m: MapRef, page: int, pages: int) -> None:
-        fd = self.d.fd_of(m)
-        if fd is not None:
-            self.d.on_fd(fd, lambda p, f: o.Pin(p, f, page * PAGE, pages * PAGE))
+    @precondition(lambda self: self.scenarios and self.d.can(Capability.FD_TRANSFER))
+    @rule(src=procs, dst=procs)
+    def share_a_mapped_region(self, src: int, dst: int) -> None:
+        scenarios.share_a_mapped_region(self.d, src, dst)
 
-    @rule(m=maps, page=st.integers(0, 4), pages=st.integers(0, 3))
-    def ashmem_unpin(self, m: MapRef, page: int, pages: int) -> None:
-        fd = self.d.fd_of(m)
-        if fd is not None:
-            self.d.on_fd(fd, lambda p, f: o.Unpin(p, f, page * PAGE, pages * PAGE))
+    @precondition(lambda self: self.scenarios and self.d.can(Capability.FD_TRANSFER))
+    @rule(src=procs, dst=procs)
+    def send_what_binder_refuses(self, src: int, dst: int) -> None:
+        scenarios.send_what_binder_refuses(self.d, src, dst)
 
-    @rule(m=maps, page=st.integers(0, 4), pages=st.integers(0, 3))
-    def ashmem_get_pin_status(self, m: MapRef, page: int, pages: int) -> None:
-        fd = self.d.fd_of(m)
-        if fd is not None:
-            self.d.on_fd(fd, lambda p, f: o.GetPinStatus(p, f, page * PAGE, pages * PAGE))
+    @precondition(lambda self: self.scenarios and self.d.can(Capability.FD_TRANSFER))
+    @rule(caller=procs, replier=procs)
+    def reply_with_a_region(self, caller: int, replier: int) -> None:
+        scenarios.reply_with_a_region(self.d, caller, replier)
 
-    @rule(fd=fds)
-    def ashmem_purge_all_caches(self, fd: FdRef) -> None:
-        self.d.on_fd(fd, o.PurgeAllCaches)
-
-    @rule(fd=fds, prot=st.sampled_from([1, 3, 5]))
-    def ashmem_set_prot_mask(self, fd: FdRef, prot: int) -> None:
-        self.d.on_fd(fd, lambda p, f: o.SetProtMask(p, f, prot))
-
-    @rule(fd=fds, offset=st.sampled_from([0, PAGE, 2 * PAGE + 8]))
-    def lseek(self, fd: FdRef, offset: int) -> None:
-        self.d.on_fd(fd, lambda p, f: o.Lseek(p, f, offset, 0))
-
-    @rule(fd=fds, count=st.sampled_from([8, PAGE + 8]))
-    def read(self, fd: FdRef, count: int) -> None:
-        self.d.on_fd(fd, lambda p, f: o.Read(p, f, count))
-
-    @rule(fd=consumes(fds))
-    def close(self, fd: FdRef) -> None:
-        self.d.on_fd(fd, o.Close)
+    # observations ----------------------------------------------------------------------------
+    @invariant()
+    def fd_tables(self) -> None:
+        self.d.check_fd_tables()
 
     @invariant()
-    def fd_table(self) -> None:
-        self.d.check_fd_table()
+    def data(self) -> None:
+        self.d.check_data()
+
+    @invariant()
+    def diversity(self) -> None:
+        """Remember the most of each rare state this test case reached (told to target() at the end)."""
+        k = self.d.h.model
+        holders: dict[int, set[int]] = {}
+        for pid, p in k.procs.items():
+            for e in p.fds.values():
+                if e.kind is FdKind.REGION:
+                    holders.setdefault(e.rid, set()).add(pid)
+        now = {
+            "unpinned ranges": sum(len(r.worlds[0].ranges) for r in k.regions.values()),
+            "purged ranges": sum(sum(x[2] for x in r.worlds[0].ranges) for r in k.regions.values()),
+            "regions held by several processes": sum(len(h) > 1 for h in holders.values()),
+            "mappings that outlive every fd": sum(1 for p in k.procs.values() for m in p.maps.values()
+                                                  if m.rid in k.regions and k.regions[m.rid].fd_refs == 0),
+            "fds received over binder": sum(1 for p in k.procs.values() for e in p.fds.values()
+                                            if e.origin == "binder"),
+        }
+        for label, value in now.items():
+            self.reached[label] = max(self.reached.get(label, 0), value)
+
+    def teardown(self) -> None:
+        for label, value in self.reached.items():
+            target(value, label=label)

@@ -1,12 +1,17 @@
 """The pytest plugin (entry point `pytest11: ashcheck`).
 
-    pytest --pyargs ashcheck.conformance --adapter NAME [--adapter-option KEY=VALUE ...]
-           [--hypothesis-profile quick|ci|deep] [--ashcheck-results DIR] [-n auto]
+    pytest --pyargs ashcheck.conformance [--adapter NAME|module:Class] [--adapter-option KEY=VALUE ...]
+           [--ashcheck-profile quick|ci|deep] [--ashcheck-results DIR] [-n auto]
 
-Registers the Hypothesis profiles, chooses the adapter, and at the end of the session writes the
-per-rule evidence of this process (one file per xdist worker) for `ashcheck run` to merge.
-The project's own self-tests live in ashcheck.conformance.selftest and are collected only when
-named explicitly, so a conformance run does not run them.
+It provides the `adapter` fixture (the adapter under test, started once per test process; a
+project may override the fixture to supply its own instance) and the `ashcheck_profile` fixture,
+parametrizes the exploration's shards, and at the end of the session writes the per-rule evidence
+of this process (one file per xdist worker) for `ashcheck run` to merge.
+
+It changes nothing for test suites that do not use it: no Hypothesis profile is loaded or
+registered (ashcheck's tests pass their settings explicitly), and the adapter is looked at only
+when `--adapter` is given or ashcheck's own tests ask for it. The project's self-tests live in
+ashcheck.conformance.selftest and are collected only when named explicitly.
 """
 
 from __future__ import annotations
@@ -16,32 +21,25 @@ import os
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, settings
 
 from ashcheck.adapters import load_adapter
 from ashcheck.adapters.base import Adapter, AdapterUnavailable
 from ashcheck.conformance import session
 from ashcheck.conformance.results import RECORDER
+from ashcheck.conformance.settings import PROFILES, Profile
 
-# Stateful tests judge their own health (rejected examples are deviations or lost transports),
-# and an operation on a VM or a device has no meaningful deadline.
-_QUIET = list(HealthCheck)
-settings.register_profile("quick", max_examples=40, stateful_step_count=30, deadline=None,
-                          suppress_health_check=_QUIET)
-settings.register_profile("ci", max_examples=150, stateful_step_count=40, derandomize=True, database=None,
-                          print_blob=False, deadline=None, suppress_health_check=_QUIET)
-settings.register_profile("deep", max_examples=2000, stateful_step_count=100, deadline=None,
-                          suppress_health_check=_QUIET)
-
-SELFTEST = Path(__file__).parent / "selftest"
+HERE = Path(__file__).parent
+SELFTEST = HERE / "selftest"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("ashcheck", "ashmem / binder conformance")
-    group.addoption("--adapter", default="sim",
-                    help="adapter to test: a registered name (see `ashcheck adapters`) or module:Class")
+    group.addoption("--adapter", default=None,
+                    help="adapter to test: a registered name (see `ashcheck adapters`) or module:Class (default sim)")
     group.addoption("--adapter-option", action="append", default=[], metavar="KEY=VALUE",
                     help="option passed to the adapter (repeatable)")
+    group.addoption("--ashcheck-profile", default="quick", choices=sorted(PROFILES),
+                    help="how hard ashcheck searches: quick, ci (the same examples every run) or deep")
     group.addoption("--ashcheck-results", default=None, metavar="DIR",
                     help="write per-rule evidence of this run into DIR (used by `ashcheck run`)")
 
@@ -57,21 +55,29 @@ def parse_options(items: list[str]) -> dict[str, str]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if config.getoption("hypothesis_profile", None) is None:
-        settings.load_profile("quick")
     spec = config.getoption("adapter")
-    try:
-        cls = load_adapter(spec)
-    except LookupError as exc:
-        raise pytest.UsageError(str(exc)) from exc
     options = parse_options(config.getoption("adapter_option"))
+    if spec is None:
+        if options:
+            raise pytest.UsageError("--adapter-option needs --adapter")
+        session.configure("sim", {})
+    else:
+        _check(spec, options)
+        session.configure(spec, options)
+    results = config.getoption("ashcheck_results")
+    if results:
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        RECORDER.path = Path(results) / "evidence" / f"{worker}.json"
+
+
+def _check(spec: str, options: dict[str, str]) -> None:
+    """A bad adapter name or option is a usage error before any test runs."""
     try:
-        reason = cls(**options).why_unavailable()
-    except (ValueError, TypeError) as exc:
+        reason = load_adapter(spec)(**options).why_unavailable()
+    except (LookupError, ValueError, TypeError) as exc:
         raise pytest.UsageError(str(exc)) from exc
     if reason is not None:
         raise pytest.UsageError(f"adapter {spec!r} cannot run here: {reason}")
-    session.configure(spec, options)
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
@@ -79,6 +85,18 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     if collection_path == SELFTEST and not any("selftest" in str(arg) for arg in config.args):
         return True
     return None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if Path(metafunc.module.__file__).parent == HERE and "shard" in metafunc.fixturenames:
+        profile = PROFILES[metafunc.config.getoption("ashcheck_profile")]
+        metafunc.parametrize("shard", range(profile.shards))
+
+
+@pytest.fixture(scope="session")
+def ashcheck_profile(request: pytest.FixtureRequest) -> Profile:
+    """The search profile chosen with --ashcheck-profile."""
+    return PROFILES[request.config.getoption("ashcheck_profile")]
 
 
 @pytest.fixture(scope="session")
@@ -95,14 +113,14 @@ def adapter() -> Adapter:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     from ashcheck.conformance import session as adapter_session
 
-    results = session.config.getoption("ashcheck_results", None)
-    if results:
-        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-        RECORDER.dump(Path(results) / "evidence" / f"{worker}.json")
+    if RECORDER.path is not None:
+        RECORDER.dump()
         running = adapter_session.started()
         if running is not None:
             meta = {"name": running.name, "profile": running.profile,
                     "capabilities": sorted(c.value for c in running.capabilities),
-                    "deviations": dict(running.deviations)}
-            (Path(results) / "evidence" / f"{worker}.adapter").write_text(json.dumps(meta))
+                    "deviations": dict(running.deviations),
+                    "unsupported": {op.__name__: why for op, why in running.unsupported.items()},
+                    "identity": running.identity(), "page_size": running.page_size}
+            RECORDER.path.with_suffix(".adapter").write_text(json.dumps(meta))
     adapter_session.shutdown()

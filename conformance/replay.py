@@ -1,22 +1,67 @@
-"""Replaying a recorded program against an adapter: what a reproducer script runs.
+"""Replaying a recorded program against an adapter: what shrinking and reproducer scripts run.
 
-A reproducer is standalone: it needs only ashcheck installed. It starts the adapter, performs the
-recorded operations one by one through the spec, prints each as a syscall line with what came
-back, and stops at the first outcome the spec does not allow.
+A program is a list of operations as recorded (fd numbers as the implementation returned them,
+map ids as the model chose them). Replaying goes through a fresh Harness, so every step is judged
+again; an operation that names something the model does not have at that point (a process never
+spawned, a mapping never made, because the step that made it was dropped) is skipped, as the
+state machine would never have asked it.
+
+A reproducer script is standalone: it needs only ashcheck installed. It prints each step as a
+syscall line with what came back, and exits 1 if the failure reproduced, 0 if it did not, 2 if it
+could not run (the adapter cannot be loaded or started), with a one-line reason.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import sys
+from collections.abc import Callable
 from typing import Any
 
-from hypothesis.errors import UnsatisfiedAssumption
-
 from ashcheck.adapters import load_adapter
-from ashcheck.conformance.harness import Harness, RuleViolation
+from ashcheck.adapters.base import Adapter, AdapterUnavailable
+from ashcheck.conformance.harness import Harness
 from ashcheck.conformance.results import Recorder
-from ashcheck.spec.ops import Op
+from ashcheck.spec import ops as o
+
+MAP_OPS = (o.Munmap, o.Mprotect, o.Load, o.Store, o.MapsName)
+
+
+def addressable(h: Harness, op: o.Op) -> o.Op | None:
+    """`op` as it can be asked in the harness's current state, or None if it names what is not there."""
+    model = h.model
+    if isinstance(op, o.Spawn):
+        return op if op.proc not in model.procs else None
+    others = [op.dst] if isinstance(op, o.BinderSend) else [op.replier] if isinstance(op, o.BinderReply) else []
+    if not all(h.usable(p) for p in [op.proc, *others]):
+        return None
+    maps = model.procs[op.proc].maps
+    if isinstance(op, MAP_OPS) and op.map_id not in maps:
+        return None
+    if isinstance(op, o.Mmap):
+        if op.map_id in maps:
+            return None
+        if op.near is not None and op.near not in maps:
+            return dataclasses.replace(op, near=None, above=False)
+    return op
+
+
+def replay(adapter: Adapter, program: list[o.Op], until: Callable[[Harness], bool] | None = None,
+           echo: Callable[[str], None] | None = None) -> tuple[Harness, int | None]:
+    """Run `program`; stop after the first step at which `until(harness)` holds. Returns the harness
+    (its recorder holds the evidence) and the index of that step in `program`, or None."""
+    h = Harness(adapter, Recorder())
+    for index, op in enumerate(program):
+        asked = addressable(h, op)
+        if asked is None:
+            continue
+        out = h.step(asked)
+        if echo is not None:
+            echo(f"{asked}  →  {'(not performed: set aside)' if out is None else out}")
+        if until is not None and until(h):
+            return h, index
+    return h, None
+
 
 SCRIPT = '''#!/usr/bin/env python3
 """Reproducer for rule {rule} on adapter {adapter!r} (profile {profile}).
@@ -24,18 +69,19 @@ SCRIPT = '''#!/usr/bin/env python3
 {summary}
 
 Run it with ashcheck installed:  python {filename} [--adapter NAME_OR_MODULE:CLASS]
-It prints each step and exits 1 while the implementation still breaks the rule.
+Exit status: 1 the failure reproduced, 0 it did not, 2 the adapter could not run.
 """
 import sys
 
 from ashcheck.conformance.replay import main
 
+RULE = {rule!r}
 ADAPTER = {adapter!r}
 OPTIONS = {options!r}
 STEPS = {steps}
 
 if __name__ == "__main__":
-    sys.exit(main(ADAPTER, OPTIONS, STEPS, sys.argv[1:]))
+    sys.exit(main(RULE, ADAPTER, OPTIONS, STEPS, sys.argv[1:]))
 '''
 
 
@@ -47,29 +93,28 @@ def script(rule: str, summary: str, adapter: str, profile: str, options: dict[st
                          options=options, steps=body, filename=filename)
 
 
-def main(adapter: str, options: dict[str, str], steps: list[dict[str, Any]], argv: list[str]) -> int:
+def main(rule: str, adapter: str, options: dict[str, str], steps: list[dict[str, Any]], argv: list[str]) -> int:
     if len(argv) == 2 and argv[0] == "--adapter":
-        adapter = argv[1]
-    instance = load_adapter(adapter)(**options)
-    instance.start()
+        adapter, options = argv[1], {}
+    elif argv:
+        print("usage: python REPRODUCER.py [--adapter NAME_OR_MODULE:CLASS]", file=sys.stderr)
+        return 2
     try:
-        h = Harness(instance, Recorder())
-        for data in steps:
-            op = Op.from_json(data)
-            try:
-                outcome = h.step(op)
-            except RuleViolation as exc:
-                print(exc)
-                return 1
-            except UnsatisfiedAssumption:
-                print(f"{op}  →  {h.trace[-1][1]}  (cannot be judged: declared deviation or lost transport)")
-                return 2
-            print(f"{op}  →  {outcome}")
-        print("every step was allowed: the failure did not reproduce")
-        return 0
+        instance = load_adapter(adapter)(**options)
+        reason = instance.why_unavailable()
+        if reason is not None:
+            raise AdapterUnavailable(reason)
+        instance.start()
+    except (LookupError, ValueError, TypeError, AdapterUnavailable) as exc:
+        print(f"cannot run: adapter {adapter!r}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        program = [o.Op.from_json(data) for data in steps]
+        h, at = replay(instance, program, until=lambda h: rule in h.violated, echo=print)
+        if at is None:
+            print(f"every step was allowed for {rule}: the failure did not reproduce")
+            return 0
+        print(h.recorder.get(rule).message)
+        return 1
     finally:
         instance.close()
-
-
-if __name__ == "__main__":  # pragma: no cover - convenience
-    sys.exit(main(sys.argv[1], {}, json.loads(sys.stdin.read()), []))

@@ -1,23 +1,29 @@
 """Per-rule evidence gathered during a run, and the status each rule ends with.
 
-A step confirms the rule that allowed its outcome. A step whose outcome no rule allows is a
-failure of the rule that was expected (or, when that rule is a declared deviation of the adapter,
-an expected failure). A lost transport makes the step unknown. At the end each rule of the
-profile gets one status:
+A performed step confirms the rule that allowed its outcome (or, when the adapter computed the
+answer itself, counts as emulated). A step whose outcome no rule allows is a violation of the rule
+whose branch came closest; when that rule is a declared deviation of the adapter it is counted as
+deviated instead. A lost transport counts as lost for every rule that was in play. At the end each
+rule of the profile gets one status:
 
-  fail    a violation was seen, or a deviation was declared but never seen (stale declaration)
-  xfail   a declared deviation was seen
-  skip    the rule needs a capability the adapter lacks (the reason names it)
-  pass    confirmed at least once, never violated
-  unknown never exercised, or only indeterminate outcomes
+  fail     a violation was seen; or a declared deviation was exercised and always held (stale)
+  xfail    a declared deviation was seen (a known deviation)
+  skip     the rule needs a capability, or operations, the adapter does not have (with the reason)
+  pass     observed at least once, never violated (`emulated_only` when every confirmation was an
+           answer the adapter computed rather than observed)
+  unknown  not exercised: never reached, only lost outcomes, or a declared deviation never met
+
+Evidence is kept per test process (one per pytest-xdist worker) and merged from files; a worker
+writes its file every few seconds as well as at the end, so a long run's progress can be read.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +34,43 @@ STATUSES = ("pass", "fail", "xfail", "skip", "unknown")
 
 @dataclass
 class Evidence:
-    confirmed: int = 0
+    confirmed: int = 0   # observed outcomes this rule allowed
+    emulated: int = 0    # allowed outcomes the adapter computed instead of observing them
     violated: int = 0
-    deviated: int = 0
-    indeterminate: int = 0
-    message: str = ""
-    reproducer: list[dict[str, Any]] = field(default_factory=list)
+    deviated: int = 0    # violations of a declared deviation
+    lost: int = 0        # steps whose transport was lost while this rule was in play
+    message: str = ""    # the explanation of the shortest violation found
+    step: str = ""       # the violating operation, as an strace line
+    observed: str = ""   # what came back
+    allowed: list[str] = field(default_factory=list)  # what the spec allowed there
+    reproducer: list[dict[str, Any]] = field(default_factory=list)  # [{"op":…, "outcome":…}], shortest
+    shrunk: bool = False  # the reproducer was minimized by replaying it
 
     def merge(self, other: Evidence) -> None:
-        self.confirmed += other.confirmed
-        self.violated += other.violated
-        self.deviated += other.deviated
-        self.indeterminate += other.indeterminate
-        if other.reproducer and (not self.reproducer or len(other.reproducer) < len(self.reproducer)):
-            self.reproducer, self.message = other.reproducer, other.message
+        for name in ("confirmed", "emulated", "violated", "deviated", "lost"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        if other.reproducer and (not self.reproducer or _better(other, self)):
+            for name in ("message", "step", "observed", "allowed", "reproducer", "shrunk"):
+                setattr(self, name, getattr(other, name))
+
+
+def _better(a: Evidence, b: Evidence) -> bool:
+    """Shrunk beats not shrunk, then shorter beats longer."""
+    return (not a.shrunk, len(a.reproducer)) < (not b.shrunk, len(b.reproducer))
+
+
+@dataclass
+class Totals:
+    """Counts over the whole run of one process."""
+
+    examples: int = 0  # test cases (and exhaustive pairs) run
+    steps: int = 0     # operations performed
+    lost: int = 0      # operations whose outcome was indeterminate
+    set_aside: int = 0  # operations not performed because what they touch was set aside
+
+    def merge(self, other: Totals) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
 class Recorder:
@@ -49,54 +78,83 @@ class Recorder:
 
     def __init__(self) -> None:
         self.rules: dict[str, Evidence] = {}
+        self.totals = Totals()
+        self.path: Path | None = None  # where to write, set by the plugin
+        self._written = 0.0
 
     def get(self, rule: str) -> Evidence:
         return self.rules.setdefault(rule, Evidence())
 
-    def dump(self, path: Path) -> None:
+    def clear(self) -> None:
+        self.rules.clear()
+        self.totals = Totals()
+
+    def dump(self, path: Path | None = None) -> None:
+        path = path or self.path
+        if path is None:
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps({r: asdict(e) for r, e in self.rules.items()}))
+        tmp.write_text(json.dumps({"rules": {r: asdict(e) for r, e in self.rules.items()},
+                                   "totals": asdict(self.totals)}))
         tmp.replace(path)
+        self._written = time.monotonic()
+
+    def maybe_dump(self, every: float = 2.0) -> None:
+        """Write the file if the last write is older than `every` seconds (progress for long runs)."""
+        if self.path is not None and time.monotonic() - self._written >= every:
+            self.dump()
 
     @staticmethod
-    def load_all(directory: Path) -> dict[str, Evidence]:
+    def load_all(directory: Path) -> tuple[dict[str, Evidence], Totals]:
         merged: dict[str, Evidence] = {}
+        totals = Totals()
         for part in sorted(directory.glob("*.json")):
-            for rule, data in json.loads(part.read_text()).items():
-                merged.setdefault(rule, Evidence()).merge(Evidence(**data))
-        return merged
+            data = json.loads(part.read_text())
+            for rule, ev in data["rules"].items():
+                merged.setdefault(rule, Evidence()).merge(Evidence(**ev))
+            totals.merge(Totals(**data["totals"]))
+        return merged, totals
 
 
 RECORDER = Recorder()
 
 
 def statuses(evidence: Mapping[str, Evidence], profile: str, capabilities: set[str],
-             deviations: Mapping[str, str]) -> list[dict[str, Any]]:
-    """One result per rule of the profile, as the report's `results` list."""
+             deviations: Mapping[str, str], unreachable: Mapping[str, str] | None = None,
+             ) -> list[dict[str, Any]]:
+    """One result per rule of the profile, as the report's `results` list.
+
+    `unreachable`: rule id → why no operation that could reach it was performed (operations the
+    adapter declared unsupported)."""
+    unreachable = unreachable or {}
     out = []
     for rule_id in rule_ids(profile):
         rule = RULES[rule_id]
         ev = evidence.get(rule_id, Evidence())
         result: dict[str, Any] = {"rule": rule_id, "summary": rule.summary, "source": rule.source,
-                                  "confirmed": ev.confirmed}
+                                  "confirmed": ev.confirmed, "emulated": ev.emulated, "lost": ev.lost}
         missing = [n for n in rule.needs if n not in capabilities]
+        exercised = ev.confirmed + ev.emulated
         if ev.violated:
-            result.update(status="fail", reason=ev.message, steps=ev.reproducer)
+            result.update(status="fail", reason=ev.message, step=ev.step, observed=ev.observed,
+                          allowed=ev.allowed, steps=ev.reproducer, shrunk=ev.shrunk)
         elif rule_id in deviations:
             if ev.deviated:
-                result.update(status="xfail", reason=deviations[rule_id])
-            elif missing:
-                result.update(status="skip", reason=f"needs capability {', '.join(missing)}")
+                result.update(status="xfail", reason=deviations[rule_id], deviated=ev.deviated)
+            elif exercised:
+                result.update(status="fail", reason=f"stale deviation: exercised {exercised} times and it held "
+                              f"every time (declared: {deviations[rule_id]}); remove the declaration")
             else:
-                result.update(status="fail", reason="declared deviation was not observed (stale "
-                              f"declaration: {deviations[rule_id]}); remove it if the backend now conforms")
+                result.update(status="unknown", reason=f"declared deviation, not exercised ({deviations[rule_id]})")
         elif missing:
             result.update(status="skip", reason=f"needs capability {', '.join(missing)}")
-        elif ev.confirmed:
-            result.update(status="pass")
+        elif rule_id in unreachable and not exercised:
+            result.update(status="skip", reason=unreachable[rule_id])
+        elif exercised:
+            result.update(status="pass", emulated_only=ev.confirmed == 0)
         else:
-            why = "only indeterminate outcomes" if ev.indeterminate else "never exercised"
+            why = f"only lost outcomes ({ev.lost})" if ev.lost else "not exercised"
             result.update(status="unknown", reason=why)
         out.append(result)
     return out

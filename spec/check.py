@@ -14,9 +14,9 @@ from typing import Any
 from ashcheck.spec import binder, fds, fileio, memory, pinning, regions
 from ashcheck.spec import ops as o
 from ashcheck.spec.branch import Branch
-from ashcheck.spec.outcome import Outcome
+from ashcheck.spec.outcome import Kind, Outcome
 from ashcheck.spec.profiles import PROFILES
-from ashcheck.spec.state import Kernel, expand_purges
+from ashcheck.spec.state import Kernel, SpecLimit, expand_purges
 
 SPEC: dict[type[o.Op], Callable[[Kernel, Any], list[Branch]]] = {
     o.Spawn: fds.spawn, o.Exit: fds.exit_, o.ListFds: fds.list_fds, o.Dup: fds.dup, o.Close: fds.close,
@@ -39,7 +39,7 @@ MAX_WORLDS = 64
 @dataclass(frozen=True)
 class Verdict:
     ok: bool
-    rule: str                 # the rule that allowed the outcome, or the first one expected
+    rule: str                 # the rule that allowed the outcome, or the one to blame for a miss
     expected: tuple[str, ...]  # every allowed outcome, as "outcome  [rule]"
     rules: tuple[str, ...]    # every rule that was in play
 
@@ -52,16 +52,24 @@ class Spec:
         self.kernel = Kernel(PROFILES[profile], page_size, long_bits, spontaneous_purge, memory)
 
     def allowed(self, op: o.Op) -> list[Branch]:
-        """The allowed outcomes of `op` now. Raises SpecLimit when the state is beyond tracking."""
+        """The allowed outcomes of `op` now. A region whose possible purge histories grow beyond
+        tracking is marked `untracked` first (the caller must then not ask about it); SpecLimit
+        may still come from a state the operation itself cannot follow."""
         k = self.kernel
         if k.spontaneous_purge:
             for region in k.regions.values():
-                if any(w.unpurged() for w in region.worlds):
-                    expand_purges(region, MAX_WORLDS)
+                if not region.untracked and any(w.unpurged() for w in region.worlds):
+                    try:
+                        expand_purges(region, MAX_WORLDS)
+                    except SpecLimit:
+                        region.untracked = True
         return SPEC[type(op)](k, op)
 
-    def observe(self, op: o.Op, observed: Outcome) -> Verdict:
-        branches = self.allowed(op)
+    def judge(self, branches: list[Branch], observed: Outcome) -> Verdict:
+        """Is `observed` one of `branches` (from `allowed`)? The first match's effect advances the
+        state (it may raise SpecLimit). A miss changes nothing and blames the rule whose branch
+        comes closest: same kind of outcome (a value, an errno, a fault), then the same errno or
+        signal; a load that returns wrong data is a data rule's failure, not the SIGSEGV rule's."""
         expected = tuple(str(b) for b in branches)
         rules = tuple(dict.fromkeys(b.rule for b in branches))
         for b in branches:
@@ -69,4 +77,17 @@ class Spec:
                 if b.effect is not None:
                     b.effect(observed)
                 return Verdict(True, b.rule, expected, rules)
-        return Verdict(False, rules[0], expected, rules)
+        return Verdict(False, _blame(branches, observed), expected, rules)
+
+    def observe(self, op: o.Op, observed: Outcome) -> Verdict:
+        return self.judge(self.allowed(op), observed)
+
+
+def _blame(branches: list[Branch], observed: Outcome) -> str:
+    def closeness(b: Branch) -> int:
+        if b.outcome is None:  # an `accepts` branch judges values
+            return 1 if observed.kind is Kind.VALUE else 0
+        if b.outcome.kind is not observed.kind:
+            return 0
+        return 2 if b.outcome.kind is not Kind.VALUE and b.outcome.value == observed.value else 1
+    return max(branches, key=closeness).rule  # max keeps the first of equals: the spec's order

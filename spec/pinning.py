@@ -203,15 +203,16 @@ def purge_all_caches(k: Kernel, op: PurgeAllCaches) -> list[Branch]:
         return ebadf()
     if not k.procs[op.proc].privileged:
         return fails("ashmem.purge.eperm", errno.EPERM)
-    # Regions' worlds are independent, so the smallest possible count is the sum of minima.
-    floor = sum(min(sum(pins.pages(r) for r in w.unpurged()) for w in region.worlds)
-                for region in k.regions.values())
+    # Regions' worlds are independent, so the smallest possible count is the sum of minima. A region
+    # set aside (untracked) adds an unknown count ≥ 0: leaving it out keeps the floor a floor.
+    tracked = [region for region in k.regions.values() if not region.untracked]
+    floor = sum(min(sum(pins.pages(r) for r in w.unpurged()) for w in region.worlds) for region in tracked)
 
     def accepts(o: Outcome) -> bool:
         return o.kind is Kind.VALUE and isinstance(o.value, int) and o.value >= floor
 
     def effect(_: Outcome) -> None:
-        for region in k.regions.values():
+        for region in tracked:
             purged = []
             for world in region.worlds:
                 for r in world.unpurged():

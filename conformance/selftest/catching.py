@@ -1,55 +1,53 @@
 """Running the whole suite in-process against one adapter and collecting the violated rules:
-what the mutant tests and the CLI tests need, without a nested pytest."""
+what the mutant tests, the survey tests and the bench need, without a nested pytest."""
 
 from __future__ import annotations
 
-import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from hypothesis import HealthCheck, Phase, settings
-from hypothesis.errors import UnsatisfiedAssumption
-from hypothesis.stateful import run_state_machine_as_test
-
-from ashcheck.conformance import session
-from ashcheck.conformance.exhaustive import STATES, make_op, pairs
-from ashcheck.conformance.harness import Harness, RuleViolation
-from ashcheck.conformance.machines import AshmemMachine, BinderMachine, MemoryMachine
+from ashcheck.adapters import load_adapter
+from ashcheck.adapters.base import Adapter
+from ashcheck.conformance.explore import explore, tables
 from ashcheck.conformance.results import RECORDER
-from ashcheck.spec import ops as o
-
-# The `ci` profile's search, without shrinking: a violation is recorded when it happens, and a
-# mutant only has to be caught here (the CLI tests shrink a real failure into a reproducer).
-# The parent is Hypothesis's default, whatever profile the surrounding pytest run has loaded.
-CI = settings(settings.get_profile("default"), max_examples=150, stateful_step_count=40, derandomize=True,
-              database=None, deadline=None, suppress_health_check=list(HealthCheck), print_blob=False,
-              report_multiple_bugs=False, phases=[Phase.explicit, Phase.generate])
+from ashcheck.conformance.settings import PROFILES
 
 
-def violated_rules(adapter_spec: str, stop_at: str | None = None) -> set[str]:
-    """Every rule the suite reports as violated by the adapter (stopping early once `stop_at` is)."""
-    session.shutdown()
-    session.configure(adapter_spec, {})
-    RECORDER.rules.clear()
+@dataclass
+class Caught:
+    rules: set[str]         # every rule reported violated
+    seconds: float | None   # CPU seconds until `stop_at` was first reported (None: it never was)
+
+
+def violated_rules(adapter_spec: str, stop_at: str | None = None, *, scenarios: bool = True,
+                   profile: str = "ci") -> Caught:
+    """Every rule the suite reports as violated by the adapter under `profile` (without shrinking),
+    stopping early once `stop_at` is. `scenarios` False leaves the exploration alone to find it."""
+    adapter = load_adapter(adapter_spec)()
+    adapter.start()
+    RECORDER.clear()
+    start = time.process_time()
     try:
-        adapter = session.adapter()
-        for state, op in pairs():
-            if any(c not in adapter.capabilities for c in STATES[state].needs):
-                continue
-            h = Harness(adapter)
-            try:
-                h.step(o.Spawn(0, True, True))
-                fd = -1
-                for make in STATES[state].setup:
-                    out = h.step(make(fd))
-                    fd = out.value if fd < 0 else fd
-                h.step(make_op(op)(fd))
-                h.step(o.ListFds(0))
-            except (RuleViolation, UnsatisfiedAssumption):
-                pass
-        for machine in (AshmemMachine, MemoryMachine, BinderMachine):
+        for part in _parts(adapter, profile, scenarios):
+            part()
             if stop_at is not None and RECORDER.get(stop_at).violated:
-                break
-            with contextlib.suppress(RuleViolation, BaseExceptionGroup):  # recorded already
-                run_state_machine_as_test(machine, settings=CI)  # type: ignore[no-untyped-call,unused-ignore]
-        return {rule for rule, ev in RECORDER.rules.items() if ev.violated}
+                return Caught(_violated(), time.process_time() - start)
+        found = _violated()
+        return Caught(found, None if stop_at is None or stop_at not in found else time.process_time() - start)
     finally:
-        session.shutdown()
+        adapter.close()
+        RECORDER.clear()
+
+
+def _parts(adapter: Adapter, profile: str, scenarios: bool) -> list[Callable[[], object]]:
+    p = PROFILES[profile]
+
+    def shard(k: int) -> Callable[[], object]:
+        return lambda: explore(adapter, p, k, scenarios=scenarios, shrink=False)
+
+    return [lambda: tables(adapter, p, shrink=False), *map(shard, range(p.shards))]
+
+
+def _violated() -> set[str]:
+    return {rule for rule, ev in RECORDER.rules.items() if ev.violated}

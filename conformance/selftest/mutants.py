@@ -1,21 +1,26 @@
 """Broken adapters: the sim with exactly one behaviour broken, each in a different area.
 
 The suite proves it can fail by catching every one of them under the `ci` profile
-(test_mutants.py). Each mutant names the rule the suite must report (`breaks`). Most lie about one
-answer; a few break what they do (unmapping on close, ignoring a flag), so that the suite must
-notice from what happens later, as it would with a real bug.
+(test_mutants.py). Each mutant names the rule the suite must report (`breaks`).
+
+The first group lies about one answer. The second group (STATE_MUTANTS) breaks what the
+implementation *does*, inside the simulator, the way real driver bugs and porting mistakes do:
+the answer to the call is right, and only what happens later shows it. Those must be caught by
+the exploration alone, with the scenario rules switched off.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 from typing import ClassVar
 from unittest import mock
 
 from ashcheck.adapters.sim import SimAdapter
-from ashcheck.reference import ashmem_ioctl
+from ashcheck.reference import ashmem, ashmem_ioctl, binder, kernel, mm, ranges, shmem, shrinker, vfs
+from ashcheck.reference.errors import SyscallError
 from ashcheck.spec import ops as o
-from ashcheck.spec.constants import ASHMEM_NOT_PURGED
+from ashcheck.spec.constants import ASHMEM_NOT_PURGED, ASHMEM_WAS_PURGED, AshmemIoctl
 from ashcheck.spec.outcome import SIGSEGV, Kind, Outcome, err, fault, ok
 
 
@@ -233,8 +238,253 @@ class ReceivedNotLowest(Mutant):
         return super().perform(op)
 
 
+class Patched(Mutant):
+    """A mutant that runs every operation with some of the simulator's code replaced."""
+    patches: ClassVar[tuple[tuple[object, str, object], ...]] = ()  # (owner, attribute, replacement)
+
+    def perform(self, op: o.Op) -> Outcome:
+        with contextlib.ExitStack() as stack:
+            for owner, attribute, replacement in self.patches:
+                stack.enter_context(mock.patch.object(owner, attribute, replacement))
+            return super().perform(op)
+
+
+def _pin_split_forgets_purged(self: ranges.UnpinnedList, file: shmem.ShmemFile, pgstart: int, pgend: int) -> int:
+    """ashmem_pin whose hole case (4) gives the upper part a fresh, unpurged range."""
+    for r in list(self.ranges):
+        if r.pgstart < pgstart and r.pgend > pgend:
+            was = r.purged
+            self._alloc(r, file, False, pgend + 1, r.pgend)
+            self._shrink(r, r.pgstart, pgstart - 1)
+            return ASHMEM_WAS_PURGED if was else ASHMEM_NOT_PURGED
+    return ORIGINAL_PIN(self, file, pgstart, pgend)
+
+
+ORIGINAL_PIN = ranges.UnpinnedList.pin
+ORIGINAL_PUNCH = shmem.ShmemFile.punch_hole
+ORIGINAL_DEL = ranges.UnpinnedList._del
+ORIGINAL_OVERLAPS = ranges._overlaps
+ORIGINAL_CLOSE = vfs.FdTable.close
+ORIGINAL_STORE = mm.store
+
+
+class PinSplitForgetsPurged(Patched):
+    """pin algebra: a PIN inside a purged unpinned range splits it, and the upper part forgets it
+    was purged (so pinning it later says NOT_PURGED over zeroed memory)."""
+    name = "mutant-split-forgets-purge"
+    breaks = "ashmem.pin.was-purged"
+    patches = ((ranges.UnpinnedList, "pin", _pin_split_forgets_purged),)
+
+
+class PurgeOverreaches(Patched):
+    """purge exactness: the shrinker's hole punch runs one page past the range, into pinned memory."""
+    name = "mutant-purge-overreach"
+    breaks = "mem.load.shared"
+    patches = ((shmem.ShmemFile, "punch_hole",
+                lambda self, offset, length: ORIGINAL_PUNCH(self, offset, length + (4096 if length > 0 else 0))),)
+
+
+class ReleaseKeepsRanges(Patched):
+    """lifetime: closing the last fd leaves the area's unpinned ranges on the LRU, so the memory
+    a live mapping still holds gets purged."""
+    name = "mutant-release-keeps-ranges"
+    breaks = "ashmem.lifetime.mapping-outlives-close"
+    patches = ((ashmem.AshmemDriver, "release", lambda self, file: None),)
+
+
+def _close_releases_every_time(self: vfs.FdTable, fd: int) -> None:
+    """close() that calls f_op->release on every close, not on the last reference."""
+    file = self.get_raw(fd).file
+    ORIGINAL_CLOSE(self, fd)
+    if file.refs > 0:
+        file.fops.release(file)
+
+
+class CloseOfDupReleases(Patched):
+    """lifetime: closing one of several fds of a region releases it (a reference-count bug): its
+    unpinned ranges vanish while other fds still hold it."""
+    name = "mutant-close-releases"
+    breaks = "ashmem.get-pin-status.value"
+    patches = ((vfs.FdTable, "close", _close_releases_every_time),)
+
+
+def _transfer_new_file(src: vfs.FdTable, dst: vfs.FdTable, fds: object, allowed: bool) -> tuple[int, ...]:
+    """binder_translate_fd that opens a new struct file on the same area instead of passing the
+    sender's file: same memory, but a position of its own."""
+    got = ORIGINAL_TRANSFER(src, dst, fds, allowed)  # type: ignore[arg-type]
+    for fd in got:
+        entry = dst.entries[fd]
+        entry.file.refs -= 1
+        entry.file = vfs.File(entry.file.fops, entry.file.private_data, entry.file.o_path, entry.file.pos, 1)
+    return got
+
+
+ORIGINAL_TRANSFER = binder.transfer_fds
+
+
+class BinderNewFile(Patched):
+    """binder translation: the receiver gets a new open file description for the same region
+    (its own file position) instead of the sender's."""
+    name = "mutant-binder-new-file"
+    breaks = "binder.fd.same-file"
+    patches = ((binder, "transfer_fds", _transfer_new_file),)
+
+
+def _exit_keeps_fds(self: kernel.Kernel, pid: int) -> Outcome:
+    """exit that unmaps but forgets to close the process's fds (their files are never released)."""
+    p = self._proc(pid)
+    p.maps.clear()
+    del self.procs[pid]
+    return ok(None)
+
+
+class ExitLeaksFds(Patched):
+    """lifetime: an exiting process's fds are never closed, so a region it held is never
+    released and stays purgeable after every other fd is closed."""
+    name = "mutant-exit-leaks-fds"
+    breaks = "ashmem.lifetime.mapping-outlives-close"
+    patches = ((kernel.Kernel, "exit", _exit_keeps_fds),)
+
+
+def _del_keeps_lru(self: ranges.UnpinnedList, r: ranges.Range) -> None:
+    """range_del that unlinks the range from the area but leaves it on the LRU."""
+    self.ranges.remove(r)
+
+
+class PinLeavesLru(Patched):
+    """pin algebra: PIN removes a covered range from the area but not from the LRU, so the shrinker
+    later purges memory that is pinned again (and written after the PIN)."""
+    name = "mutant-pin-leaves-lru"
+    breaks = "mem.load.shared"
+    patches = ((ranges.UnpinnedList, "_del", _del_keeps_lru),)
+
+
+def _overlaps_or_touches(r: ranges.Range, start: int, end: int) -> bool:
+    return ORIGINAL_OVERLAPS(r, start, end) or r.pgend + 1 == start or r.pgstart == end + 1
+
+
+class UnpinMergesAdjacent(Patched):
+    """pin algebra: UNPIN absorbs adjacent ranges too (the C driver merges only overlapping ones),
+    so a purged neighbour's flag spreads to pages that were never purged."""
+    name = "mutant-unpin-merges-adjacent"
+    breaks = "ashmem.pin.not-purged"
+    patches = ((ranges, "_overlaps", _overlaps_or_touches),)
+
+
+def _set_size_even_when_mapped(asma: object, cmd: int, arg: object, lru: object, cred: object) -> object:
+    """ashmem_ioctl whose SET_SIZE refuses a mapped area but stores the size anyway."""
+    if cmd == AshmemIoctl.SET_SIZE and getattr(asma, "file", None) is not None and isinstance(arg, int):
+        asma.size = arg  # type: ignore[attr-defined]
+    return ORIGINAL_IOCTL(asma, cmd, arg, lru, cred)  # type: ignore[arg-type]
+
+
+ORIGINAL_IOCTL = ashmem_ioctl.ashmem_ioctl
+
+
+class SetSizeTakesWhenMapped(Patched):
+    """sizes: SET_SIZE on a mapped region says EINVAL, as it should, but changes the size."""
+    name = "mutant-set-size-takes"
+    breaks = "ashmem.get-size.value"
+    patches = ((ashmem, "ashmem_ioctl", _set_size_even_when_mapped),)
+
+
+def _dup_new_file(self: kernel.Kernel, pid: int, fd: int) -> Outcome:
+    """dup that opens a new struct file on the same area (a position of its own)."""
+    files = self._proc(pid).files
+    try:
+        old = files.get_raw(fd).file
+    except SyscallError:
+        return err(errno.EBADF)
+    return ok(files.install(vfs.File(old.fops, old.private_data, old.o_path, old.pos), cloexec=False))
+
+
+class DupSeparatePosition(Patched):
+    """fds: dup gives an fd with a file position of its own."""
+    name = "mutant-dup-own-position"
+    breaks = "fd.read.data"
+    patches = ((kernel.Kernel, "dup", _dup_new_file),)
+
+
+def _store_through(vma: mm.Vma, offset: int, data: bytes) -> None:
+    """A store to a private mapping that also reaches the shared file."""
+    ORIGINAL_STORE(vma, offset, data)
+    if vma.anon is not None and vma.file is not None and vma.prot & 2:
+        shared = mm.Vma(vma.length, vma.pgoff, vma.prot, vma.may, True, vma.noreserve, vma.file)
+        with contextlib.suppress(Exception):
+            ORIGINAL_STORE(shared, offset, data)
+
+
+class PrivateWritesThrough(Patched):
+    """mmap: a store through a MAP_PRIVATE mapping also changes the region's shared data."""
+    name = "mutant-private-writes-through"
+    breaks = "mem.load.shared"
+    patches = ((mm, "store", _store_through),)
+
+
+def _scan_forgets_purged(lru: ranges.Lru, nr_to_scan: int) -> int:
+    """ashmem_shrink_scan that frees the pages but neither marks the ranges purged nor takes them
+    off the LRU (so they stay, unpurged as far as the area knows, over zeroed memory)."""
+    before = list(lru.ranges)
+    freed = ORIGINAL_SCAN(lru, nr_to_scan)
+    for r in before:
+        if r.purged:
+            r.purged = False
+            lru.add(r)
+    return freed
+
+
+ORIGINAL_SCAN = shrinker.shrink_scan
+
+
+class PurgeForgetsFlag(Patched):
+    """purge: the shrinker punches the hole but leaves the range marked not purged, so PIN says
+    NOT_PURGED over zeroed memory."""
+    name = "mutant-purge-forgets-flag"
+    breaks = "ashmem.pin.was-purged"
+    spontaneous_purge = False
+    patches = ((ashmem_ioctl, "shrink_scan", _scan_forgets_purged),)
+
+
+def _set_name_even_when_mapped(asma: object, arg: object) -> int:
+    """set_name that refuses a mapped area (EINVAL) after it has stored the name."""
+    if isinstance(arg, bytes) and getattr(asma, "file", None) is not None:
+        asma.name = arg.split(b"\0", 1)[0][:255]  # type: ignore[attr-defined]
+    return ORIGINAL_SET_NAME(asma, arg)  # type: ignore[arg-type]
+
+
+ORIGINAL_SET_NAME = ashmem_ioctl.set_name
+
+
+class NameChangesWhenMapped(Patched):
+    """names: SET_NAME on a mapped region says EINVAL but the name changes all the same."""
+    name = "mutant-name-changes-mapped"
+    breaks = "ashmem.get-name.value"
+    patches = ((ashmem_ioctl, "set_name", _set_name_even_when_mapped),)
+
+
+def _install_keeps_flag(src: vfs.FdTable, dst: vfs.FdTable, fds: object, allowed: bool) -> tuple[int, ...]:
+    """binder_apply_fd_fixups that copies the sender's FD_CLOEXEC instead of setting it."""
+    got = ORIGINAL_TRANSFER(src, dst, fds, allowed)  # type: ignore[arg-type]
+    for sent, new in zip(fds, got, strict=True):  # type: ignore[call-overload]
+        dst.entries[new].cloexec = src.entries[sent].cloexec
+    return got
+
+
+class BinderCopiesCloexec(Patched):
+    """binder translation: the received fd inherits the sender's close-on-exec flag."""
+    name = "mutant-binder-copies-cloexec"
+    breaks = "binder.fd.cloexec"
+    patches = ((binder, "transfer_fds", _install_keeps_flag),)
+
+
+STATE_MUTANTS: list[type[Mutant]] = [
+    PinSplitForgetsPurged, PurgeOverreaches, ReleaseKeepsRanges, CloseOfDupReleases, BinderNewFile,
+    ExitLeaksFds, PinLeavesLru, UnpinMergesAdjacent, SetSizeTakesWhenMapped, DupSeparatePosition,
+    PrivateWritesThrough, PurgeForgetsFlag, NameChangesWhenMapped, BinderCopiesCloexec,
+]
+
 MUTANTS: list[type[Mutant]] = [
     SetSizeAfterMmap, DefaultNameSlash, NameKeeps256, ProtMaskCanGrow, MmapSizeZero, MmapTooLong,
     PrivateIsShared, PinForgetsPurge, UnpinIgnoresLenZero, PurgeSkipsWork, PurgeWithoutCapability,
-    CloseUnmaps, ReceivedWithoutCloexec, IgnoresAcceptFds, ReceivedNotLowest,
+    CloseUnmaps, ReceivedWithoutCloexec, IgnoresAcceptFds, ReceivedNotLowest, *STATE_MUTANTS,
 ]

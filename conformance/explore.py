@@ -1,0 +1,85 @@
+"""Running the conformance tests against one adapter: the exploration shards, the exhaustive
+small-domain tables, and what a test reports afterwards.
+
+Each function runs to the end whatever it finds (the harness records violations and sets aside
+what they made uncertain), shrinks the program of each rule it newly found violated, and returns
+those rules; the pytest tests (test_conformance.py) fail with a short summary of them.
+"""
+
+from __future__ import annotations
+
+from hypothesis import seed
+from hypothesis.stateful import run_state_machine_as_test
+
+from ashcheck.adapters.base import Adapter
+from ashcheck.conformance import exhaustive
+from ashcheck.conformance.harness import Harness
+from ashcheck.conformance.machines import Conformance
+from ashcheck.conformance.replay import addressable
+from ashcheck.conformance.results import RECORDER, Recorder
+from ashcheck.conformance.settings import Profile
+from ashcheck.conformance.shrink import shrink_evidence
+
+SEED_BASE = 0x5eed  # ci shard k runs with seed SEED_BASE + k
+
+
+def explore(adapter: Adapter, profile: Profile, shard: int = 0, *, scenarios: bool = True,
+            shrink: bool = True) -> list[str]:
+    """One shard of the exploration. Returns the rules it newly found violated."""
+    before = _violated(RECORDER)
+
+    def machine() -> Conformance:
+        m = Conformance(adapter)
+        m.scenarios = scenarios
+        return m
+
+    factory = seed(SEED_BASE + shard)(machine) if profile.seeded else machine
+    run_state_machine_as_test(factory, settings=profile.hypothesis())  # type: ignore[arg-type,unused-ignore]
+    return _finish(adapter, profile, before, shrink)
+
+
+def tables(adapter: Adapter, profile: Profile, *, shrink: bool = True) -> list[str]:
+    """Every program of the exhaustive tables (exhaustive.py), each from a fresh start."""
+    before = _violated(RECORDER)
+    for program in exhaustive.programs(adapter):
+        h = Harness(adapter)
+        fd = -1
+        for make in program:
+            op = make(fd)
+            op = None if op is None else addressable(h, op)  # a step whose mapping was never made
+            if op is None:
+                continue
+            out = h.step(op)
+            if fd < 0 and out is not None and out.succeeded and isinstance(out.value, int):
+                fd = out.value
+    return _finish(adapter, profile, before, shrink)
+
+
+def _violated(recorder: Recorder) -> set[str]:
+    return {rule for rule, ev in recorder.rules.items() if ev.violated}
+
+
+def _finish(adapter: Adapter, profile: Profile, before: set[str], shrink: bool) -> list[str]:
+    new = sorted(_violated(RECORDER) - before)
+    if shrink and new:
+        shrink_evidence(adapter, RECORDER, profile.shrink_replays)
+    RECORDER.maybe_dump(every=0)
+    return new
+
+
+def summary(rules: list[str]) -> str:
+    """A few lines per violated rule: the step, what came back, what was allowed, the program."""
+    lines = [f"{len(rules)} rule(s) violated:"]
+    for rule in rules:
+        ev = RECORDER.get(rule)
+        lines.append(f"  {rule}: {ev.step}  →  {ev.observed}   (allowed: {'; '.join(ev.allowed)})")
+        lines += [f"      {step}" for step in _program(ev.reproducer)]
+    return "\n".join(lines)
+
+
+def _program(reproducer: list[dict[str, object]]) -> list[str]:
+    from ashcheck.spec.ops import Op
+    from ashcheck.spec.outcome import Outcome
+
+    return [f"{Op.from_json(s['op'])}  →  {Outcome.from_json(s['outcome'])}"  # type: ignore[arg-type]
+            for s in reproducer]

@@ -62,9 +62,10 @@ class Adapter(abc.ABC):
         memory_bytes: RAM + swap of the machine that runs the implementation (MemTotal + SwapTotal),
             which bounds the first mmap of a region (shmem's overcommit check); None if unknown,
             and then large first mmaps may succeed or fail with ENOMEM.
-        data_check_pages: how many mapped pages the suite may load after each step to check that
-            every live mapping still shows what the spec says (each load is one round trip: keep
-            it small where a round trip is slow); after a purge or an exit every page is checked.
+        checks_per_step: how many observations the suite may add after each step that changed
+            something: loads of mapped pages (does every live mapping still show what the spec
+            says?) and pin-status queries of the regions touched. Each is one round trip: keep it
+            small where a round trip is slow. After a purge or an exit everything is checked.
     """
 
     name: ClassVar[str]
@@ -76,7 +77,7 @@ class Adapter(abc.ABC):
     long_bits: int = 64
     spontaneous_purge: bool = False
     memory_bytes: int | None = None
-    data_check_pages: int = 4
+    checks_per_step: int = 4
 
     def __init__(self, **options: str) -> None:
         """`options` come from `--adapter-option key=value`; unknown keys must raise ValueError."""

@@ -33,6 +33,7 @@ class SimAdapter(Adapter):
     page_size = 4096
     long_bits = 64
     spontaneous_purge = True
+    checks_per_step = 8  # an observation costs microseconds here
 
     def __init__(self, **options: Any) -> None:
         self.seed = _int_option(options, "seed", 0)

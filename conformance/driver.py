@@ -6,8 +6,10 @@ process): an operation through a stale fd is still a real call that must say EBA
 through a dead or set-aside process, or a forgotten mapping, is skipped, since there is nobody to
 ask. Every method returns None (or no handles) for an operation that was not performed.
 
-The driver also carries the two observations made after steps (the machine's invariants):
-the fd tables of the processes whose table may have changed, and the data of live mappings.
+The driver also carries the observations made after steps (the machine's invariants): the fd
+tables of the processes whose table may have changed, the pin state of the regions a step touched
+(page by page), and the data of live mappings. A bug that changes state without changing the
+answer of the call that caused it shows there, at the next step, rather than by luck much later.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from hypothesis.stateful import multiple
 
 from ashcheck.adapters.base import Adapter, Capability
 from ashcheck.conformance.harness import Harness
-from ashcheck.conformance.strategies import Units
+from ashcheck.conformance.quarantine import involved
+from ashcheck.conformance.strategies import AnyFd, AnyMap, Focus, Units
 from ashcheck.spec import ops as o
 from ashcheck.spec.constants import PROT_READ, PROT_WRITE, page_align
 from ashcheck.spec.outcome import Kind, Outcome
@@ -29,10 +32,14 @@ from ashcheck.spec.state import Mapping
 WHOLE = -1  # a mmap length meaning "the region's size"
 FD_CHANGING = (o.CreateRegion, o.OpenAshmem, o.OpenPath, o.Dup, o.Close, o.BinderSend, o.BinderReply,
                o.Spawn, o.Exit)
-# After these, every live mapping's data is checked, not just a few pages.
+# After these, mapped data may have changed somewhere: some pages are loaded again.
 DATA_CHANGING = (o.PurgeAllCaches, o.Exit, o.Close, o.Unpin, o.Store, o.Write, o.Munmap, o.Pin, o.BinderSend)
+# After these, every live mapping's data and every region's pin state is checked, within FULL_CHECK_LIMIT.
 FULL_CHECK = (o.PurgeAllCaches, o.Exit)
-FULL_CHECK_LIMIT = 64  # pages loaded by one full check at most
+FULL_CHECK_LIMIT = 64  # observations made by one full check at most
+# After these, the pin state of the regions they name may have changed (or gone with a release).
+PIN_CHANGING = (o.Pin, o.Unpin, o.Close, o.Dup, o.BinderSend, o.BinderReply, o.Mmap)
+PIN_CHECK_PAGES = 8  # pages of a region whose pin status is asked, at most
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,9 @@ class MapRef:
     map_id: int
 
 
+Ref = FdRef | MapRef | Focus | AnyFd | AnyMap  # what an operation's region or mapping argument may be
+
+
 class Driver:
     MAX_PROCS = 3
 
@@ -64,6 +74,10 @@ class Driver:
         self.full_check = False
         self.cursor = 0  # where the next partial data check starts, over all mapped pages
         self.fills = 0
+        self.touched: set[int] = set()  # regions whose pin state a step may have changed
+        self.recent: list[int] = []  # region ids, most recently used first
+        self.fd_handles: list[FdRef] = []  # every fd handle made in this test case
+        self.map_handles: list[MapRef] = []
 
     def bytes_of(self, units: Units, region_size: int = 0) -> int:
         """Pages, or a named edge (strategies.py), in bytes."""
@@ -87,6 +101,7 @@ class Driver:
         return self.h.usable(proc)
 
     def step(self, op: o.Op) -> Outcome | None:
+        regions = involved(self.h.model, op).regions  # before: a close takes the fd away
         out = self.h.step(op)
         if out is None:
             return None
@@ -94,6 +109,13 @@ class Driver:
             self.changed_tables |= {op.proc} | ({op.dst} if isinstance(op, o.BinderSend) else set())
         self.data_dirty = self.data_dirty or isinstance(op, DATA_CHANGING)
         self.full_check = self.full_check or isinstance(op, FULL_CHECK)
+        if isinstance(op, FULL_CHECK):
+            self.touched |= set(self.h.model.regions)
+        elif isinstance(op, PIN_CHANGING):
+            self.touched |= regions
+        if out.succeeded and isinstance(op, o.CreateRegion | o.OpenAshmem) and isinstance(out.value, int):
+            regions = {e.rid for fd, e in self.h.model.procs[op.proc].fds.items() if fd == out.value}
+        self.recent = [*sorted(regions), *(rid for rid in self.recent if rid not in regions)]
         return out
 
     # processes -------------------------------------------------------------------------------
@@ -115,31 +137,76 @@ class Driver:
 
     # fds -------------------------------------------------------------------------------------
     def new_fds(self, op: o.Op) -> Any:
-        """Perform an fd-creating op; the resulting handles (none on error) go to the bundle."""
+        """Perform an fd-creating op; the resulting handles go to the bundle: those the model made
+        (none on error, and none when the implementation answered what the spec does not allow)."""
         if not self.alive(op.proc):
             return multiple()
         out = self.step(op)
         if out is not None and out.kind is Kind.VALUE and isinstance(out.value, int):
-            return multiple(FdRef(op.proc, out.value))
+            return self._known(FdRef(op.proc, out.value))
         return multiple()
+
+    def _known(self, *refs: FdRef) -> Any:
+        known = [r for r in refs if self.alive(r.proc) and r.fd in self.h.model.procs[r.proc].fds]
+        self.fd_handles += known
+        return multiple(*known)
 
     def on_fd(self, ref: FdRef, make: Callable[[int, int], o.Op]) -> Outcome | None:
         if not self.alive(ref.proc):
             return None
         return self.step(make(ref.proc, ref.fd))
 
-    def resolve(self, ref: FdRef | MapRef) -> FdRef | None:
-        """An fd handle as it is; a mapping handle as an open fd of the mapping's region in its
-        process (the lowest), so that an operation on a region meets one that is mapped."""
+    def resolve(self, ref: Ref) -> FdRef | None:
+        """An fd handle as it is; a mapping as an open fd of the mapping's region in its process
+        (the lowest), so that an operation on a region meets one that is mapped; Focus as the
+        region in focus; AnyFd as one of the fd handles made so far."""
+        if isinstance(ref, Focus):
+            return self.focus(ref.index)
+        if isinstance(ref, AnyFd):
+            return self.fd_handles[ref.index % len(self.fd_handles)] if self.fd_handles else None
         if isinstance(ref, FdRef):
             return ref
-        m = self.mapping(ref)
-        if m is None:
+        handle = self.as_map(ref)
+        m = None if handle is None else self.mapping(handle)
+        if handle is None or m is None:
             return None
-        fds = [fd for fd, e in self.h.model.procs[ref.proc].fds.items() if e.rid == m.rid]
-        return FdRef(ref.proc, min(fds)) if fds else None
+        fds = [fd for fd, e in self.h.model.procs[handle.proc].fds.items() if e.rid == m.rid]
+        return FdRef(handle.proc, min(fds)) if fds else None
 
-    def on_region(self, ref: FdRef | MapRef, make: Callable[[int, int], o.Op]) -> Outcome | None:
+    def proc(self, index: int) -> int | None:
+        """The index-th live process (modulo their number)."""
+        live = self.live_procs()
+        return live[index % len(live)] if live else None
+
+    def live_procs(self) -> list[int]:
+        return [p for p in sorted(self.h.model.procs) if self.alive(p)]
+
+    def other(self, proc: int, index: int) -> int:
+        """The index-th live process other than `proc` (`proc` itself when it is the only one)."""
+        others = [p for p in self.live_procs() if p != proc]
+        return others[index % len(others)] if others else proc
+
+    def focus(self, index: int) -> FdRef | None:
+        """The `index`-th region that can still be asked about, as an fd a usable process holds:
+        mapped regions first, then the others, each most recently used first. So index 0 (what is
+        drawn most) is the mapped region the last steps worked on, and one region goes deep:
+        unpinned, shared, closed and purged in turn."""
+        mapped = {m.rid for p in self.h.model.procs.values() for m in p.maps.values()}
+        order = sorted(self.recent, key=lambda rid: rid not in mapped)  # stable: recency kept within
+        candidates = [h for rid in order if (h := self._holder(rid)) is not None]
+        return candidates[index % len(candidates)] if candidates else None
+
+    def focus_map(self, index: int) -> MapRef | None:
+        """The `index`-th live mapping, those of recently used regions first."""
+        order = {rid: i for i, rid in enumerate(self.recent)}
+        live = [(order.get(m.rid, len(order)), -map_id, MapRef(proc, map_id))
+                for proc in self.h.model.procs if self.alive(proc)
+                for map_id, m in self.h.model.procs[proc].maps.items()
+                if m.rid in self.h.model.regions and not self.h.model.regions[m.rid].untracked]
+        live.sort(key=lambda x: x[:2])
+        return live[index % len(live)][2] if live else None
+
+    def on_region(self, ref: Ref, make: Callable[[int, int], o.Op]) -> Outcome | None:
         fd = self.resolve(ref)
         return None if fd is None else self.on_fd(fd, make)
 
@@ -151,9 +218,10 @@ class Driver:
         out = self.step(o.BinderSend(src, dst, fds))
         if out is None or not isinstance(out.value, tuple):
             return multiple()
-        for fd in out.value:
-            self.step(o.GetFdFlags(dst, fd))
-        return multiple(*(FdRef(dst, fd) for fd in out.value))
+        known = self._known(*(FdRef(dst, fd) for fd in out.value if isinstance(fd, int)))
+        for ref in known.values:
+            self.step(o.GetFdFlags(ref.proc, ref.fd))
+        return known
 
     def reply(self, caller: int, replier: int, fds: tuple[int, ...], accept_fds: bool) -> Any:
         if caller == replier or not (self.alive(caller) and self.alive(replier)):
@@ -162,9 +230,10 @@ class Driver:
         got = out.value[0] if out is not None and isinstance(out.value, tuple) else None
         if not isinstance(got, tuple):
             return multiple()
-        for fd in got:
-            self.step(o.GetFdFlags(caller, fd))
-        return multiple(*(FdRef(caller, fd) for fd in got))
+        known = self._known(*(FdRef(caller, fd) for fd in got if isinstance(fd, int)))
+        for ref in known.values:
+            self.step(o.GetFdFlags(ref.proc, ref.fd))
+        return known
 
     # mappings --------------------------------------------------------------------------------
     def mmap(self, ref: FdRef, length: int, prot: int, shared: bool, offset: int, *,
@@ -182,16 +251,31 @@ class Driver:
         self.next_map += 1
         out = self.step(o.Mmap(ref.proc, ref.fd, map_id, length, prot, shared, offset, noreserve,
                                near_id, above and near_id is not None))
-        return multiple(MapRef(ref.proc, map_id)) if out is not None and out.succeeded else multiple()
+        made = MapRef(ref.proc, map_id)
+        if out is None or self.mapping(made) is None:
+            return multiple()
+        self.map_handles.append(made)
+        return multiple(made)
 
-    def mapping(self, ref: MapRef) -> Mapping | None:
-        if not self.alive(ref.proc):
+    def as_map(self, ref: Ref) -> MapRef | None:
+        """A mapping handle as it is; Focus as the mapping in focus; AnyMap as one of the mapping
+        handles made so far; anything else is not a mapping."""
+        if isinstance(ref, Focus):
+            return self.focus_map(ref.index)
+        if isinstance(ref, AnyMap):
+            return self.map_handles[ref.index % len(self.map_handles)] if self.map_handles else None
+        return ref if isinstance(ref, MapRef) else None
+
+    def mapping(self, ref: Ref) -> Mapping | None:
+        handle = self.as_map(ref)
+        if handle is None or not self.alive(handle.proc):
             return None
-        return self.h.model.procs[ref.proc].maps.get(ref.map_id)
+        return self.h.model.procs[handle.proc].maps.get(handle.map_id)
 
-    def on_map(self, ref: MapRef, make: Callable[[Mapping], o.Op]) -> Outcome | None:
-        m = self.mapping(ref)
-        return None if m is None else self.step(make(m))
+    def on_map(self, ref: Ref, make: Callable[[MapRef, Mapping], o.Op]) -> Outcome | None:
+        handle = self.as_map(ref)
+        m = None if handle is None else self.mapping(handle)
+        return None if handle is None or m is None else self.step(make(handle, m))
 
     def span(self, m: Mapping) -> int:
         return (m.length + self.page - 1) // self.page * self.page
@@ -215,6 +299,13 @@ class Driver:
                 return
 
     # observations (the machine's invariants) -------------------------------------------------
+    def observe(self) -> None:
+        """The observations after a step, in order, then a fresh start for the next step."""
+        self.check_fd_tables()
+        self.check_pins()
+        self.check_data()
+        self.data_dirty = self.full_check = False
+
     def check_fd_tables(self) -> None:
         """Compare the fd table of every process whose table may have changed with the model."""
         for proc in sorted(self.changed_tables):
@@ -222,16 +313,39 @@ class Driver:
                 self.step(o.ListFds(proc))
         self.changed_tables.clear()
 
+    def check_pins(self) -> None:
+        """Ask GET_PIN_STATUS of every page (up to PIN_CHECK_PAGES) of the regions touched since the
+        last check, through an fd some usable process holds, within the step's budget."""
+        budget = FULL_CHECK_LIMIT if self.full_check else self.adapter.checks_per_step
+        touched, self.touched = sorted(self.touched), set()
+        for rid in touched:
+            region = self.h.model.regions.get(rid)
+            holder = self._holder(rid)
+            if region is None or region.untracked or not region.materialized or holder is None:
+                continue
+            for page in range(min(region.npages_file(self.page), PIN_CHECK_PAGES)):
+                if budget <= 0:
+                    return
+                budget -= 1
+                self.step(o.GetPinStatus(holder.proc, holder.fd, page * self.page, self.page))
+
+    def _holder(self, rid: int) -> FdRef | None:
+        for proc in sorted(self.h.model.procs):
+            if self.alive(proc):
+                fds = sorted(fd for fd, e in self.h.model.procs[proc].fds.items() if e.rid == rid)
+                if fds:
+                    return FdRef(proc, fds[0])
+        return None
+
     def check_data(self) -> None:
         """Load mapped pages and let the spec judge their bytes: after a purge or an exit every
         readable page of every live mapping (up to FULL_CHECK_LIMIT), after other steps that may
-        change data a few pages (the adapter's `data_check_pages`), in turn, so that over a test
+        change data a few pages (the adapter's `checks_per_step`), in turn, so that over a test
         case every page is seen."""
         if not self.data_dirty:
             return
         pages = self._readable_pages()
-        budget = FULL_CHECK_LIMIT if self.full_check else self.adapter.data_check_pages
-        self.data_dirty = self.full_check = False
+        budget = FULL_CHECK_LIMIT if self.full_check else self.adapter.checks_per_step
         if not pages:
             return
         start = self.cursor % len(pages)

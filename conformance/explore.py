@@ -8,6 +8,9 @@ those rules; the pytest tests (test_conformance.py) fail with a short summary of
 
 from __future__ import annotations
 
+import itertools
+import random
+
 from hypothesis import seed
 from hypothesis.stateful import run_state_machine_as_test
 
@@ -27,9 +30,11 @@ def explore(adapter: Adapter, profile: Profile, shard: int = 0, *, scenarios: bo
             shrink: bool = True) -> list[str]:
     """One shard of the exploration. Returns the rules it newly found violated."""
     before = _violated(RECORDER)
+    base = (SEED_BASE + shard) * 100_003 if profile.seeded else random.getrandbits(32)
+    count = itertools.count()
 
     def machine() -> Conformance:
-        m = Conformance(adapter)
+        m = Conformance(adapter, swarm_seed=base + next(count))
         m.scenarios = scenarios
         return m
 

@@ -1,51 +1,124 @@
-"""Argument strategies: small domains, heavy on the boundaries the driver checks.
+"""The arguments of the exploration's operations: small domains, heavy on the boundaries the driver
+checks, each decoded from plain integers.
 
-Offsets and lengths are drawn in pages and turned into bytes with the adapter's page size
-(`Driver.bytes_of`), so a 16 KiB-page device gets the same program as a 4 KiB one. A few named
-values stand for the edges: "unaligned" (100 bytes), "byte" (1), "neg" (-1), "top" (2^32 - page:
-offset + len overflows PIN's u32 check), "end" (the region's page-aligned size, known only when the
-step runs: UNPIN from there with len 0 makes the empty range the driver keeps; a mapping from there
-lies wholly past the end of the file), "whole" (a mapping length: the region's size).
+Why integers: every step draws the same shape from Hypothesis (CHOICES integers), whatever kind of
+operation the step turns out to be, and each domain below turns the next integers into an
+argument. The kind of a step depends on the test case's swarm, which does not come from
+Hypothesis's data (machines.py says why), and Hypothesis requires that the same prefix of data
+always asks for the same draws: fixed-shape draws keep that true, however the kinds are chosen.
+
+Offsets and lengths are in pages and become bytes with the adapter's page size
+(`Driver.bytes_of`), so a 16 KiB-page device gets the same program as a 4 KiB one. Named values
+stand for the edges: "unaligned" (100 bytes), "byte" (1), "neg" (-1), "top" (2^32 - page: offset +
+len overflows PIN's u32 check), "end" (the region's page-aligned size, known only when the step
+runs: UNPIN from there with len 0 makes the empty range the driver keeps; a mapping from there lies
+wholly past the end of the file), "whole" (a mapping length: the region's size).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
 from hypothesis import strategies as st
 
 Units = int | str  # pages, or one of the named edges above
+CHOICES = 8         # integers drawn per step: one for the kind, the rest for its arguments
+STEP = st.lists(st.integers(0, 2**16 - 1), min_size=CHOICES, max_size=CHOICES)
+Draws = Iterator[int]
+Domain = Callable[[Draws], Any]  # reads as many integers as it needs, returns an argument
 
-NAMES = st.one_of(
-    st.sampled_from([b"", b"region", b"a" * 255, b"b" * 256, b"c" * 300, b"d" * 249, b"e" * 250,
-                     b"na\0me", b"new\nline", b"sp ace", b"\xff\xfe\x80", b"dev/ashmem"]),
-    st.binary(min_size=1, max_size=12),
-)
-NAME_OR_NULL = st.one_of(NAMES, st.none())
+
+@dataclass(frozen=True)
+class Focus:
+    """The index-th region (or mapping) of those recently used, the most recent first (Driver.focus)."""
+    index: int
+
+
+@dataclass(frozen=True)
+class AnyFd:
+    """The index-th fd handle made in this test case (modulo their number): perhaps closed since."""
+    index: int
+
+
+@dataclass(frozen=True)
+class AnyMap:
+    """The index-th mapping handle made in this test case: perhaps unmapped since."""
+    index: int
+
+
+def pick(values: Sequence[Any]) -> Domain:
+    """One of `values` (list a value twice to make it twice as likely)."""
+    return lambda draws: values[next(draws) % len(values)]
+
+
+def mixed(*parts: tuple[int, Domain]) -> Domain:
+    """One of several domains, each with a weight."""
+    total = sum(w for w, _ in parts)
+
+    def decode(draws: Draws) -> Any:
+        n = next(draws) % total
+        for weight, domain in parts:
+            if n < weight:
+                return domain(draws)
+            n -= weight
+        raise AssertionError("unreachable")
+    return decode
+
+
+def listing(domain: Domain, most: int) -> Domain:
+    """Between 0 and `most` values of `domain`."""
+    return lambda draws: [domain(draws) for _ in range(next(draws) % (most + 1))]
+
+
+def fresh_bytes(low: int, high: int) -> Domain:
+    """Bytes made from the draws themselves: between `low` and `high` bytes, varied."""
+    def decode(draws: Draws) -> bytes:
+        n = low + next(draws) % (high - low + 1)
+        seed = next(draws)
+        return bytes((seed * 131 + i * 29 + (seed >> 8)) % 256 for i in range(n))
+    return decode
+
+
+BOOL = pick([False, True])
+FOCUS: Domain = lambda draws: Focus(next(draws) % 4)  # noqa: E731
+REGION_REF = mixed((2, FOCUS), (1, lambda d: AnyFd(next(d))), (1, lambda d: AnyMap(next(d))))
+MAPPING_REF = mixed((2, FOCUS), (1, lambda d: AnyMap(next(d))))
+MAYBE_MAPPING = mixed((1, pick([None])), (1, MAPPING_REF))
+PROC_REF: Domain = lambda draws: next(draws) % 4  # noqa: E731  (the index-th live process)
+BOGUS_FDS = pick([(), (), (), (99,)])
+SHARED = pick([True, True, False])
+NAME_LIMITS = pick([249, 250, 255, 256, 300])
+
+NAMES = mixed((2, pick([b"", b"region", b"a" * 255, b"b" * 256, b"c" * 300, b"d" * 249, b"e" * 250,
+                        b"na\0me", b"new\nline", b"sp ace", b"\xff\xfe\x80", b"dev/ashmem"])),
+              (1, fresh_bytes(1, 12)))
+NAME_OR_NULL = mixed((6, NAMES), (1, pick([None])))
 
 # Region sizes as (pages, extra bytes): bytes = pages * page + extra.
-SMALL_SIZES = st.sampled_from([(1, 0), (2, 0), (4, 0), (3, 100), (0, 1), (1, 1), (0, 0)])
-HUGE_SIZES = st.sampled_from([(0, 2**31), (0, 2**32 + 4096), (0, 2**40 + 1), (0, 2**63 - 1), (0, 2**63 + 4096)])
-SIZES = st.one_of(SMALL_SIZES, SMALL_SIZES, HUGE_SIZES)
+SMALL_SIZES = pick([(1, 0), (2, 0), (4, 0), (3, 100), (0, 1), (1, 1), (0, 0)])
+HUGE_SIZES = pick([(0, 2**31), (0, 2**32 + 4096), (0, 2**40 + 1), (0, 2**63 - 1), (0, 2**63 + 4096)])
+SIZES = mixed((2, SMALL_SIZES), (1, HUGE_SIZES))
 
-PIN_OFFSETS: st.SearchStrategy[Units] = st.one_of(st.integers(0, 5), st.sampled_from(["unaligned", "top", "end"]))
-PIN_LENGTHS: st.SearchStrategy[Units] = st.one_of(st.just(1), st.integers(0, 3), st.sampled_from(["unaligned", "top"]))
-PIN_COMMANDS = st.sampled_from(["PIN", "UNPIN", "GET_PIN_STATUS"])
+PIN_OFFSETS = pick([0, 0, 1, 1, 2, 3, 4, 5, "unaligned", "top", "end"])
+PIN_LENGTHS = pick([1, 1, 1, 0, 0, 2, 3, "unaligned", "top"])
+PIN_COMMANDS = pick(["PIN", "UNPIN", "GET_PIN_STATUS"])
 
-MAP_LENGTHS: st.SearchStrategy[Units] = st.one_of(st.just("whole"), st.just("whole"), st.integers(0, 5),
-                                                   st.just("unaligned"))
-MAP_OFFSETS: st.SearchStrategy[Units] = st.one_of(st.just(0), st.just(0), st.integers(1, 3),
-                                                   st.sampled_from(["unaligned", "end"]))
+MAP_LENGTHS = pick(["whole", "whole", "whole", 0, 1, 2, 5, "unaligned"])
+MAP_OFFSETS = pick([0, 0, 0, 0, 1, 2, 3, "unaligned", "end"])
 
-PROT = st.integers(0, 7)
-MAP_PROT = st.one_of(st.just(3), st.just(3), st.just(1), st.integers(0, 7))
-PROT_MASK_ARG = st.one_of(st.integers(0, 7), st.just(8), st.just(15))
+PROT = pick(list(range(8)))
+MAP_PROT = pick([3, 3, 3, 1, 1, 0, 2, 4, 5, 6, 7])
+PROT_MASK_ARG = pick([0, 1, 2, 3, 4, 5, 6, 7, 8, 15])
 
 # Where inside a mapping to load or store: page starts, page ends, straddles (in bytes of a
 # 4 KiB page; the driver folds them into the mapping).
-POSITIONS = st.sampled_from([0, 8, 4092, 4096, 4112, 8191, 12288, 16376])
-LOAD_LENGTHS = st.sampled_from([1, 8, 64, 4096])
-DATA = st.one_of(st.binary(min_size=1, max_size=8), st.sampled_from([b"\x00" * 8, b"\xff" * 8]))
+POSITIONS = pick([0, 8, 4092, 4096, 4112, 8191, 12288, 16376])
+LOAD_LENGTHS = pick([1, 8, 64, 4096])
+DATA = mixed((3, fresh_bytes(1, 8)), (1, pick([b"\x00" * 8, b"\xff" * 8])))
 
-SEEK_OFFSETS: st.SearchStrategy[Units] = st.sampled_from([0, 1, 3, "byte", "neg", "unaligned"])
-WHENCES = st.sampled_from([0, 0, 1, 2, 7])
-READ_COUNTS = st.sampled_from([1, 16, 4104])
-UNKNOWN_IOCTLS = st.sampled_from([0, 11, 12, 255])
+SEEK_OFFSETS = pick([0, 1, 3, "byte", "neg", "unaligned"])
+WHENCES = pick([0, 0, 1, 2, 7])
+READ_COUNTS = pick([1, 16, 4104])
+UNKNOWN_IOCTLS = pick([0, 11, 12, 255])

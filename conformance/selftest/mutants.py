@@ -61,6 +61,7 @@ class NameKeeps256(Mutant):
     breaks = "ashmem.get-name.value"
 
     def fresh(self) -> None:
+        super().fresh()
         self.long_names: dict[tuple[int, int], bytes] = {}
 
     def perform(self, op: o.Op) -> Outcome:
@@ -176,6 +177,7 @@ class CloseUnmaps(Mutant):
     breaks = "ashmem.lifetime.mapping-outlives-close"
 
     def fresh(self) -> None:
+        super().fresh()
         self.made_through: dict[tuple[int, int], list[int]] = {}
         self.dead: set[tuple[int, int]] = set()
 
@@ -200,6 +202,7 @@ class ReceivedWithoutCloexec(Mutant):
     breaks = "binder.fd.cloexec"
 
     def fresh(self) -> None:
+        super().fresh()
         self.received: set[tuple[int, int]] = set()
 
     def perform(self, op: o.Op) -> Outcome:
@@ -238,9 +241,12 @@ class ReceivedNotLowest(Mutant):
         return super().perform(op)
 
 
+Patches = tuple[tuple[object, str, object], ...]  # (owner, attribute, replacement)
+
+
 class Patched(Mutant):
     """A mutant that runs every operation with some of the simulator's code replaced."""
-    patches: ClassVar[tuple[tuple[object, str, object], ...]] = ()  # (owner, attribute, replacement)
+    patches: ClassVar[Patches] = ()
 
     def perform(self, op: o.Op) -> Outcome:
         with contextlib.ExitStack() as stack:
@@ -273,14 +279,14 @@ class PinSplitForgetsPurged(Patched):
     was purged (so pinning it later says NOT_PURGED over zeroed memory)."""
     name = "mutant-split-forgets-purge"
     breaks = "ashmem.pin.was-purged"
-    patches = ((ranges.UnpinnedList, "pin", _pin_split_forgets_purged),)
+    patches: ClassVar[Patches] = ((ranges.UnpinnedList, "pin", _pin_split_forgets_purged),)
 
 
 class PurgeOverreaches(Patched):
     """purge exactness: the shrinker's hole punch runs one page past the range, into pinned memory."""
     name = "mutant-purge-overreach"
     breaks = "mem.load.shared"
-    patches = ((shmem.ShmemFile, "punch_hole",
+    patches: ClassVar[Patches] = ((shmem.ShmemFile, "punch_hole",
                 lambda self, offset, length: ORIGINAL_PUNCH(self, offset, length + (4096 if length > 0 else 0))),)
 
 
@@ -289,7 +295,7 @@ class ReleaseKeepsRanges(Patched):
     a live mapping still holds gets purged."""
     name = "mutant-release-keeps-ranges"
     breaks = "ashmem.lifetime.mapping-outlives-close"
-    patches = ((ashmem.AshmemDriver, "release", lambda self, file: None),)
+    patches: ClassVar[Patches] = ((ashmem.AshmemDriver, "release", lambda self, file: None),)
 
 
 def _close_releases_every_time(self: vfs.FdTable, fd: int) -> None:
@@ -305,7 +311,7 @@ class CloseOfDupReleases(Patched):
     unpinned ranges vanish while other fds still hold it."""
     name = "mutant-close-releases"
     breaks = "ashmem.get-pin-status.value"
-    patches = ((vfs.FdTable, "close", _close_releases_every_time),)
+    patches: ClassVar[Patches] = ((vfs.FdTable, "close", _close_releases_every_time),)
 
 
 def _transfer_new_file(src: vfs.FdTable, dst: vfs.FdTable, fds: object, allowed: bool) -> tuple[int, ...]:
@@ -327,7 +333,7 @@ class BinderNewFile(Patched):
     (its own file position) instead of the sender's."""
     name = "mutant-binder-new-file"
     breaks = "binder.fd.same-file"
-    patches = ((binder, "transfer_fds", _transfer_new_file),)
+    patches: ClassVar[Patches] = ((binder, "transfer_fds", _transfer_new_file),)
 
 
 def _exit_keeps_fds(self: kernel.Kernel, pid: int) -> Outcome:
@@ -343,7 +349,7 @@ class ExitLeaksFds(Patched):
     released and stays purgeable after every other fd is closed."""
     name = "mutant-exit-leaks-fds"
     breaks = "ashmem.lifetime.mapping-outlives-close"
-    patches = ((kernel.Kernel, "exit", _exit_keeps_fds),)
+    patches: ClassVar[Patches] = ((kernel.Kernel, "exit", _exit_keeps_fds),)
 
 
 def _del_keeps_lru(self: ranges.UnpinnedList, r: ranges.Range) -> None:
@@ -356,7 +362,7 @@ class PinLeavesLru(Patched):
     later purges memory that is pinned again (and written after the PIN)."""
     name = "mutant-pin-leaves-lru"
     breaks = "mem.load.shared"
-    patches = ((ranges.UnpinnedList, "_del", _del_keeps_lru),)
+    patches: ClassVar[Patches] = ((ranges.UnpinnedList, "_del", _del_keeps_lru),)
 
 
 def _overlaps_or_touches(r: ranges.Range, start: int, end: int) -> bool:
@@ -368,7 +374,7 @@ class UnpinMergesAdjacent(Patched):
     so a purged neighbour's flag spreads to pages that were never purged."""
     name = "mutant-unpin-merges-adjacent"
     breaks = "ashmem.pin.not-purged"
-    patches = ((ranges, "_overlaps", _overlaps_or_touches),)
+    patches: ClassVar[Patches] = ((ranges, "_overlaps", _overlaps_or_touches),)
 
 
 def _set_size_even_when_mapped(asma: object, cmd: int, arg: object, lru: object, cred: object) -> object:
@@ -385,7 +391,7 @@ class SetSizeTakesWhenMapped(Patched):
     """sizes: SET_SIZE on a mapped region says EINVAL, as it should, but changes the size."""
     name = "mutant-set-size-takes"
     breaks = "ashmem.get-size.value"
-    patches = ((ashmem, "ashmem_ioctl", _set_size_even_when_mapped),)
+    patches: ClassVar[Patches] = ((ashmem, "ashmem_ioctl", _set_size_even_when_mapped),)
 
 
 def _dup_new_file(self: kernel.Kernel, pid: int, fd: int) -> Outcome:
@@ -402,7 +408,7 @@ class DupSeparatePosition(Patched):
     """fds: dup gives an fd with a file position of its own."""
     name = "mutant-dup-own-position"
     breaks = "fd.read.data"
-    patches = ((kernel.Kernel, "dup", _dup_new_file),)
+    patches: ClassVar[Patches] = ((kernel.Kernel, "dup", _dup_new_file),)
 
 
 def _store_through(vma: mm.Vma, offset: int, data: bytes) -> None:
@@ -418,7 +424,7 @@ class PrivateWritesThrough(Patched):
     """mmap: a store through a MAP_PRIVATE mapping also changes the region's shared data."""
     name = "mutant-private-writes-through"
     breaks = "mem.load.shared"
-    patches = ((mm, "store", _store_through),)
+    patches: ClassVar[Patches] = ((mm, "store", _store_through),)
 
 
 def _scan_forgets_purged(lru: ranges.Lru, nr_to_scan: int) -> int:
@@ -442,7 +448,7 @@ class PurgeForgetsFlag(Patched):
     name = "mutant-purge-forgets-flag"
     breaks = "ashmem.pin.was-purged"
     spontaneous_purge = False
-    patches = ((ashmem_ioctl, "shrink_scan", _scan_forgets_purged),)
+    patches: ClassVar[Patches] = ((ashmem_ioctl, "shrink_scan", _scan_forgets_purged),)
 
 
 def _set_name_even_when_mapped(asma: object, arg: object) -> int:
@@ -459,7 +465,7 @@ class NameChangesWhenMapped(Patched):
     """names: SET_NAME on a mapped region says EINVAL but the name changes all the same."""
     name = "mutant-name-changes-mapped"
     breaks = "ashmem.get-name.value"
-    patches = ((ashmem_ioctl, "set_name", _set_name_even_when_mapped),)
+    patches: ClassVar[Patches] = ((ashmem_ioctl, "set_name", _set_name_even_when_mapped),)
 
 
 def _install_keeps_flag(src: vfs.FdTable, dst: vfs.FdTable, fds: object, allowed: bool) -> tuple[int, ...]:
@@ -474,7 +480,7 @@ class BinderCopiesCloexec(Patched):
     """binder translation: the received fd inherits the sender's close-on-exec flag."""
     name = "mutant-binder-copies-cloexec"
     breaks = "binder.fd.cloexec"
-    patches = ((binder, "transfer_fds", _install_keeps_flag),)
+    patches: ClassVar[Patches] = ((binder, "transfer_fds", _install_keeps_flag),)
 
 
 STATE_MUTANTS: list[type[Mutant]] = [
@@ -488,3 +494,17 @@ MUTANTS: list[type[Mutant]] = [
     PrivateIsShared, PinForgetsPurge, UnpinIgnoresLenZero, PurgeSkipsWork, PurgeWithoutCapability,
     CloseUnmaps, ReceivedWithoutCloexec, IgnoresAcceptFds, ReceivedNotLowest, *STATE_MUTANTS,
 ]
+
+
+class ManyBugs(SetSizeAfterMmap, DefaultNameSlash, ProtMaskCanGrow, MmapSizeZero, PrivateIsShared,
+               PinForgetsPurge, PurgeWithoutCapability, CloseUnmaps, ReceivedWithoutCloexec, IgnoresAcceptFds,
+               DupSeparatePosition, UnpinMergesAdjacent):
+    """Twelve independent bugs in twelve areas at once (each mutant's perform wraps the next): what a
+    new implementation looks like on its first run, and what one run must report in full."""
+    name = "mutant-many-bugs"
+    breaks = "many"
+    patches: ClassVar[Patches] = (*DupSeparatePosition.patches, *UnpinMergesAdjacent.patches)
+    bugs: ClassVar[tuple[type[Mutant], ...]] = (
+        SetSizeAfterMmap, DefaultNameSlash, ProtMaskCanGrow, MmapSizeZero, PrivateIsShared, PinForgetsPurge,
+        PurgeWithoutCapability, CloseUnmaps, ReceivedWithoutCloexec, IgnoresAcceptFds, DupSeparatePosition,
+        UnpinMergesAdjacent)

@@ -272,20 +272,27 @@ def binder_only(assets: VmAssets, tmp_path: Path) -> Path:
 
 def test_a_kernel_with_binder_only_runs_the_memfd_profile(assets: VmAssets, binder_only: Path,
                                                            tmp_path: Path) -> None:
-    """A user's kernel without ashmem (as every 6.x kernel is): the adapter probes the guest, runs
-    the memfd profile with fd transfer through the real binder, and the conformance passes."""
+    """A user's kernel without ashmem (given by path, as an Android common kernel would be): the
+    adapter probes the guest, runs the memfd profile with fd transfer through the real binder, and
+    the conformance passes, but for the known bugs of the guest's release (this is Debian's 5.10,
+    whose seal bugs it declares: seen, or not met by this short run, which fails as stale)."""
     modules = binder_only
     report = tmp_path / "report"
     done = subprocess.run([sys.executable, "-m", "ashcheck.conformance.cli", "run", "--adapter", "kernel",
                            "--adapter-option", f"kernel={assets.kernel}", "--adapter-option", f"modules={modules}",
                            "--profile", "quick", "--report", str(report)],
                           capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    output = done.stdout[-3000:] + done.stderr[-3000:]
     meta = json.loads((report / "report.json").read_text())
     assert meta["profile"] == "memfd"
     assert "ashmem-device" not in meta["capabilities"] and "fd-transfer" in meta["capabilities"]
-    passed = {r["rule"] for r in meta["results"] if r["status"] == "pass"}
+    status = {r["rule"]: r["status"] for r in meta["results"]}
+    passed = {rule for rule, s in status.items() if s == "pass"}
     assert {"binder.fd.cloexec", "binder.fd.lowest-free", "memfd.mmap.private-cow"} <= passed, sorted(passed)
+    known = set(known_bugs.deviations(assets.release, "memfd"))
+    assert known, "Debian's 5.10 has known seal bugs in memfd mode"
+    assert {rule for rule, s in status.items() if s in ("fail", "xfail")} <= known, output
+    assert done.returncode == (1 if "fail" in status.values() else 0), output
 
 
 # seals: what each release lets through, and its known bugs ---------------------------------------

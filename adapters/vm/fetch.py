@@ -69,6 +69,7 @@ def fetch(progress: Progress | None = None, *, kernel: str = DEFAULT, force: boo
     root = cache_root()
     stage = f"kernel-{choice.name}"
     with locked(root):
+        owned.sweep(SCRATCH_PREFIX, root)  # what a killed fetch left: a package unpacked halfway
         stages = read_manifest(root)
         for name in (stage, "busybox"):
             old = None if force else stages.get(name)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from ashcheck.adapters.base import Capability
+from ashcheck.adapters.base import AdapterUnavailable, Capability
 from ashcheck.adapters.executor_ops import hexed, unhex
 from ashcheck.adapters.kernel import KernelAdapter
 from ashcheck.adapters.vm import fetch as fetching
@@ -97,6 +97,15 @@ def test_fetch_again_only_verifies_checksums(name: str) -> None:
     assert first.package and first.package in first.origin, first
     assert lines and all("cached, checksums verified" in line for line in lines), lines
     assert {p: p.stat().st_mtime_ns for p in before} == before
+
+
+def test_fetch_removes_what_a_killed_fetch_left() -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    left = cache_root() / f"{fetching.SCRATCH_PREFIX}{dead.pid}.1-test"
+    (left / "tree" / "boot").mkdir(parents=True)
+    fetching.fetch()
+    assert not left.exists()
 
 
 @pytest.mark.parametrize("name", KERNELS)
@@ -356,3 +365,11 @@ def test_5_10_in_ashmem_mode_declares_no_memfd_bug() -> None:
         assert adapter.identity()["regions"] == "ashmem driver"
     finally:
         adapter.close()
+
+
+@pytest.mark.usefixtures("no_qemu_left")
+def test_regions_ashmem_on_a_kernel_without_it_cannot_start() -> None:
+    adapter = KernelAdapter(kernel="6.1", regions="ashmem")
+    with pytest.raises(AdapterUnavailable, match=r"regions=ashmem, but the guest .* has no /dev/ashmem"):
+        adapter.start()
+    assert adapter.vm is None

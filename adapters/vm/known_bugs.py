@@ -18,7 +18,9 @@ and those replays in agreement, both ways):
 
 Each bypass needs the new mapping to land right below or right above an older shared mapping of
 the same memfd, made before the seal, with the same prot, and file-contiguous with it; a mapping
-that is not contiguous (or of another prot) always met the seal.
+that is not contiguous (or of another prot) always met the seal. 5.10's ashmem driver keeps its
+prot mask in every meeting (its mappings' file is the backing shmem file, a new mapping's is
+/dev/ashmem: they never merge), so these are memfd-mode bugs only.
 """
 
 from __future__ import annotations

@@ -27,8 +27,10 @@ below it, the placeholder is unmapped, then the seal, then the new mapping). `la
 the new mapping really went, from /proc/self/maps, so a replay whose placement did not happen is
 seen as such, not as a kernel that kept its seal.
 
-Each sequence runs in a fresh process and is judged step by step by the spec (memfd profile): the
-first step it refuses names the rule a conformance run would fail.
+Each sequence runs in a fresh process and is judged step by step by the spec: the first step it
+refuses names the rule a conformance run would fail. The same meetings apply to the C ashmem
+driver, where "the seal" is the prot mask (SET_PROT_MASK without PROT_WRITE; rules
+ashmem.mmap.prot-outside-mask and ashmem.mprotect.beyond-mask), and write() is EINVAL anyway.
 """
 
 from __future__ import annotations
@@ -118,7 +120,7 @@ class Replay:
 
 
 def replay(adapter: Adapter, meeting: Meeting, proc: int, maps: MapsReader | None = None) -> Replay:
-    """Run `meeting` in a fresh process `proc` of a started adapter (memfd profile) and judge it."""
+    """Run `meeting` in a fresh process `proc` of a started adapter and judge it by the adapter's profile."""
     spec = Spec(adapter.profile, page_size=adapter.page_size, long_bits=adapter.long_bits,
                 memory=adapter.memory_bytes)
     result = Replay(meeting)
@@ -142,7 +144,7 @@ def replay(adapter: Adapter, meeting: Meeting, proc: int, maps: MapsReader | Non
         step(o.Mmap(proc, fd, OLDER, OLDER_PAGES * PAGE, m.older_prot, True, m.older_offset))
         if m.placement == "above":
             step(o.Munmap(proc, PLACEHOLDER))
-        step(o.SetProtMask(proc, fd, PROT_READ | PROT_EXEC))  # F_SEAL_FUTURE_WRITE
+        step(o.SetProtMask(proc, fd, PROT_READ | PROT_EXEC))  # memfd: F_SEAL_FUTURE_WRITE
         before = maps(proc) if maps else ""
         mapped = step(o.Mmap(proc, fd, NEW, PAGE, m.new_prot, True, m.new_offset))
         if maps and mapped.succeeded:
@@ -165,7 +167,7 @@ def replay(adapter: Adapter, meeting: Meeting, proc: int, maps: MapsReader | Non
 def _ranges(text: str, name: str) -> list[tuple[int, int]]:
     found = []
     for line in text.splitlines():
-        if f"/memfd:{name}" in line:
+        if f"/memfd:{name} " in line or f"/dev/ashmem/{name} " in line:
             start, _, end = line.split()[0].partition("-")
             found.append((int(start, 16), int(end, 16)))
     return sorted(found)

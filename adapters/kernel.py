@@ -1,16 +1,25 @@
-"""The `kernel` adapter: the real C ashmem driver and the real binder driver of Linux 5.10, in a
-small qemu VM (Debian bullseye's 5.10 kernel with ashmem_linux and binder_linux).
+"""The `kernel` adapter: the real binder driver, and the real C ashmem driver where the kernel has
+one, in a small qemu VM running a Debian kernel (kernels.py) or a kernel of your own.
 
 `start` fetches and prepares the VM on first use (`ashcheck vm fetch` does the same ahead of time),
 boots one guest per test process (so per pytest-xdist worker), and starts a servicemanager on
 /dev/binder (a context manager set with BINDER_SET_CONTEXT_MGR_EXT and ACCEPTS_FDS: the 5.10
 driver delivers fds only to nodes that accept them). Executors run as root, and as uid 65534 for
 unprivileged processes. Capabilities are probed from what the guest offers: a kernel without
-ashmem (a 6.x kernel has binder only) runs the `memfd` profile, with regions from memfd_create
-as libcutils makes them there, and fd transfer through the real binder.
+ashmem (6.x has binder only), or a 5.10 guest told `regions=memfd`, runs the `memfd` profile, with
+regions from memfd_create as libcutils makes them there, and fd transfer through the real binder.
 
-Options: `kernel=PATH` (a vmlinux or bzImage of your own, e.g. an Android common kernel),
-`modules=DIR` (its .ko files), `timeout=SECONDS` per request (default 30).
+The guest reports its `uname -r` and `uname -v`: `identity()` gives them to the report, and the
+known bugs of that exact release (known_bugs.py) become the run's declared deviations, so a report
+says "known bug of <release>" and a release that newly shows one fails.
+
+Options:
+  kernel=5.10|6.1|6.12  a Debian kernel by name (default 5.10: bullseye, with ashmem_linux), or
+  kernel=PATH           a vmlinux or bzImage of your own (an Android common kernel, say), with
+  modules=DIR           its .ko files;
+  regions=auto|ashmem|memfd  where regions come from: the ashmem driver when the guest has one
+                        (auto), required (ashmem), or memfd with ashmem_linux not even loaded;
+  timeout=SECONDS       per request (default 30).
 """
 
 from __future__ import annotations
@@ -22,17 +31,27 @@ from ashcheck.adapters.executor_adapter import ExecutorAdapter
 from ashcheck.adapters.executor_ops import MemfdRegions
 from ashcheck.adapters.hub import HubTransport
 
+REGIONS = ("auto", "ashmem", "memfd")
+ASHMEM_MODULE = "ashmem_linux"
+
 
 class KernelAdapter(ExecutorAdapter):
     name: ClassVar[str] = "kernel"
     profile: ClassVar[str] = "ashmem"
 
     def __init__(self, **options: str) -> None:
-        self.kernel_path = options.pop("kernel", None)
+        from ashcheck.adapters.vm.fetch import kernel_choice
+
+        self.kernel_option = options.pop("kernel", None)
         self.modules_path = options.pop("modules", None)
+        self.regions_option = options.pop("regions", "auto")
         self.timeout = float(options.pop("timeout", "30"))
         super().__init__(**options)
+        if self.regions_option not in REGIONS:
+            raise ValueError(f"regions={self.regions_option!r}: expected one of {', '.join(REGIONS)}")
+        self.choice = kernel_choice(self.kernel_option, self.modules_path)  # ValueError: a usage error
         self.vm: object | None = None
+        self._identity: dict[str, str] = {}
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -41,29 +60,30 @@ class KernelAdapter(ExecutorAdapter):
         return unavailable_reason()
 
     def start(self) -> None:
-        from pathlib import Path
-
         from ashcheck.adapters.channel import Hub
+        from ashcheck.adapters.vm import known_bugs
         from ashcheck.adapters.vm.assets import VmError
-        from ashcheck.adapters.vm.fetch import fetch, user_assets
-        from ashcheck.adapters.vm.qemu import Vm
+        from ashcheck.adapters.vm.fetch import prepare
+        from ashcheck.adapters.vm.qemu import Vm, without_modules
 
         try:
-            if self.kernel_path:
-                modules = Path(self.modules_path) if self.modules_path else None
-                assets = user_assets(Path(self.kernel_path), modules, progress=print)
-            else:
-                assets = fetch(progress=print)
+            assets = prepare(self.choice, self.modules_path, progress=print)
+            if self.regions_option == "memfd" and any(m.name == f"{ASHMEM_MODULE}.ko" for m in assets.modules):
+                assets = without_modules(assets, [ASHMEM_MODULE])
             vm = Vm.boot(assets)
         except VmError as exc:
             raise AdapterUnavailable(str(exc)) from exc
         self.vm = vm
+        if self.regions_option == "ashmem" and not vm.has_ashmem:
+            self.close()
+            raise AdapterUnavailable(f"regions=ashmem, but the guest of {assets.origin} has no /dev/ashmem "
+                                     f"(kernel {vm.guest.get('release')}: ashmem left Linux in 5.18)")
         self.memory_bytes = vm.memory_bytes
         self.transport = HubTransport(Hub(vm.socket), self.timeout)
         caps = {Capability.MULTI_PROCESS, Capability.MAPS_NAME, Capability.PRIVILEGED, Capability.UNPRIVILEGED}
         if vm.has_ashmem:
             caps.add(Capability.ASHMEM_DEVICE)
-        else:  # a kernel with binder only (6.x): regions as libcutils makes them there, from memfd
+        else:  # binder only (6.x, or regions=memfd): regions as libcutils makes them there, from memfd
             self.profile = "memfd"  # type: ignore[misc]
             self.regions = MemfdRegions()
         if vm.has_binder:
@@ -72,9 +92,26 @@ class KernelAdapter(ExecutorAdapter):
                 self.binder_device = b"/dev/binder"
                 caps.add(Capability.FD_TRANSFER)
         self.capabilities = frozenset(caps)
+        release = vm.guest.get("release", "")
+        self.deviations = known_bugs.deviations(release, self.profile)
+        self._identity = _identity(assets.origin, assets.package, vm.guest, self.profile)
+
+    def identity(self) -> dict[str, str]:
+        """The guest's kernel: `release` (uname -r), `version` (uname -v, which names the Debian
+        package version of Debian's kernels), `package` (the image package and version, when the
+        kernel came from Debian), `kernel` (where it came from), `regions` (ashmem driver or memfd),
+        and `known_bugs` (the rule ids the release is known to break, declared as deviations)."""
+        return dict(self._identity, known_bugs=" ".join(sorted(self.deviations)))
 
     def close(self) -> None:
         super().close()
         vm, self.vm = self.vm, None
         if vm is not None:
             vm.close()  # type: ignore[attr-defined]
+
+
+def _identity(origin: str, package: str, guest: dict[str, str], profile: str) -> dict[str, str]:
+    found = {"kernel": origin, "release": guest.get("release", ""), "version": guest.get("version", ""),
+             "package": package, "regions": "ashmem driver" if profile == "ashmem" else "memfd"}
+    return {key: value for key, value in found.items() if value}
+

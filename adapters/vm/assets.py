@@ -33,8 +33,11 @@ class VmAssets:
         kernel: an ELF vmlinux with the PVH note (fast boot), or a bzImage (booted the slow way).
         modules: uncompressed .ko files, in the order the guest must insmod them.
         busybox: a static x86_64 busybox, the guest's only userland besides the executor.
-        release: the kernel release ("5.10.0-32-amd64"), or "user" for a kernel given by path.
+        release: the kernel release ("5.10.0-32-amd64"), or "user" for a kernel given by path
+            (the guest reports its `uname -r` once booted).
         origin: where the kernel came from, for messages and reports.
+        package: the Debian image package and its version ("linux-image-… 5.10.223-1"); "" when
+            not known (a user's kernel).
     """
 
     kernel: Path
@@ -42,6 +45,7 @@ class VmAssets:
     busybox: Path
     release: str
     origin: str
+    package: str = ""
 
 
 def cache_root() -> Path:

@@ -1,12 +1,12 @@
-"""Packages from Debian bullseye, fetched with the host's own apt but a private state directory.
-
-Why bullseye: its `linux-image-5.10.0-*-amd64` is the last Debian kernel that ships both
-`ashmem_linux.ko` and `binder_linux.ko` (ashmem left the kernel in 5.18).
+"""Packages from one Debian suite (bullseye, bookworm, trixie: kernels.py), fetched with the host's
+own apt but a private state directory per suite.
 
 Why a private apt directory: the host's apt configuration, lists and dpkg status stay untouched,
-and the host may run any Debian release. Only the archive's address is borrowed from the host's
-sources (the entry of its own release), so whatever mirror or proxy the machine is set up for is
-used; ASHCHECK_DEBIAN_ARCHIVE overrides it (e.g. on a non-Debian host that still has apt).
+and the host may run any Debian release: each suite gets its own sources list (passed with
+`-o Dir::Etc::sourcelist=…`, the host's sources.list.d ignored), lists, status and package cache.
+Only the archive's address is borrowed from the host's sources (the entry of its own release), so
+whatever mirror or proxy the machine is set up for is used; ASHCHECK_DEBIAN_ARCHIVE overrides it
+(e.g. on a non-Debian host that still has apt, or once a suite has moved to archive.debian.org).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ashcheck.adapters.vm.assets import Progress, VmError
 
-SUITE = "bullseye"
+DEFAULT_SUITE = "bullseye"  # where busybox-static comes from when the host has none
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 ARCHIVE_ENV = "ASHCHECK_DEBIAN_ARCHIVE"
 
@@ -58,8 +58,9 @@ def _one_line_uris(text: str, codename: str) -> list[str]:
     return uris
 
 
-def archive_uri() -> str:
-    """The Debian archive URI of the host's apt entry for its own release (or $ASHCHECK_DEBIAN_ARCHIVE)."""
+def archive_uri(suite: str) -> str:
+    """The Debian archive URI of the host's apt entry for its own release (or $ASHCHECK_DEBIAN_ARCHIVE),
+    to read `suite` from. Raises VmError when the host's sources name none."""
     if os.environ.get(ARCHIVE_ENV):
         return os.environ[ARCHIVE_ENV]
     codename = _codename()
@@ -71,7 +72,7 @@ def archive_uri() -> str:
         if source.is_file() and (uris := _one_line_uris(source.read_text(errors="replace"), codename)):
             return uris[0]
     raise VmError(f"no apt source for this host's release ({codename or 'unknown'}) in /etc/apt: "
-                  f"set {ARCHIVE_ENV} to a Debian archive URI that carries {SUITE}")
+                  f"set {ARCHIVE_ENV} to a Debian archive URI that carries {suite}")
 
 
 def _dpkg_compare(a: str, b: str) -> int:
@@ -91,10 +92,11 @@ def newest(candidates: list[tuple[str, str]], prefer: str = "-unsigned") -> tupl
 
 
 class Apt:
-    """apt-get / apt-cache on a private state directory `root`, reading only bullseye/main amd64."""
+    """apt-get / apt-cache on a private state directory `root`, reading only `suite`/main amd64."""
 
-    def __init__(self, root: Path, progress: Progress) -> None:
+    def __init__(self, root: Path, progress: Progress, suite: str = DEFAULT_SUITE) -> None:
         self.root = root
+        self.suite = suite
         self.progress = progress
         self._updated = False
         self._uri = ""
@@ -114,7 +116,7 @@ class Apt:
 
     def _run(self, tool: str, *args: str, cwd: Path | None = None) -> str:
         if shutil.which(tool) is None:
-            raise VmError(f"`{tool}` not found: the kernel adapter fetches its Linux 5.10 kernel with apt "
+            raise VmError(f"`{tool}` not found: the kernel adapter fetches its Debian kernels with apt "
                           "(a Debian-like host with the `apt` package)")
         done = subprocess.run([tool, *self._options(), *args], cwd=cwd, capture_output=True, text=True,
                               check=False)
@@ -125,23 +127,23 @@ class Apt:
 
     def _fail(self, what: str, output: str) -> None:
         tail = "\n".join(output.strip().splitlines()[-8:])
-        raise VmError(f"`{what}` failed with the {SUITE} sources of {self._uri}:\n{tail}")
+        raise VmError(f"`{what}` failed with the {self.suite} sources of {self._uri}:\n{tail}")
 
     def update(self) -> None:
-        """Fetch bullseye's package lists once per instance."""
+        """Fetch the suite's package lists once per instance."""
         if self._updated:
             return
         if not KEYRING.is_file():
             raise VmError(f"{KEYRING} is missing: install the `debian-archive-keyring` package")
-        self._uri = archive_uri()
+        self._uri = archive_uri(self.suite)
         for sub in ("lists/partial", "cache/archives/partial"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         (self.root / "status").write_text("")
-        (self.root / "sources.list").write_text(f"deb [signed-by={KEYRING}] {self._uri} {SUITE} main\n")
-        self.progress(f"apt: reading the {SUITE} package lists from {self._uri}")
+        (self.root / "sources.list").write_text(f"deb [signed-by={KEYRING}] {self._uri} {self.suite} main\n")
+        self.progress(f"apt: reading the {self.suite} package lists from {self._uri}")
         self._run("apt-get", "update")
         # apt-get update exits 0 when it could not fetch a list, and only warns: look for the list.
-        if not any((self.root / "lists").glob(f"*_dists_{SUITE}_main_binary-amd64_Packages*")):
+        if not any((self.root / "lists").glob(f"*_dists_{self.suite}_main_binary-amd64_Packages*")):
             self._fail("apt-get update", self.stderr + "\n(no package list was fetched: is the archive reachable?)")
         self._updated = True
 

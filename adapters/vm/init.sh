@@ -2,8 +2,8 @@
 # /init of the kernel adapter's guest (busybox sh, pid 1). image.py puts beside it:
 #   /bin/busybox (+ applet links), /bin/ashcheck-exec (the executor, or a test stand-in),
 #   /lib/modules/*.ko and /etc/ashcheck/modules ("<file>.ko [params]" per line, dependencies first).
-# It loads the modules, finds the virtio-serial port named ashcheck0, writes one line there saying
-# what the guest offers, then runs the executor's hub on that port until the host hangs up.
+# It loads the modules, finds the virtio-serial port named ashcheck0, writes two lines there saying
+# what the guest is and offers, then runs the executor's hub on that port until the host hangs up.
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -45,6 +45,9 @@ has() { [ -c "$1" ] && echo 1 || echo 0; }
 exec 3<>"$port"
 # memory = MemTotal + SwapTotal in bytes: the bound of shmem's overcommit check on a first mmap.
 memory=$(awk '/^(MemTotal|SwapTotal):/ { kb += $2 } END { print kb * 1024 }' /proc/meminfo)
+# uname -v first, on a line of its own (it holds spaces): "#1 SMP Debian 5.10.223-1 (2024-08-10)"
+# names the exact build where uname -r ("5.10.0-32-amd64") names only the ABI.
+echo "* vm-version $(uname -v)" >&3
 echo "* vm ashmem=$(has /dev/ashmem) binder=$(has /dev/binder) release=$(uname -r) memory=$memory" \
      "failed=$failed" >&3
 # Not exec'd: init stays to end the guest when the hub ends (reboot, which qemu's -no-reboot turns

@@ -3,11 +3,13 @@
 The configuration is the fastest one measured in kernel-observed.md (§4) on these 2-core machines:
 TCG (KVM hangs here), `-cpu qemu64` (cheaper to emulate than `max`), q35, the ELF vmlinux booted
 by PVH, and kernel arguments that skip calibrations and probes a throwaway guest does not need.
-The host side of the port is a unix socket in a private temp dir; the kernel console goes to a
-log file there, whose tail is quoted when a boot fails.
+The host side of the port is a unix socket in a private temp dir, named after its owning process
+(owned.py) so that one left by a killed run is removed by the next boot; the kernel console goes to
+a log file there, whose tail is quoted when a boot fails.
 
-What /init writes on the port (init.sh): first `* vm ashmem=0|1 binder=0|1 release=… failed=…`,
-then the executor's hub serves `<proc> <request>` lines. `* ping` is answered `* ok`.
+What /init writes on the port (init.sh): `* vm-version <uname -v>`, then `* vm ashmem=0|1 binder=0|1
+release=<uname -r> memory=… failed=…`, then the executor's hub serves `<proc> <request>` lines.
+`* ping` is answered `* ok`.
 
 No qemu outlives its Python process: it is killed by the kernel when the thread that started it
 dies (PR_SET_PDEATHSIG, set in the child before exec), and shut down by a weakref finalizer that
@@ -29,15 +31,16 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import weakref
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 
-from ashcheck.adapters.vm import image
+from ashcheck.adapters.vm import image, owned
 from ashcheck.adapters.vm.assets import VmAssets, VmError
-from ashcheck.adapters.vm.fetch import fetch, user_assets
+from ashcheck.adapters.vm.fetch import kernel_choice, prepare
+from ashcheck.adapters.vm.kernels import DEFAULT, KERNELS
 
 PORT_NAME = "ashcheck0"
 QEMU = "qemu-system-x86_64"
@@ -53,7 +56,7 @@ FAST_ARGS = ("console=ttyS0 quiet loglevel=1 panic=-1 mitigations=off no_timer_c
              "lpj=4000000 i8042.noaux i8042.nokbd i8042.nopnp noreplace-smp nokaslr norandmaps "
              "cryptomgr.notests rodata=off acpi=off reboot=t")
 CONSOLE_TAIL = 40
-WORKDIR_PREFIX = "ashcheck-vm-"  # then the owning pid: stale ones are found by it
+WORKDIR_PREFIX = "ashcheck-vm-"  # then the owner (owned.py): those of dead owners are removed
 SHUTDOWN_GRACE = 2.0  # seconds for the guest to reboot (= qemu exits) after the host hangs up
 
 _PR_SET_PDEATHSIG = 1
@@ -135,13 +138,19 @@ class _Lines:
         return line.decode(errors="replace")
 
     def until_pong(self, deadline: float) -> dict[str, str]:
-        """Read up to the `* ok` answering the boot's ping; return what `* vm …` reported."""
+        """Read up to the `* ok` answering the boot's ping; return what `* vm …` reported, with
+        `version` from `* vm-version …` (uname -v, which holds spaces)."""
         guest: dict[str, str] = {}
+        version = None
         while (line := self.readline(deadline)) != "* ok":
             if line.startswith("* vm "):
                 guest = dict(word.partition("=")[::2] for word in line.split()[2:])
+            elif line.startswith("* vm-version "):
+                version = line[len("* vm-version "):]
         if not guest:
             raise VmError("the hub answered before /init reported the guest (no `* vm …` line)")
+        if version is not None:
+            guest["version"] = version
         return guest
 
 
@@ -150,7 +159,8 @@ class Vm:
 
     Attributes:
         boot_seconds: from starting qemu to the hub's first `* ok`.
-        guest: what /init reported: {"ashmem": "1", "binder": "1", "release": …, "failed": …}.
+        guest: what /init reported: {"ashmem": "1", "binder": "1", "release": <uname -r>,
+            "version": <uname -v>, "memory": …, "failed": <modules that did not load>}.
         socket: the connected port, for a protocol client (blocking, no timeout).
         workdir: the private temp dir (console.log, qemu.log, port.sock), removed by close().
     """
@@ -193,8 +203,7 @@ class Vm:
         if reason := unavailable_reason():
             raise VmError(reason)
         initrd = image.build(assets, executor or _default_executor())
-        _sweep_workdirs()
-        workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-"))
+        workdir = owned.make(WORKDIR_PREFIX)  # removing those of dead owners first
         start = time.monotonic()
         with open(workdir / "qemu.log", "wb") as log:
             proc = subprocess.Popen(command(assets, initrd, workdir, memory_mb), stdin=subprocess.DEVNULL,
@@ -258,19 +267,10 @@ def _default_executor() -> Path:
     return Path(executor_path("x86_64"))
 
 
-def _sweep_workdirs() -> None:
-    """Remove the temp dirs of VMs whose Python process is gone. A process killed by SIGTERM or
-    SIGKILL cannot clean up (qemu dies with it, by PDEATHSIG); the next boot does it instead."""
-    for stale in Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*-*"):
-        owner = stale.name[len(WORKDIR_PREFIX):].split("-", 1)[0]
-        if not owner.isdigit() or int(owner) == os.getpid():
-            continue
-        try:
-            os.kill(int(owner), 0)
-        except ProcessLookupError:
-            shutil.rmtree(stale, ignore_errors=True)
-        except PermissionError:
-            pass  # alive, another user's
+def _sweep_workdirs() -> list[Path]:
+    """Remove the temp dirs of VMs whose Python process is gone (each boot does it first). A process
+    killed by SIGKILL cannot clean up (qemu dies with it, by PDEATHSIG); the next boot does it instead."""
+    return owned.sweep(WORKDIR_PREFIX)
 
 
 def _connect(proc: subprocess.Popen[bytes], path: Path, deadline: float) -> socket.socket:
@@ -315,26 +315,48 @@ def _failure(exc: BaseException, proc: subprocess.Popen[bytes], workdir: Path, t
 
 
 def main_boot_check(argv: list[str]) -> int:
-    """`ashcheck vm boot-check [--standin] [--kernel PATH [--modules DIR]] [--pings N]`: boot, ping,
-    print the boot time, what the guest offers and the ping round trip, shut down. 0 ok, 1 VmError."""
+    """`ashcheck vm boot-check [--kernel NAME|PATH [--modules DIR]] [--without MODULE] [--standin] [--pings N]`:
+    boot, ping, print the boot time, what the guest offers and the ping round trip, shut down.
+    0 ok, 1 VmError, 2 usage error."""
     parser = argparse.ArgumentParser(prog="ashcheck vm boot-check", description=main_boot_check.__doc__)
     parser.add_argument("--standin", action="store_true", help="a shell stand-in instead of the executor's hub")
-    parser.add_argument("--kernel", type=Path, help="boot this vmlinux or bzImage instead of Debian's 5.10")
-    parser.add_argument("--modules", type=Path, help="with --kernel: a directory of .ko files to load")
+    parser.add_argument("--kernel", default=DEFAULT, metavar="|".join([*KERNELS, "PATH"]),
+                        help=f"a Debian kernel by name (default {DEFAULT}), or your own vmlinux or bzImage")
+    parser.add_argument("--modules", type=Path, help="with --kernel PATH: a directory of .ko files to load")
+    parser.add_argument("--without", action="append", default=[], metavar="MODULE",
+                        help="do not load this module (e.g. ashmem_linux: the 5.10 guest in memfd mode)")
     parser.add_argument("--pings", type=int, default=100)
     parser.add_argument("--timeout", type=float, default=60)
     args = parser.parse_args(argv)
     try:
-        assets = user_assets(args.kernel, args.modules) if args.kernel else fetch()
+        choice = kernel_choice(args.kernel, args.modules)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        assets = without_modules(prepare(choice, args.modules), args.without)
         with Vm.boot(assets, timeout=args.timeout,
                      executor=image.standin_executor() if args.standin else None) as vm:
             rtt = statistics.median(vm.ping() for _ in range(max(1, args.pings)))
             print(f"booted {assets.origin} in {vm.boot_seconds:.2f} s; guest: "
-                  f"{' '.join(f'{k}={v}' for k, v in sorted(vm.guest.items()))}; ping {rtt * 1e6:.0f} µs")
+                  f"{' '.join(f'{k}={v}' for k, v in sorted(vm.guest.items()) if k != 'version')}; "
+                  f"ping {rtt * 1e6:.0f} µs; uname -v: {vm.guest.get('version', '?')}")
     except VmError as exc:
         print(f"ashcheck vm boot-check: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def without_modules(assets: VmAssets, names: list[str] | tuple[str, ...]) -> VmAssets:
+    """`assets` whose guest does not load the modules `names` (e.g. ashmem_linux, for a 5.10 guest
+    with binder only). Raises VmError for a name the guest would not have loaded anyway, so that a
+    typo does not pass for a module left out."""
+    loaded = {m.name.removesuffix(".ko") for m in assets.modules}
+    unknown = sorted(set(names) - loaded)
+    if unknown:
+        raise VmError(f"the guest of {assets.origin} loads no module {', '.join(unknown)} "
+                      f"(it loads {', '.join(sorted(loaded)) or 'none'})")
+    kept = tuple(m for m in assets.modules if m.name.removesuffix(".ko") not in names)
+    return replace(assets, modules=kept)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ below are where the host library breaks that contract, each with the reason in i
 
 from __future__ import annotations
 
+import functools
+import platform
 import shutil
 import subprocess
 from pathlib import Path
@@ -29,10 +31,9 @@ INCLUDE = Path("/usr/include/android")  # android-libcutils-dev: <cutils/ashmem.
 PACKAGE = "android-libcutils"
 
 
+@functools.cache
 def _multiarch() -> str:
     """Debian's multiarch triplet of this host's compiler (x86_64-linux-gnu, aarch64-linux-gnu…)."""
-    import platform
-
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is not None:
         done = subprocess.run([cc, "-print-multiarch"], capture_output=True, text=True, timeout=60)
@@ -55,47 +56,45 @@ def _version() -> str:
     return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "unknown"
 
 
-# Why the host library differs from the driver, from ashmem-host.cpp (platform-tools-29.0.6). A region
-# is `mkstemp("/tmp/android-ashmem-<pid>-XXXXXXXXX")`, unlinked, then `ftruncate(fd, size)`: a plain
-# file, so the ashmem ioctls on it are ENOTTY, and file I/O and mmap follow the file system's rules.
-_FILE = "a region is a plain temp file (mkstemp + unlink + ftruncate in ashmem_create_region)"
-_NO_NAME = "ashmem_create_region(const char* /*ignored*/, …) drops the name and there is no name call: "
-_NO_IOCTL = "; libcutils has no call for it, and the ioctl on a plain file is ENOTTY"
-_PROT_NOOP = "ashmem_set_prot_region(int /*fd*/, int /*prot*/) is `return 0`: no mask is kept or enforced"
-_PIN_NOOP = ("ashmem_pin_region/ashmem_unpin_region(int /*fd*/, size_t /*offset*/, size_t /*len*/) are `return 0`: "
-             "no argument is checked")
+# Why the host library differs from the driver, each from ashmem-host.cpp (platform-tools-29.0.6): a
+# region is `mkstemp("/tmp/android-ashmem-<pid>-XXXXXXXXX")`, unlinked, then `ftruncate(fd, size)`, a
+# plain file; the ashmem ioctls on it are ENOTTY, and file I/O and mmap follow the file's rules.
+_FILE = "a region is a plain file (mkstemp + unlink + ftruncate): "
+_NO_NAME_SET = "no call sets a name (ashmem_create_region's is `/*ignored*/`); SET_NAME on the file is ENOTTY"
+_NO_SET_SIZE = "the size is fixed by ashmem_create_region's ftruncate; SET_SIZE on the file is ENOTTY"
+_PIN_NOOP = "ashmem_pin_region/ashmem_unpin_region are `return 0`, arguments unchecked"
 DEVIATIONS = {
-    "ashmem.create.fd": "ashmem_create_region opens the region with mkstemp(), which does not set O_CLOEXEC",
-    "ashmem.maps.name": _NO_NAME + "maps shows the temp file, /tmp/android-ashmem-<pid>-XXXXXXXXX (deleted)",
-    "ashmem.get-name.value": _NO_NAME + "GET_NAME" + _NO_IOCTL,
-    "ashmem.set-name.c-string": _NO_NAME + "SET_NAME" + _NO_IOCTL,
-    "ashmem.set-name.efault-first": _NO_NAME + "SET_NAME" + _NO_IOCTL,
-    "ashmem.set-name.empty-resets": _NO_NAME + "SET_NAME" + _NO_IOCTL,
-    "ashmem.set-name.mapped": _NO_NAME + "SET_NAME" + _NO_IOCTL,
-    "ashmem.set-name.stores": _NO_NAME + "SET_NAME" + _NO_IOCTL,
-    "ashmem.set-name.truncates": _NO_NAME + "SET_NAME" + _NO_IOCTL,
-    "ashmem.set-size.any": "the size is set once by ashmem_create_region's ftruncate; SET_SIZE" + _NO_IOCTL,
-    "ashmem.set-size.mapped": "the size is set once by ashmem_create_region's ftruncate; SET_SIZE" + _NO_IOCTL,
-    "ashmem.get-prot-mask.value": _PROT_NOOP + "; GET_PROT_MASK" + _NO_IOCTL,
-    "ashmem.set-prot-mask.add": _PROT_NOOP + ": adding bits succeeds",
-    "ashmem.mmap.prot-outside-mask": _PROT_NOOP + ": mmap is never refused for its prot",
-    "ashmem.mprotect.beyond-mask": _PROT_NOOP + ": mappings keep every VM_MAY* bit",
+    "ashmem.create.fd": "ashmem_create_region opens the file with mkstemp(), which does not set O_CLOEXEC",
+    "ashmem.maps.name": "the name is `/*ignored*/`: maps shows /tmp/android-ashmem-<pid>-XXXXXXXXX (deleted)",
+    "ashmem.get-name.value": "the name is `/*ignored*/` and no call reads one; GET_NAME on the file is ENOTTY",
+    "ashmem.set-name.c-string": _NO_NAME_SET,
+    "ashmem.set-name.efault-first": _NO_NAME_SET,
+    "ashmem.set-name.empty-resets": _NO_NAME_SET,
+    "ashmem.set-name.mapped": _NO_NAME_SET,
+    "ashmem.set-name.stores": _NO_NAME_SET,
+    "ashmem.set-name.truncates": _NO_NAME_SET,
+    "ashmem.set-size.any": _NO_SET_SIZE,
+    "ashmem.set-size.mapped": _NO_SET_SIZE,
+    "ashmem.get-prot-mask.value": "no mask is kept (ashmem_set_prot_region is `return 0`); GET_PROT_MASK is ENOTTY",
+    "ashmem.set-prot-mask.add": "ashmem_set_prot_region(int /*fd*/, int /*prot*/) is `return 0`: adding bits succeeds",
+    "ashmem.mmap.prot-outside-mask": "ashmem_set_prot_region is `return 0`: no mask restricts mmap",
+    "ashmem.mprotect.beyond-mask": "ashmem_set_prot_region is `return 0`: no mask restricts mprotect",
     "ashmem.pin.unaligned": _PIN_NOOP,
     "ashmem.pin.overflow": _PIN_NOOP,
-    "ashmem.pin.beyond-size": _PIN_NOOP + "; GET_PIN_STATUS" + _NO_IOCTL,
-    "ashmem.pin.not-mapped": _PIN_NOOP + "; GET_PIN_STATUS" + _NO_IOCTL,
-    "ashmem.get-pin-status.value": "nothing is ever unpinned (" + _PIN_NOOP[:40] + "…); GET_PIN_STATUS" + _NO_IOCTL,
-    "ashmem.pin.null-arg": "there is no pin call taking a pointer; PIN/UNPIN/GET_PIN_STATUS" + _NO_IOCTL,
-    "ashmem.purge.count": "nothing is ever unpinned or purged; PURGE_ALL_CACHES" + _NO_IOCTL,
-    "ashmem.purge.eperm": "nothing is ever purged; PURGE_ALL_CACHES" + _NO_IOCTL + ", privileged or not",
-    "fd.ebadf": _PIN_NOOP + ", not even the fd: on a closed fd they return 0",
-    "ashmem.read.not-mapped": _FILE + ": read() works before any mmap",
-    "ashmem.lseek.not-mapped": _FILE + ": lseek() works before any mmap",
-    "ashmem.lseek.size-zero": _FILE + ": lseek() works on an empty file",
-    "ashmem.write.einval": _FILE + ": write() stores data",
-    "ashmem.mmap.too-long": _FILE + ": mmap may pass its end (pages past EOF are SIGBUS)",
-    "ashmem.mmap.size-zero": _FILE + ": an empty file can be mapped (every page is past EOF: SIGBUS)",
-    "ashmem.mmap.private-anonymous": _FILE + ": MAP_PRIVATE is a copy-on-write view of its data",
+    "ashmem.pin.beyond-size": _PIN_NOOP + "; GET_PIN_STATUS on the file is ENOTTY",
+    "ashmem.pin.not-mapped": _PIN_NOOP + "; GET_PIN_STATUS on the file is ENOTTY",
+    "ashmem.pin.null-arg": "libcutils' pin calls take no pointer; PIN/UNPIN/GET_PIN_STATUS on the file are ENOTTY",
+    "ashmem.get-pin-status.value": "nothing is unpinned (ashmem_unpin_region is `return 0`); GET_PIN_STATUS is ENOTTY",
+    "ashmem.purge.count": "nothing is ever purged and no call purges; PURGE_ALL_CACHES on the file is ENOTTY",
+    "ashmem.purge.eperm": "no call purges; PURGE_ALL_CACHES on the file is ENOTTY, for unprivileged callers too",
+    "fd.ebadf": "ashmem_set_prot_region, _pin_region and _unpin_region ignore the fd: a closed one gives 0",
+    "ashmem.read.not-mapped": _FILE + "read() works before any mmap",
+    "ashmem.lseek.not-mapped": _FILE + "lseek() works before any mmap",
+    "ashmem.lseek.size-zero": _FILE + "lseek() works on an empty one",
+    "ashmem.write.einval": _FILE + "write() stores data",
+    "ashmem.mmap.too-long": _FILE + "mmap may pass its end (pages past EOF are SIGBUS)",
+    "ashmem.mmap.size-zero": _FILE + "an empty one can be mapped (every page is SIGBUS)",
+    "ashmem.mmap.private-anonymous": _FILE + "MAP_PRIVATE is a copy-on-write view of its data",
 }
 
 

@@ -2,7 +2,7 @@
  * executor_impl.c: the executor's verbs for a native implementation (ashcheck_impl.h).
  * Included by executor.c once, before its verb table; uses its reply and argument helpers.
  *
- * Built with -DASHCHECK_DLOPEN (build.py's "dlopen" variant, a dynamically linked host
+ * When built with -DASHCHECK_DLOPEN (build.py's "dlopen" variant, a dynamically linked host
  * executor), `impl_load` dlopen()s a library; without it (the static builds for VMs and devices,
  * which cannot load libraries) it answers `bad`, and so does `impl` before a library is loaded.
  *
@@ -22,8 +22,6 @@
  * Names are C strings: a name with a NUL byte ends there, as it would for a C caller.
  */
 #include "ashcheck_impl.h"
-
-#include <stddef.h>
 
 #ifdef ASHCHECK_DLOPEN
 #include <dlfcn.h>

@@ -138,12 +138,19 @@ class LibraryTransport(HostTransport):
     def __init__(self, binary: Path, library: Path, timeout: float) -> None:
         super().__init__(binary, timeout)
         self.library = library
-        self.loaded: Loaded | None = None
 
     def spawn(self, proc: int, uid: int | None) -> None:
-        super().spawn(proc, None)  # load as the harness: the file may be unreadable to `uid`
+        self.spawn_loaded(proc, uid)
+
+    def spawn_loaded(self, proc: int, uid: int | None = None) -> Loaded:
+        """Start the executor of `proc`, load the library (as the harness: the file may be
+        unreadable to `uid`), then drop to `uid`. Returns what the library provides. Raises
+        LibraryError (cannot load) or TransportLost."""
+        super().spawn(proc, None)
         try:
-            self.loaded = self._load(proc)
+            reply = self.request(proc, f"impl_load {hexed(os.fsencode(self.library))}")
+            if reply.status != "ok":
+                raise LibraryError(f"cannot load {self.library}: {_message(reply)}")
             if uid is not None:
                 dropped = self.request(proc, f"setuid {uid}")
                 if dropped.status != "ok":
@@ -152,11 +159,6 @@ class LibraryTransport(HostTransport):
         except BaseException:
             self.kill(proc)
             raise
-
-    def _load(self, proc: int) -> Loaded:
-        reply = self.request(proc, f"impl_load {hexed(os.fsencode(self.library))}")
-        if reply.status != "ok":
-            raise LibraryError(f"cannot load {self.library}: {_message(reply)}")
         version, name, *slots = reply.fields
         return Loaded(int(version), unhex(name).decode(errors="replace"), frozenset(slots))
 
@@ -285,22 +287,19 @@ class NativeAdapter(ExecutorAdapter):
         if not library.is_file():
             raise AdapterUnavailable(f"the library {library} does not exist")
         self.library_file = library
-        self.transport = LibraryTransport(binary, library, self.timeout)
+        transport = LibraryTransport(binary, library, self.timeout)
+        self.transport = transport
         self.capabilities = frozenset({Capability.MULTI_PROCESS, Capability.FD_TRANSFER, Capability.MAPS_NAME}
-                                      | self._probe())
+                                      | self._probe(transport))
 
-    def _probe(self) -> set[Capability]:
+    def _probe(self, t: LibraryTransport) -> set[Capability]:
         """Load the library once (its table, its slots), and learn the process's privileges, page
         size and word size, and whether a program here could open /dev/ashmem."""
-        t = self.transport
-        assert isinstance(t, LibraryTransport)
         try:
-            t.spawn(-1, None)
+            self.loaded = t.spawn_loaded(-1)
         except LibraryError as exc:
             raise AdapterUnavailable(str(exc)) from exc
         try:
-            self.loaded = t.loaded
-            assert self.loaded is not None
             self.regions = NativeRegions(self.loaded.slots)
             info = t.request(-1, "info")
             uid, self.page_size, self.long_bits = (int(f) for f in info.fields[1:4])

@@ -9,6 +9,10 @@ processes racing (pytest-xdist workers) both end with the same complete binary.
 
 Builds are reproducible: the same source, compiler and flags give the same bytes.
 
+Variants: "default", and "dlopen": a dynamically linked host executor that can load a native
+implementation of the ashmem calls (executor_impl.c, ashcheck_impl.h; adapters/native.py).
+The variant is part of the key (its flags) and of the directory name.
+
 CLI: `ashcheck executor build --target x86_64|aarch64|armv7|x86|host [--out DIR]`, or
 `python -m ashcheck.adapters.build --target aarch64`; prints the path of the binary.
 """
@@ -31,6 +35,12 @@ import tempfile
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("executor.c")
+INCLUDED = ("executor_impl.c", "ashcheck_impl.h")  # what executor.c #includes: hashed and copied with it
+# variant → (compiler flags, libraries); "dlopen" is built for this host with its C compiler only
+VARIANTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "default": ((), ()),
+    "dlopen": (("-DASHCHECK_DLOPEN",), ("-ldl",)),
+}
 BINARY = "ashcheck-exec"
 # Android ABI name → zig target triple (static musl: the device has no glibc, the VM no libc at all)
 TARGETS = {
@@ -102,28 +112,55 @@ def _identity(cc: tuple[str, ...]) -> bytes:
     return shlex.join(cc).encode() + b"\0" + done.stdout
 
 
-def cache_key(source: bytes, target: str | None) -> str:
-    """16 hex digits of sha256(source, compiler identity, flags)."""
+def _variant(target: str | None, variant: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(flags, libraries) of `variant`; the non-default variants need this host's C compiler."""
+    if variant not in VARIANTS:
+        raise BuildError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+    if variant != "default" and target is not None:
+        raise BuildError(f"the {variant} variant is built for this host only, not {target}")
+    if variant != "default" and _host_cc() is None:
+        raise BuildError(f"the {variant} variant needs this host's C compiler ($CC or cc): none found")
+    return VARIANTS[variant]
+
+
+def _sources() -> dict[str, bytes]:
+    """executor.c and the files it includes, by name."""
+    here = Path(__file__).parent
+    return {SOURCE.name: SOURCE.read_bytes(), **{name: (here / name).read_bytes() for name in INCLUDED}}
+
+
+def _joined(files: dict[str, bytes]) -> bytes:
+    """The files as one byte string for the key (lengths delimit names and contents)."""
+    return b"".join(len(n).to_bytes(8, "little") + n.encode() + len(d).to_bytes(8, "little") + d
+                    for n, d in files.items())
+
+
+def cache_key(source: bytes, target: str | None, variant: str = "default") -> str:
+    """16 hex digits of sha256(source, compiler identity, flags, variant)."""
     cc, target_flags = compiler(target)
+    flags, libs = _variant(target, variant)
     digest = hashlib.sha256()
-    for part in (source, _identity(tuple(cc)), " ".join((*FLAGS, *target_flags)).encode()):
+    for part in (source, _identity(tuple(cc)), " ".join((*FLAGS, *target_flags, *flags, *libs)).encode(),
+                 variant.encode()):
         digest.update(len(part).to_bytes(8, "little") + part)
     return digest.hexdigest()[:16]
 
 
-def executor_path(target: str | None = None) -> Path:
+def executor_path(target: str | None = None, variant: str = "default") -> Path:
     """The executor binary for `target` (None or "host": this machine; x86_64, aarch64, armv7, x86:
-    static musl), built on first use. Raises BuildError."""
+    static musl), built on first use. `variant` "dlopen": the host executor that can load a native
+    implementation (ashcheck_impl.h). Raises BuildError."""
     target = None if target == "host" else target
-    source = SOURCE.read_bytes()
-    final = cache_root() / f"{cache_key(source, target)}-{target or 'host'}"
+    files = _sources()
+    suffix = "" if variant == "default" else f"-{variant}"
+    final = cache_root() / f"{cache_key(_joined(files), target, variant)}-{target or 'host'}{suffix}"
     binary = final / BINARY
     if binary.exists():  # a directory only appears complete (renamed into place)
         return binary
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=final.parent))
     try:
-        _compile(source, target, tmp)
+        _compile(files, target, tmp, variant)
         try:
             tmp.rename(final)
         except OSError:
@@ -134,12 +171,15 @@ def executor_path(target: str | None = None) -> Path:
     return binary
 
 
-def _compile(source: bytes, target: str | None, workdir: Path) -> None:
-    """Compile a copy of `source` inside workdir (the same bytes that were hashed)."""
-    src = workdir / "executor.c"
-    src.write_bytes(source)
+def _compile(files: dict[str, bytes], target: str | None, workdir: Path, variant: str = "default") -> None:
+    """Compile copies of `files` inside workdir (the same bytes that were hashed)."""
+    copies = [workdir / name for name in files]
+    for copy in copies:
+        copy.write_bytes(files[copy.name])
+    src = workdir / SOURCE.name
     cc, target_flags = compiler(target)
-    command = [*cc, *target_flags, *FLAGS, "-o", BINARY, src.name]
+    flags, libs = _variant(target, variant)
+    command = [*cc, *target_flags, *FLAGS, *flags, "-o", BINARY, src.name, *libs]
     env = dict(os.environ, SOURCE_DATE_EPOCH="0")
     try:
         done = subprocess.run(command, capture_output=True, timeout=BUILD_TIMEOUT, cwd=workdir, env=env)
@@ -148,7 +188,8 @@ def _compile(source: bytes, target: str | None, workdir: Path) -> None:
     if done.returncode != 0 or not (workdir / BINARY).exists():
         stderr = done.stderr.decode(errors="replace").strip()
         raise BuildError(f"`{shlex.join(command)}` failed with status {done.returncode}:\n{stderr}")
-    src.unlink()
+    for copy in copies:
+        copy.unlink()
 
 
 def main_build(argv: list[str]) -> int:
@@ -156,10 +197,12 @@ def main_build(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="ashcheck executor build", description="build the native executor")
     parser.add_argument("--target", choices=["host", *TARGETS], default="host",
                         help="host (this machine, $CC or cc) or a static Android ABI (needs ziglang)")
+    parser.add_argument("--variant", choices=list(VARIANTS), default="default",
+                        help="dlopen: a host executor that can load a native implementation (ashcheck_impl.h)")
     parser.add_argument("--out", type=Path, help=f"copy the binary to DIR/{BINARY}")
     args = parser.parse_args(argv)
     try:
-        path = executor_path(args.target)
+        path = executor_path(args.target, args.variant)
     except BuildError as exc:
         print(f"ashcheck: {exc}", file=sys.stderr)
         return 1

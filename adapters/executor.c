@@ -67,6 +67,8 @@
  *                                        (MSG_CMSG_CLOEXEC), as binder installs them. fds arriving
  *                                        with any other line are closed before it runs.
  *   exit                              -> ok, then exit(0)
+ *   impl_load, impl                   a native implementation's calls (ashcheck_impl.h): see
+ *                                        executor_impl.c
  *   Binder (raw protocol, Linux >= 4.20 semantics; see binder-fd.md §1):
  *   binder_open <devhex> <accept_fds 0|1> <proc_id> -> ok | err
  *        open O_RDWR|O_CLOEXEC, BINDER_VERSION == 8, mmap 1 MiB-8 KiB PROT_READ MAP_PRIVATE,
@@ -1798,6 +1800,9 @@ static int servicemanager_main(const char *dev)
 	}
 }
 
+/* native implementations (ashcheck_impl.h): impl_load, impl                                   */
+#include "executor_impl.c"
+
 /* ------------------------------------------------------------------------------------------ */
 /* child mode                                                                                  */
 
@@ -1837,6 +1842,9 @@ static const struct op ops[] = {
 	{ "binder_open", 3, 3, op_binder_open },
 	{ "binder_send", 2, -1, op_binder_send },
 	{ "binder_recv", 0, -1, op_binder_recv },
+	/* native implementations: executor_impl.c */
+	{ "impl_load", 1, 1, op_impl_load },
+	{ "impl", 1, 4, op_impl },
 };
 
 /* Splits on single spaces. Returns the token count, or -1 after replying bad. */

@@ -16,7 +16,7 @@ from typing import Protocol, runtime_checkable
 from ashcheck.adapters.base import Adapter, Capability
 from ashcheck.adapters.channel import Ticket
 from ashcheck.adapters.executor_ops import AshmemRegions, MemfdRegions, common, ints, outcome
-from ashcheck.adapters.reply import Reply
+from ashcheck.adapters.reply import Reply, hexed
 from ashcheck.spec import ops as o
 from ashcheck.spec.outcome import BR_FAILED_REPLY, BR_TRANSACTION_COMPLETE, Outcome, indeterminate, ok
 
@@ -120,7 +120,7 @@ class ExecutorAdapter(Adapter):
                 self.transport.spawn(p, UNPRIVILEGED_UID if drop else None)
                 self.procs[p] = accepts
                 if self.binder_device is not None:
-                    got = outcome(send(p, f"binder_open {self.binder_device.hex()} {int(accepts)} {p}"))
+                    got = outcome(send(p, f"binder_open {hexed(self.binder_device)} {int(accepts)} {p}"))
                     if not got.succeeded or got.value is not None:
                         raise TransportLost(f"binder setup of process {p} failed: {got}")
                 return outcome(send(p, "fds"), ints)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 
-from ashcheck.adapters.base import AdapterUnavailable
 from ashcheck.adapters.channel import ExecutorError, Hub, HubTimeout, ProcessLost, Ticket
 from ashcheck.adapters.executor_adapter import TransportLost
 from ashcheck.adapters.executor_ops import ints, outcome
@@ -24,27 +23,34 @@ class HubTransport:
     """Transport and BlockingTransport over `hub`, a channel.Hub connected to a running
     `ashcheck-exec hub`.
 
-    The first exchange asks the hub its version: anything but `version` (default: the version of
-    the executor.c of this ashcheck, build.version()) raises AdapterUnavailable, since the binary
-    on the far side is then not the one this code speaks to."""
+    The first exchange (check_version, done before the first request if not called before) asks
+    the hub its version: anything but `version` (default: the version of this ashcheck's
+    executor.c, build.version()) loses the transport, since the binary on the far side is then not
+    the one this code speaks to."""
 
     def __init__(self, hub: Hub, timeout: float, *, version: str | None = None) -> None:
-        from ashcheck.adapters import build
-
         self.hub: Hub = hub
         self.timeout = timeout
         self.broken: str | None = None
-        expected = build.version() if version is None else version
-        try:
-            reply = self.hub_request("version")
-        except TransportLost as exc:
-            raise AdapterUnavailable(f"the executor hub does not answer: {exc}") from exc
+        self._version = version
+        self._checked = False
+
+    def check_version(self) -> None:
+        """Ask the hub its version. Raises TransportLost if it does not answer, or answers another."""
+        from ashcheck.adapters import build
+
+        self._checked = True
+        expected = build.version() if self._version is None else self._version
+        reply = self.wait(self._submit("*", "version"))
         if reply != Reply("ok", (expected,)):
-            raise AdapterUnavailable(
-                f"the executor hub answers `version` with {str(reply)[:100]!r}, not 'ok {expected}': the binary "
-                "on the far side was not built from this ashcheck's executor.c (a stale or corrupt copy)")
+            self.broken = (f"the executor hub answers `version` with {str(reply)[:100]!r}, not 'ok {expected}': the "
+                           "binary on the far side was not built from this ashcheck's executor.c (a stale or "
+                           "corrupt copy)")
+            raise TransportLost(self.broken)
 
     def _submit(self, tag: str, line: str) -> Ticket:
+        if not self._checked:
+            self.check_version()
         if self.broken:
             raise TransportLost(self.broken)
         try:

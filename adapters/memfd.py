@@ -9,7 +9,8 @@ The binder-only behaviours (node flags, failed replies) are checked against the 
 the `kernel` adapter; here acceptance is applied by the adapter from the Spawn flag.
 
 Capabilities are probed in `start`: memfd_create, sealing, and F_SEAL_FUTURE_WRITE (Linux ≥ 5.1),
-which libcutils requires before it uses memfd mode at all.
+which libcutils requires before it uses memfd mode at all. The executor is built with the system C
+compiler (build.py, target `host`), and every executor started proves its version first.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ashcheck.adapters.base import AdapterUnavailable, Capability
 from ashcheck.adapters.channel import Executor, ExecutorError, HandshakeError
 from ashcheck.adapters.executor_adapter import ExecutorAdapter, TransportLost
 from ashcheck.adapters.executor_ops import first_int, ints, outcome
-from ashcheck.adapters.reply import Reply
+from ashcheck.adapters.reply import Reply, hexed
 from ashcheck.spec.constants import F_ADD_SEALS, F_SEAL_FUTURE_WRITE
 from ashcheck.spec.outcome import Outcome, ok
 
@@ -135,7 +136,7 @@ class MemfdAdapter(ExecutorAdapter):
         t = self.transport
         try:
             t.spawn(-1, None)
-            fd = outcome(t.request(-1, f"memfd_region {b'probe'.hex()} 4096"), first_int)
+            fd = outcome(t.request(-1, f"memfd_region {hexed(b'probe')} 4096"), first_int)
             if not fd.succeeded:
                 raise AdapterUnavailable(f"memfd_create with sealing failed here: {fd}")
             sealed = outcome(t.request(-1, f"fcntl {fd.value} {F_ADD_SEALS} {F_SEAL_FUTURE_WRITE}"), first_int)

@@ -968,9 +968,13 @@ def test_a_child_that_breaks_the_protocol_is_lost_alone(hub: HubProcess) -> None
 
 
 def test_the_hub_transport_checks_the_version_and_loses_processes_alone(hub: HubProcess, tmp_path: Path) -> None:
-    with pytest.raises(AdapterUnavailable, match="not built from this ashcheck"):
-        HubTransport(hub.hub, 5.0, version="0123456789abcdef")
+    stale = HubTransport(hub.hub, 5.0, version="0123456789abcdef")
+    with pytest.raises(TransportLost, match="not built from this ashcheck"):
+        stale.spawn(0, None)
+    with pytest.raises(TransportLost, match="not built from this ashcheck"):
+        stale.request(0, "ping")
     t = HubTransport(hub.hub, 0.5)  # the version of this source: the hub answers it
+    t.check_version()
     t.spawn(0, None)
     t.spawn(1, None)
     fifo = tmp_path / "fifo"

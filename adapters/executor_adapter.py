@@ -4,8 +4,11 @@ virtio-serial port or over `adb shell`).
 
 What differs between backends is data: the region backend (ashmem ioctls or memfd mode), how
 fds travel (binder through the real driver, or SCM_RIGHTS with binder's rules applied, where no
-binder device exists), and the transport. A transport that dies or times out makes the outcome
-*indeterminate* and the process lost; nothing is guessed.
+binder device exists), and the transport. A transport that dies, times out or breaks the protocol
+makes the outcome *indeterminate* and the process lost; nothing is guessed.
+
+`Transport` is what every backend offers; `BlockingTransport` adds submit/wait (a request left
+outstanding while others run), which only the real binder path needs and only the hub provides.
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ def _line(line: str | builtins.bytes) -> builtins.bytes:
     return data + b"\n"
 
 
-class _Lines:
+class LineBuffer:
     """Bytes received, cut into lines; each byte is searched for '\\n' once (linear time)."""
 
     def __init__(self) -> None:
@@ -139,7 +139,7 @@ class Executor:
             theirs.close()
         self._sock = ours
         self._limit = 0.0  # the socket's SO_RCVTIMEO/SO_SNDTIMEO, in seconds (see _until)
-        self._lines = _Lines()
+        self._lines = LineBuffer()
         self._chunk = bytearray(_SHORT_CHUNK)
         self._ids = itertools.count(1)
         self._dead: str | None = None
@@ -321,7 +321,7 @@ class Hub:
         self._rfd = read if isinstance(read, int) else read.fileno()
         self._wfd = self._rfd if write is None else write if isinstance(write, int) else write.fileno()
         self.timeout = timeout
-        self._lines = _Lines()
+        self._lines = LineBuffer()
         self._ids = itertools.count(1)
         self._pending: dict[str, Ticket] = {}   # id → ticket: submitted, not yet waited for
         self._replies: dict[str, Reply] = {}     # id → its reply, arrived, not yet waited for
@@ -423,4 +423,5 @@ class Hub:
             raise self._break(f"the hub broke the protocol: {exc}") from exc
 
 
-__all__ = ["Executor", "ExecutorError", "HandshakeError", "Hub", "HubTimeout", "ProcessLost", "Reply", "Ticket"]
+__all__ = ["Executor", "ExecutorError", "HandshakeError", "Hub", "HubTimeout", "LineBuffer", "ProcessLost", "Reply",
+           "Ticket"]

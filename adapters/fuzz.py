@@ -6,7 +6,7 @@ self-tests, a few hundred lines; for `bench/run.py --only fuzz`, ten thousand).
   answered by exactly one `bad` under the id the line names (`-` when it names none validly).
 - `fuzz_replies`: malformed reply lines (wrong, missing or unknown ids, a second reply, '\\r\\n',
   NULs, bytes outside ASCII, empty fields, unknown statuses, random bytes) through the readers the
-  channels use: the executor's (channel._Lines.take_reply) and the hub's (channel.Hub, over a
+  channels use: the executor's (channel.LineBuffer.take_reply) and the hub's (channel.Hub, over a
   socketpair). Each must be refused as malformed, never accepted as a reply to another request.
 
 Every run counts crashes (the executor died; a reader raised anything but a protocol error),
@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ashcheck.adapters.channel import ExecutorError, Hub, HubTimeout, _Lines
+from ashcheck.adapters.channel import ExecutorError, Hub, HubTimeout, LineBuffer
 from ashcheck.adapters.reply import MalformedReply, parse
 
 MAX_LINE = 1 << 20  # executor.c: the longest request line
@@ -152,7 +152,7 @@ class _RawExecutor:
             env = dict(os.environ, ASHCHECK_PARENT=str(os.getpid()))
             self.proc = subprocess.Popen([str(binary)], stdin=theirs.fileno(), stdout=theirs.fileno(),
                                          stderr=subprocess.DEVNULL, env=env)
-        self.lines = _Lines()
+        self.lines = LineBuffer()
 
     def send(self, line: bytes, timeout: float) -> None:
         self.sock.settimeout(timeout)
@@ -290,7 +290,7 @@ def fuzz_replies(n: int, seed: int) -> tuple[Figures, Figures]:
 
 
 def _judge_executor(data: bytes, valid: bool, figures: Figures) -> None:
-    lines = _Lines()
+    lines = LineBuffer()
     lines.data += data
     try:
         reply = lines.take_reply("7")

@@ -188,17 +188,14 @@ class _RawExecutor:
 
 
 def fuzz_executor(binary: Path, n: int, seed: int, timeout: float = 5.0) -> Figures:
-    """Send `n` malformed lines to an executor (restarted after a crash, hang or desync); every
-    25 lines, and at the end, a well-formed `ping` must still be answered `ok` under its id."""
+    """Send `n` malformed lines to an executor (restarted after a crash, hang or desync); after every
+    25, and at the end, a well-formed `ping` must still be answered `ok` under its id."""
     verbs = verb_tables(Path(__file__).with_name("executor.c").read_text())["ops"]
     rng, figures = random.Random(seed), Figures()
     start = time.perf_counter()
     ex = _RawExecutor(binary)
-    requests = malformed_requests(rng, verbs)
     try:
-        for i in range(n + n // 25 + 1):
-            probe = i % 26 == 25 or i == n + n // 25
-            line = f"{i + 1_000_000_000} ping".encode() if probe else next(requests)
+        for line, probe in _schedule(malformed_requests(rng, verbs), n):
             if not _one(ex, line, probe, timeout, figures):
                 ex.close(grace=0)  # it is dead, hung or confused
                 ex = _RawExecutor(binary)
@@ -207,6 +204,14 @@ def fuzz_executor(binary: Path, n: int, seed: int, timeout: float = 5.0) -> Figu
         ex.close()
     figures.seconds = time.perf_counter() - start
     return figures
+
+
+def _schedule(requests: Iterator[bytes], n: int) -> Iterator[tuple[bytes, bool]]:
+    """(line, is a probe): n malformed lines, a well-formed ping after every 25 and at the end."""
+    for k in range(n):
+        yield next(requests), False
+        if k % 25 == 24 or k == n - 1:
+            yield f"{1_000_000_000 + k} ping".encode(), True
 
 
 def _one(ex: _RawExecutor, line: bytes, probe: bool, timeout: float, figures: Figures) -> bool:

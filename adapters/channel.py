@@ -2,12 +2,16 @@
 
 - `Executor`: one `ashcheck-exec` child process on this host, on a socketpair that is both its
   stdin and its stdout, so fds travel with requests and replies (SCM_RIGHTS).
-- `Hub`: the hub protocol (`<proc> <request>` → `<proc> <reply>`) over any byte stream: a VM's
-  virtio-serial port, `adb shell`'s pipes, a socket. Several requests to different processes may
-  be outstanding (a binder receiver blocks while the sender runs).
+- `Hub`: the hub protocol (`<proc> <id> <request>` → `<proc> <id> <reply>`) over any byte stream:
+  a VM's virtio-serial port, `adb shell`'s pipes, a socket. Several requests to different
+  processes may be outstanding (a binder receiver blocks while the sender runs).
 
-Harness failures (timeout, a dead executor, garbage on the wire) raise ExecutorError; what the
-executor answers (ok, err, fault, bad) is a Reply.
+Every request carries an id (a counter of the client) and its reply must carry it back; the reply
+line is read strictly (reply.parse). A reply for another id, a second reply, a malformed line, a
+timeout or a dead executor is a harness failure: ExecutorError, and that executor (or, for the
+hub's own stream, the hub) is not used again, so a reply is never matched to the wrong request.
+What the executor answers (ok, err, fault, bad) is a Reply. Lines are read in linear time: each
+byte is searched for the end of line once.
 """
 
 from __future__ import annotations
@@ -23,65 +27,73 @@ import struct
 import subprocess
 import time
 import weakref
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import NamedTuple, Protocol, Self
+from typing import Protocol, Self
 
-STATUSES = frozenset({"ok", "err", "fault", "bad"})
+from ashcheck.adapters.reply import HUB_STATUSES, MalformedReply, Reply, parse
+
 _FDS_SPACE = socket.CMSG_SPACE(253 * 4)  # SCM_MAX_FD fds of 4 bytes
 MAX_REPLY = 64 << 20  # a reply is at most ~2 MiB (a 1 MiB read, in hex): more is garbage
 _CLOSE_GRACE = 1.0  # seconds for an executor to exit on EOF before it is killed
+_SHORT_CHUNK, _LONG_CHUNK = 1 << 16, 1 << 20  # bytes read at once: usually, and in a long reply
 
 
 class ExecutorError(Exception):
-    """The harness lost an executor: timeout, death, or garbage on the wire."""
+    """The harness lost an executor: timeout, death, or a protocol error on the wire."""
 
 
-class Reply(NamedTuple):
-    """One reply line: `status` (ok, err, fault, bad) and the fields after it. (A NamedTuple: one
-    is made per request, and a frozen dataclass costs a microsecond more to build.)"""
-
-    status: str
-    fields: tuple[str, ...] = ()
-
-    @classmethod
-    def parse(cls, line: str) -> Reply:
-        status, *fields = line.split(" ")
-        if status not in STATUSES:
-            raise ValueError(f"not a reply: {line[:200]!r}")
-        return cls(status, tuple(fields))
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-    def int(self, i: builtins.int = 0) -> builtins.int:
-        """Field i as an integer (decimal or 0x hex)."""
-        return builtins.int(self.fields[i], 0)
-
-    def bytes(self, i: builtins.int = 0) -> builtins.bytes:
-        """Field i decoded from hex (`-` is empty)."""
-        return b"" if self.fields[i] == "-" else builtins.bytes.fromhex(self.fields[i])
-
-    def message(self) -> str:
-        """The human message of a `bad` (or a hub's `lost`) reply."""
-        try:
-            return self.bytes(0).decode(errors="replace")
-        except (IndexError, ValueError):
-            return " ".join(self.fields)
-
-    def __str__(self) -> str:
-        return " ".join((self.status, *self.fields))
+class HandshakeError(ExecutorError):
+    """A new executor did not answer `version` with the expected version: wrong or corrupt binary."""
 
 
-def _encode(line: str | builtins.bytes) -> builtins.bytes:
+class ProcessLost(ExecutorError):
+    """A hub process died (or was killed); the hub and its other processes go on."""
+
+
+class HubTimeout(ExecutorError):
+    """A hub request was not answered in time; its ticket stays pending (see Hub.abandon)."""
+
+
+def _line(line: str | builtins.bytes) -> builtins.bytes:
     data = line.encode() if isinstance(line, str) else line
     if b"\n" in data:
         raise ValueError("a request is one line: it may not contain a newline")
     return data + b"\n"
+
+
+class LineBuffer:
+    """Bytes received, cut into lines; each byte is searched for '\\n' once (linear time)."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.scanned = 0  # data[:scanned] holds no '\n'
+
+    def take(self) -> builtins.bytes | None:
+        """The next complete line (without its '\\n'), or None."""
+        end = self.data.find(b"\n", self.scanned)
+        if end < 0:
+            self.scanned = len(self.data)
+            return None
+        line = builtins.bytes(memoryview(self.data)[:end])  # one copy (a slice would be two)
+        del self.data[:end + 1]  # O(1) from the front of a bytearray
+        self.scanned = 0
+        return line
+
+    def take_reply(self, rid: str) -> Reply | None:
+        """The reply to request `rid`, once its line is complete (None: not yet). An executor
+        answers one request at a time, so nothing may follow the line. Raises MalformedReply."""
+        line = self.take()
+        if line is None:
+            if len(self.data) > MAX_REPLY:
+                raise MalformedReply(f"a reply longer than {MAX_REPLY} bytes")
+            return None
+        reply = parse(line, rid)
+        if self.data:  # a second reply, or garbage
+            raise MalformedReply(f"more after the reply to request {rid}: {builtins.bytes(self.data[:120])!r}")
+        return reply
 
 
 def _close_fds(fds: Sequence[int]) -> None:
@@ -106,11 +118,14 @@ class Executor:
     """One executor process on this host, in child mode. Use as a context manager, or close().
 
     `uid`: drop to this uid (setgroups, setresgid, setresuid) right after start. `timeout`: the
-    default seconds a request may take. The executor dies with this thread (PR_SET_PDEATHSIG is
-    tied to the thread that forked it) and on close().
+    default seconds a request may take. `version`: if given, the first exchange asks the executor
+    its version, and anything but this answer raises HandshakeError (a corrupt or stale binary).
+    The executor dies with this thread (PR_SET_PDEATHSIG is tied to the thread that forked it) and
+    on close(). Raises ExecutorError if it cannot start.
     """
 
-    def __init__(self, binary: Path, *, uid: int | None = None, timeout: float = 10.0) -> None:
+    def __init__(self, binary: Path, *, uid: int | None = None, timeout: float = 10.0,
+                 version: str | None = None) -> None:
         self.binary, self.timeout = Path(binary), timeout
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         env = dict(os.environ, ASHCHECK_PARENT=str(os.getpid()))  # the executor checks it is ours
@@ -119,19 +134,34 @@ class Executor:
                                           stderr=subprocess.PIPE, start_new_session=True, env=env)
         except OSError as exc:
             ours.close()
-            raise ExecutorError(f"cannot start the executor {binary}: {exc}") from exc
+            raise HandshakeError(f"cannot start the executor {binary}: {exc}") from exc
         finally:
             theirs.close()
         self._sock = ours
         self._limit = 0.0  # the socket's SO_RCVTIMEO/SO_SNDTIMEO, in seconds (see _until)
-        self._buffer = bytearray()
+        self._lines = LineBuffer()
+        self._chunk = bytearray(_SHORT_CHUNK)
+        self._ids = itertools.count(1)
         self._dead: str | None = None
         self._finalizer = weakref.finalize(self, _shutdown, self._proc, ours, _CLOSE_GRACE)
+        if version is not None:
+            self._handshake(version)
         if uid is not None:
             reply = self.request(f"setuid {uid}")
             if not reply.ok:
                 self.close()
                 raise ExecutorError(f"executor pid {self.pid} could not drop to uid {uid}: {reply}")
+
+    def _handshake(self, version: str) -> None:
+        try:
+            reply = self.request("version")
+        except ExecutorError as exc:
+            self.close()
+            raise HandshakeError(f"{self.binary} does not work as the executor: {exc}") from exc
+        if reply != Reply("ok", (version,)):
+            self.close()
+            raise HandshakeError(f"{self.binary} is another executor: it answered `version` with "
+                                 f"{str(reply)[:100]!r}, not 'ok {version}'")
 
     @property
     def pid(self) -> int:
@@ -144,7 +174,7 @@ class Executor:
 
     def request(self, line: str | builtins.bytes, *, fds: Sequence[int] = (), timeout: float | None = None) -> Reply:
         """Send one request (with `fds` attached by SCM_RIGHTS) and return its reply. fds that come
-        back with the reply are closed (use request_recv_fds for `sendfds`)."""
+        back with the reply are closed (use request_recv_fds for `sendfds`). Raises ExecutorError."""
         reply, received = self._call(line, fds, timeout)
         _close_fds(received)
         return reply
@@ -155,16 +185,15 @@ class Executor:
         return self._call(line, fds, timeout)
 
     def _call(self, line: str | builtins.bytes, fds: Sequence[int], timeout: float | None) -> tuple[Reply, list[int]]:
-        data = _encode(line)
+        rid = str(next(self._ids))
+        data = rid.encode() + b" " + _line(line)
         if self._dead is not None:
             raise ExecutorError(f"executor pid {self.pid} is gone: {self._dead}")
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         received: list[int] = []
         try:
             self._send(data, fds, deadline)
-            raw = self._read_line(deadline, received)
-            text = raw.decode("ascii")
-            return Reply.parse(text), received
+            return self._read_reply(rid, deadline, received), received
         except BaseException as exc:
             _close_fds(received)
             what = self._describe(exc)
@@ -181,7 +210,9 @@ class Executor:
             return "did not answer in time and was killed"
         if isinstance(exc, (EOFError, BrokenPipeError, ConnectionResetError)):
             return "closed its end (it died)"
-        if isinstance(exc, (UnicodeDecodeError, ValueError)):
+        if isinstance(exc, MalformedReply):
+            return f"broke the protocol ({exc}) and was killed"
+        if isinstance(exc, ValueError):
             return f"sent garbage ({exc})"
         if isinstance(exc, OSError):
             return f"failed on the socket ({exc})"
@@ -198,24 +229,23 @@ class Executor:
             fds = ()  # attached to the first bytes only
             view = view[sent:]
 
-    def _read_line(self, deadline: float, received: list[int]) -> builtins.bytes:
-        while (end := self._buffer.find(b"\n")) < 0:
-            if len(self._buffer) > MAX_REPLY:
-                raise ValueError(f"a reply longer than {MAX_REPLY} bytes")
+    def _read_reply(self, rid: str, deadline: float, received: list[int]) -> Reply:
+        lines, chunk = self._lines, self._chunk
+        while (reply := lines.take_reply(rid)) is None:
             self._until(deadline)
-            try:  # 64 KiB at a time: Python allocates the whole buffer on every call
-                data, ancillary, _, _ = self._sock.recvmsg(1 << 16, _FDS_SPACE, socket.MSG_CMSG_CLOEXEC)
+            if len(lines.data) > len(chunk) and len(chunk) < _LONG_CHUNK:  # a long reply is coming
+                chunk = self._chunk = bytearray(_LONG_CHUNK)
+            try:  # into a buffer of our own: a fresh one per call costs more than the copy
+                size, ancillary, _, _ = self._sock.recvmsg_into([chunk], _FDS_SPACE, socket.MSG_CMSG_CLOEXEC)
             except BlockingIOError:  # SO_RCVTIMEO expired: _until decides whether the deadline passed
                 continue
             for level, kind, payload in ancillary:  # what socket.recv_fds does, without its per-call setup
                 if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                     received.extend(array.array("i", payload[:len(payload) - len(payload) % 4]))
-            if not data:
+            if not size:
                 raise EOFError
-            self._buffer += data
-        line = builtins.bytes(self._buffer[:end])
-        del self._buffer[:end + 1]
-        return line
+            lines.data += memoryview(chunk)[:size]
+        return reply
 
     def _until(self, deadline: float) -> None:
         """The next socket call may wait until deadline (then it raises TimeoutError).
@@ -273,7 +303,7 @@ class Ticket:
     """A submitted hub request; pass it to Hub.wait."""
 
     proc: str
-    serial: int
+    id: str
 
 
 class Hub:
@@ -281,18 +311,21 @@ class Hub:
 
     `Hub(sock)` for one connected socket, or `Hub(read, write)` for two ends (fds or objects with
     fileno(): a pipe pair, `adb shell`'s stdout and stdin). The Hub does not own the stream.
-    Replies are matched to requests by proc tag, in order, so requests to different procs may be
-    outstanding at once (submit/wait). A reply `lost` (the proc died) raises ExecutorError.
+    Each request carries an id; a reply is matched by it, so requests to different procs may be
+    outstanding at once (submit/wait). A reply `lost` (the proc died) raises ProcessLost for that
+    request only. Anything else that breaks the protocol (a reply for no outstanding request or for
+    another proc, a malformed line, EOF) breaks the Hub: every later call raises ExecutorError.
     """
 
     def __init__(self, read: Stream, write: Stream | None = None, *, timeout: float = 10.0) -> None:
         self._rfd = read if isinstance(read, int) else read.fileno()
         self._wfd = self._rfd if write is None else write if isinstance(write, int) else write.fileno()
         self.timeout = timeout
-        self._buffer = bytearray()
-        self._serials = itertools.count()
-        self._pending: dict[str, deque[Ticket]] = {}
-        self._replies: dict[Ticket, builtins.bytes] = {}
+        self._lines = LineBuffer()
+        self._ids = itertools.count(1)
+        self._pending: dict[str, Ticket] = {}   # id → ticket: submitted, not yet waited for
+        self._replies: dict[str, Reply] = {}     # id → its reply, arrived, not yet waited for
+        self._abandoned: dict[str, str] = {}     # id → proc: its reply is dropped when it comes
         self._broken: str | None = None
 
     def request(self, proc: str, line: str, timeout: float | None = None) -> Reply:
@@ -304,29 +337,35 @@ class Hub:
         if not proc or " " in proc or "\n" in proc:
             raise ValueError(f"a proc tag is a short token without spaces, not {proc!r}")
         self._check()
-        ticket = Ticket(proc, next(self._serials))
-        self._pending.setdefault(proc, deque()).append(ticket)
-        self._write(proc.encode() + b" " + _encode(line), self._deadline(timeout))
+        ticket = Ticket(proc, str(next(self._ids)))
+        self._pending[ticket.id] = ticket
+        self._write(f"{proc} {ticket.id} ".encode() + _line(line), self._deadline(timeout))
         return ticket
 
     def wait(self, ticket: Ticket, timeout: float | None = None) -> Reply:
-        """The reply to a submitted request. A timeout leaves the ticket pending: its reply, should
-        it come later, stays matched to it."""
+        """The reply to a submitted request. Raises ProcessLost if the proc is gone, HubTimeout if
+        no reply came in time (the ticket stays pending: a later reply stays matched to it)."""
         deadline = self._deadline(timeout)
-        while ticket not in self._replies:
+        while ticket.id not in self._replies:
             self._check()
-            if ticket not in self._pending.get(ticket.proc, ()):
-                raise ValueError(f"{ticket} was not submitted here, or was already waited for")
+            if self._pending.get(ticket.id) != ticket:
+                raise ValueError(f"{ticket} was not submitted here, or was already waited for or abandoned")
             self._read_some(deadline, ticket)
-        text = self._replies.pop(ticket).decode("ascii", errors="replace")
-        status, _, rest = text.partition(" ")
-        if status == "lost":
-            raise ExecutorError(f"hub process {ticket.proc} is lost: {Reply('lost', (rest,)).message()}")
-        try:
-            return Reply.parse(text)
-        except ValueError as exc:
-            self._broken = f"garbage from the hub for {ticket.proc}: {text[:200]!r}"
-            raise ExecutorError(self._broken) from exc
+        del self._pending[ticket.id]
+        reply = self._replies.pop(ticket.id)
+        if reply.status == "lost":
+            raise ProcessLost(f"hub process {ticket.proc} is lost: {reply.message()}")
+        return reply
+
+    def abandon(self, ticket: Ticket) -> None:
+        """Nobody will wait for this ticket: drop its reply, now or when it comes."""
+        if self._pending.pop(ticket.id, None) is not None and self._replies.pop(ticket.id, None) is None:
+            self._abandoned[ticket.id] = ticket.proc
+
+    def abandon_all(self, proc: str) -> None:
+        """Abandon every ticket of `proc` (when it is killed, its replies say `lost`)."""
+        for ticket in [t for t in self._pending.values() if t.proc == proc]:
+            self.abandon(ticket)
 
     def _deadline(self, timeout: float | None) -> float:
         return time.monotonic() + (self.timeout if timeout is None else timeout)
@@ -335,22 +374,25 @@ class Hub:
         if self._broken is not None:
             raise ExecutorError(self._broken)
 
+    def _break(self, why: str) -> ExecutorError:
+        self._broken = why
+        return ExecutorError(why)
+
     def _write(self, data: builtins.bytes, deadline: float) -> None:
         view = memoryview(data)
         while view:
             if not select.select([], [self._wfd], [], max(deadline - time.monotonic(), 0))[1]:
-                raise ExecutorError(f"the hub does not take requests (stream full for {self.timeout} s)")
+                raise self._break(f"the hub does not take requests (stream full for {self.timeout} s)")
             try:
                 view = view[os.write(self._wfd, view[:4096]):]  # ≤ PIPE_BUF: never blocks once writable
             except OSError as exc:
-                self._broken = f"writing to the hub failed: {exc}"
-                raise ExecutorError(self._broken) from exc
+                raise self._break(f"writing to the hub failed: {exc}") from exc
 
     def _read_some(self, deadline: float, waiting: Ticket) -> None:
         """Read what is there (waiting at most until deadline) and file complete reply lines."""
         left = deadline - time.monotonic()
         if not select.select([self._rfd], [], [], max(left, 0))[0]:
-            raise ExecutorError(f"hub process {waiting.proc} did not answer within the timeout")
+            raise HubTimeout(f"hub process {waiting.proc} did not answer within the timeout")
         try:
             data = os.read(self._rfd, 1 << 20)
         except OSError as exc:
@@ -358,21 +400,28 @@ class Hub:
         else:
             error = ""
         if not data:
-            self._broken = f"the hub closed the stream{error}"
-            raise ExecutorError(self._broken)
-        self._buffer += data
-        while (end := self._buffer.find(b"\n")) >= 0:
-            line = builtins.bytes(self._buffer[:end])
-            del self._buffer[:end + 1]
-            tag, _, reply = line.partition(b" ")
-            queue = self._pending.get(tag.decode(errors="replace"))
-            if not queue:
-                self._broken = f"the hub sent a line nobody asked for: {line[:200]!r}"
-                raise ExecutorError(self._broken)
-            self._replies[queue.popleft()] = reply
-        if len(self._buffer) > MAX_REPLY:
-            self._broken = "the hub sent a line longer than any reply"
-            raise ExecutorError(self._broken)
+            raise self._break(f"the hub closed the stream{error}")
+        self._lines.data += data
+        while (line := self._lines.take()) is not None:
+            self._file(line)
+        if len(self._lines.data) > MAX_REPLY:
+            raise self._break("the hub sent a line longer than any reply")
+
+    def _file(self, line: builtins.bytes) -> None:
+        """Match one line from the hub to the request it answers, by id, or break the Hub."""
+        tag, _, rest = line.partition(b" ")
+        proc, rid = tag.decode(errors="replace"), rest.partition(b" ")[0].decode(errors="replace")
+        if self._abandoned.get(rid) == proc:
+            del self._abandoned[rid]
+            return
+        ticket = self._pending.get(rid)
+        if ticket is None or ticket.proc != proc or rid in self._replies:
+            raise self._break(f"the hub sent a line that answers no request: {line[:200]!r}")
+        try:
+            self._replies[rid] = parse(rest, rid, HUB_STATUSES)
+        except MalformedReply as exc:
+            raise self._break(f"the hub broke the protocol: {exc}") from exc
 
 
-__all__ = ["Executor", "ExecutorError", "Hub", "Reply", "Ticket"]
+__all__ = ["Executor", "ExecutorError", "HandshakeError", "Hub", "HubTimeout", "LineBuffer", "ProcessLost", "Reply",
+           "Ticket"]

@@ -4,8 +4,11 @@
  * kernel headers: the binder and ashmem ABI is defined below. Little-endian targets with the
  * asm-generic ioctl encoding only (x86, x86_64, arm, aarch64).
  *
- * Build: cc -O2 -o ashcheck-exec executor.c
+ * Build: cc -static -O2 -o ashcheck-exec executor.c     (or without -static; or musl-gcc)
  *        python -m ziglang cc -target aarch64-linux-musl -static -O2 -o ashcheck-exec executor.c
+ *   ashcheck's build adds -DASHCHECK_EXEC_VERSION='"<16 hex digits of sha256(executor.c)>"': the
+ *   `version` request answers it, and the binary holds "ashcheck-exec version <it>" verbatim, so
+ *   that a cached binary can be checked before it is trusted.
  *
  * USAGE
  *   ashcheck-exec                          child mode: requests on fd 0, replies on fd 1
@@ -14,21 +17,32 @@
  *   (the dashes are optional: `hub`, `servicemanager` work too)
  *
  * PROTOCOL (line based; one request -> exactly one reply)
+ *   A request is `<id> <verb> [args...]`; its reply is `<id> <status> [fields...]` with the same
+ *   id, so a client can tell which request a reply answers, and that a line answers nothing it
+ *   asked (a second reply, a stale one): a client treats that, and any reply that is not exactly
+ *   this grammar ('\r' included), as the loss of the executor, never as the answer to another
+ *   request. An id is 1 to 19 decimal digits, chosen by the client (ashcheck counts up); the
+ *   executor only echoes it. A request that starts with a digit but has no valid id is answered
+ *   with the id `-`. Without an id (the line starts with the verb: for people typing) the reply
+ *   has none either.
  *   Tokens are separated by single spaces; a line ends with '\n' and may hold at most 1 MiB
- *   (a longer line is discarded and answered `bad`). Integers: decimal or 0x hex, may be
- *   negative, 64 bits (-2^63 ... 2^64-1; negatives are two's complement). Byte strings: lowercase
- *   hex, `-` for empty. Replies:
+ *   (a longer line is discarded and answered `bad`, under the id its first bytes name). Integers:
+ *   decimal or 0x hex, may be negative, 64 bits (-2^63 ... 2^64-1; negatives are two's
+ *   complement). Byte strings: lowercase hex, `-` for empty. Every reply field is printable
+ *   ASCII. Statuses:
  *     ok [values...]   success
  *     err <errno>      the system call failed (errno in decimal)
  *     fault <signo>    SIGSEGV (11) or SIGBUS (7) while touching mapped memory; the executor
  *                      survives (sigsetjmp/siglongjmp); bytes stored before the fault stay stored
  *     bad <hex>        malformed or unknown request (hex of a message); the executor carries on
+ *   (The examples below leave the ids out.)
  *
  * CHILD MODE. At start: PR_SET_PDEATHSIG(SIGKILL), exit if the parent is already gone (the parent
  * is $ASHCHECK_PARENT if set, else the parent at exec time), SIGPIPE ignored, exit(0) on EOF.
  * Between requests the executor holds only fds 0, 1, 2 (and its binder fd once opened): the
  * model predicts lowest-free fd numbers, so transient fds are closed before replying.
  *   ping                              -> ok
+ *   version                           -> ok <version>   (ASHCHECK_EXEC_VERSION; "unversioned")
  *   info                              -> ok <pid> <uid> <page_size> <bits of long>
  *   fds                               -> ok <fd>...   (ascending; without the listing's own fd)
  *   setuid <uid>                      -> ok | err     (setgroups(0), setresgid, setresuid)
@@ -49,8 +63,16 @@
  *   readlink <pathhex>                -> ok <hex>
  *   dup <fd> -> ok <newfd>   close <fd> -> ok   lseek <fd> <off> <whence> -> ok <pos>
  *   read <fd> <n> (n <= 1 MiB) -> ok <hex>      write <fd> <hex> -> ok <n>
- *   mmap <id> <fd> <length> <prot> <flags> <offset> -> ok   (id 0..4095 names the mapping; an id
- *                                        in use is `bad`; flags are raw MAP_* bits)
+ *   mmap <id> <fd> <length> <prot> <flags> <offset> [<near> <-1|1>] -> ok   (id 0..4095 names
+ *                                        the mapping; an id in use is `bad`; flags are raw MAP_*
+ *                                        bits). The address is only a hint, never MAP_FIXED: with
+ *                                        <near> (a mapping id), the pages right below its start
+ *                                        (-1) or right after its end (1), ignored if <near> is not
+ *                                        in use; else the mapping's own slot of an arena that
+ *                                        leaves free pages on both sides of every mapping (see
+ *                                        placement()). The kernel takes another address when the
+ *                                        range is not free.
+ *   map_addr <id>                     -> ok <address> <length in whole pages>   (debugging)
  *   munmap <id> -> ok (the id is forgotten)    mprotect <id> <prot> -> ok
  *   load <id> <off> <len> (len <= 1 MiB) -> ok <hex> | fault <sig>
  *   store <id> <off> <hex>            -> ok | fault <sig>   (off+len outside the mapping, whose
@@ -92,16 +114,22 @@
  * proc_id -> handle (BC_ACQUIRE), LOOKUP replies a BINDER_TYPE_HANDLE object, or a TF_STATUS_CODE
  * reply holding -ENOENT. Dies with its parent (PDEATHSIG).
  *
- * HUB MODE. Reads `<proc> <request>` lines and writes `<proc> <reply>` lines. Requests for a
- * child are forwarded as-is; children run in parallel (poll), so one may block in binder_recv
- * while the others answer. A child that dies answers each request it still owed with
- * `<proc> lost <hex>`, and every later one the same way. Hub requests use the tag `*`:
+ * HUB MODE. Reads `<proc> <id> <request>` lines and writes `<proc> <id> <reply>` lines. Requests
+ * for a child are forwarded as `<id> <request>`; children run in parallel (poll), so one may
+ * block in binder_recv while the others answer. The hub checks each line a child writes: it must
+ * be the well-formed reply to the oldest request the child owes (a child answers in order). A
+ * child that dies, or writes anything else, is killed, and answers each request it still owed
+ * with `<proc> <id> lost <hex>`, and every later one the same way. The hub's own requests to its
+ * children (spawn, xfer) carry ids of its own and are not forwarded. Hub requests use the tag `*`
+ * (`* <id> <request>`; without the id, as in child mode, the reply has none):
  *   * ping                       -> * ok          (the transport's bare round trip)
+ *   * version                    -> * ok <version>   (the children exec the same binary)
  *   * spawn <proc> <uid>         -> * ok <pid>    exec /proc/self/exe on a new socketpair; uid -1
  *                                   keeps root, else the child runs `setuid <uid>` first
  *   * kill <proc>                -> * ok          SIGKILL + reap (err 3: no such process)
- *   * xfer <src> <dst> <fd>...   -> * ok <dst fd>... | * err <errno>   `sendfds` on src, then
- *                                   `recvfds` on dst with what arrived; the hub's copies closed
+ *   * xfer <src> <dst> <fd>...   -> * ok <dst fd>... | * err <errno> | * lost <hex>   `sendfds`
+ *                                   on src, then `recvfds` on dst with what arrived; the hub's
+ *                                   copies closed; lost: src or dst is dead
  *   * servicemanager <devhex>    -> * ok | * err <errno>   a servicemanager child until exit
  *   * exit                       -> * ok, children killed, hub exits
  * The hub kills its children and exits when its input ends.
@@ -137,6 +165,7 @@
 #define MAX_FDS_PER_MSG 253      /* SCM_MAX_FD */
 #define MAX_PENDING_FDS 512
 #define MAX_MAPS 4096
+#define MAX_ID 19                /* a request id: 1 to 19 decimal digits */
 #define HUB_SYNC_TIMEOUT_MS 10000
 
 #ifndef MFD_CLOEXEC
@@ -223,8 +252,25 @@ static void ob_hex(const void *p, size_t n)
 	}
 }
 
-static void reply_ok(void) { oblen = 0; ob_str("ok"); }
-static void reply_err(int e) { oblen = 0; ob_fmt("err %d", e); }
+/* The id of the request being answered: "" for an unframed request, "-" when it was unreadable. */
+static char cur_id[MAX_ID + 1];
+static size_t status_at;  /* where the status word begins in ob */
+
+/* Starts a reply: the request's id, if it had one, then the status the caller writes. */
+static void reply_start(void)
+{
+	oblen = 0;
+	if (cur_id[0]) {
+		ob_str(cur_id);
+		ob_put(" ", 1);
+	}
+	status_at = oblen;
+}
+
+static int reply_is_ok(void) { return oblen >= status_at + 2 && memcmp(ob + status_at, "ok", 2) == 0; }
+static void reply_ok(void) { reply_start(); ob_str("ok"); }
+static void reply_err(int e) { reply_start(); ob_fmt("err %d", e); }
+static void reply_fault(int sig) { reply_start(); ob_fmt("fault %d", sig); }
 
 static void bad(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void bad(const char *fmt, ...)
@@ -234,7 +280,7 @@ static void bad(const char *fmt, ...)
 	va_start(ap, fmt);
 	int n = vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
-	oblen = 0;
+	reply_start();
 	ob_str("bad");
 	ob_hex(msg, n < 0 ? 0 : (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);
 }
@@ -293,6 +339,8 @@ struct reader {
 	char *buf;
 	size_t cap, start, len, scanned;
 	int discarding;       /* inside an overlong line */
+	char head[64];        /* the start of the overlong line last dropped (its id), NUL-terminated */
+	size_t headlen;
 	struct { size_t pos; int fd; } pend[MAX_PENDING_FDS];
 	int npend;
 	int linefds[MAX_PENDING_FDS];  /* the fds of the line last returned */
@@ -405,9 +453,17 @@ static ssize_t reader_fill(struct reader *r)
 
 enum { LINE_NONE, LINE_OK, LINE_OVERLONG };
 
+/* Keeps the first bytes of a line about to be dropped: its id still gets an answer. */
+static void keep_head(struct reader *r, const char *from, size_t n)
+{
+	r->headlen = n < sizeof r->head - 1 ? n : sizeof r->head - 1;
+	memcpy(r->head, from, r->headlen);
+	r->head[r->headlen] = 0;
+}
+
 /* The next complete line from the buffer (NUL-terminated in place; valid until reader_fill), its
  * fds in r->linefds. LINE_NONE: read more first. LINE_OVERLONG: a line over the limit was
- * dropped (with its fds). */
+ * dropped (with its fds); its first bytes are in r->head. */
 static int reader_next(struct reader *r, char **line, size_t *n)
 {
 	char *from = r->buf + r->start + r->scanned;
@@ -415,6 +471,8 @@ static int reader_next(struct reader *r, char **line, size_t *n)
 	if (!nl) {
 		r->scanned = r->len - r->start;
 		if (r->scanned > r->max) {  /* cannot be a valid line any more: drop what we have */
+			if (!r->discarding)
+				keep_head(r, r->buf + r->start, r->scanned);
 			take_pending(r, r->len, 0);
 			r->start = r->len = r->scanned = 0;
 			r->discarding = 1;
@@ -426,6 +484,8 @@ static int reader_next(struct reader *r, char **line, size_t *n)
 	r->scanned = 0;
 	close_line_fds(r);
 	if (r->discarding || end - begin > r->max) {
+		if (!r->discarding)
+			keep_head(r, r->buf + begin, end - begin);
 		r->discarding = 0;
 		take_pending(r, end, 0);
 		return LINE_OVERLONG;
@@ -546,6 +606,40 @@ fail:
 	return -1;
 }
 
+/* The request id at the start of s[0..n): 1 to MAX_ID decimal digits, then a space or the end.
+ * Writes it to id (MAX_ID + 1 bytes): "" when the request has none (it starts with a letter), "-"
+ * when it starts with a digit but is no valid id. Returns how many bytes the id and its space
+ * take, or -1 when it is malformed. */
+static long read_id(const char *s, size_t n, char *id)
+{
+	size_t k = 0;
+	id[0] = 0;
+	if (n == 0 || s[0] < '0' || s[0] > '9')
+		return 0;
+	while (k < n && s[k] >= '0' && s[k] <= '9')
+		k++;
+	if (k > MAX_ID || (k < n && s[k] != ' ')) {
+		strcpy(id, "-");
+		return -1;
+	}
+	memcpy(id, s, k);
+	id[k] = 0;
+	return (long)(k < n ? k + 1 : k);
+}
+
+/* Takes the id off the front of a request into cur_id. -1 (after replying bad) if malformed. */
+static int take_id(char **line, size_t *n)
+{
+	long k = read_id(*line, *n, cur_id);
+	if (k < 0) {
+		bad("a request id is 1 to %d decimal digits followed by a space", MAX_ID);
+		return -1;
+	}
+	*line += k;
+	*n -= (size_t)k;
+	return 0;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* process setup shared by every mode                                                          */
 
@@ -617,10 +711,27 @@ static int copy_guarded(volatile uint8_t *dst, const volatile uint8_t *src, size
 /* ------------------------------------------------------------------------------------------ */
 /* child-mode operations                                                                       */
 
-static struct { uint8_t *addr; size_t len; int used; } maps[MAX_MAPS];
+/* slot: the arena slot the mapping was placed in (see below), or -1 */
+static struct { uint8_t *addr; size_t len; int used, slot; } maps[MAX_MAPS];
 static struct reader in;
 
+#ifndef ASHCHECK_EXEC_VERSION
+#define ASHCHECK_EXEC_VERSION "unversioned"  /* the build passes the hash of this source */
+#endif
+#define VERSION_PREFIX "ashcheck-exec version "
+/* In the binary as one string, so that a cached binary can be checked without running it (`used`:
+ * the compiler may not keep just the part that op_version reads). */
+__attribute__((used)) static const char version_marker[] = VERSION_PREFIX ASHCHECK_EXEC_VERSION;
+
 static void op_ping(int argc, char **argv) { (void)argc; (void)argv; reply_ok(); }
+
+static void op_version(int argc, char **argv)
+{
+	(void)argc; (void)argv;
+	reply_ok();
+	ob_put(" ", 1);
+	ob_str(version_marker + sizeof VERSION_PREFIX - 1);
+}
 
 static void op_info(int argc, char **argv)
 {
@@ -957,28 +1068,108 @@ static int arg_map(char **argv, int i, int *id, int in_use)
 	return 0;
 }
 
+/* Placement. Every mapping gets an address hint (never MAP_FIXED: the kernel may take another
+ * address), so that a mapping asked to lie next to another one (`mmap ... <near_id> <-1|1>`)
+ * usually finds that range free. Mapping id i is placed in slot i of an arena: SLOT_SIZE bytes
+ * with its payload at SLOT_GAP, so SLOT_GAP bytes are free below and above every mapping. The
+ * arena is reserved once (PROT_NONE, MAP_NORESERVE: no memory is committed) so that nothing else
+ * lands in it; a slot's reservation is lifted while its mapping lives and restored with
+ * MAP_FIXED_NOREPLACE when it goes (if something else, a hinted neighbour, lives there by then,
+ * the slot stays open). A 32-bit process has little address space: a smaller arena there. */
+#if UINTPTR_MAX > 0xffffffffu
+#define SLOT_SIZE ((size_t)1 << 20)  /* payloads up to 512 KiB; 4 GiB of address space in all */
+#define NSLOTS MAX_MAPS
+#else
+#define SLOT_SIZE ((size_t)1 << 18)  /* payloads up to 128 KiB; 64 MiB in all */
+#define NSLOTS 256
+#endif
+#define SLOT_GAP (SLOT_SIZE / 4)
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000
+#endif
+#define RESERVE_FLAGS (MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE)
+
+static uint8_t *arena;        /* NULL until the first mmap; MAP_FAILED if it could not be reserved */
+static uint8_t slot_reserved[NSLOTS];
+
+static uint8_t *slot_start(int slot) { return arena + (size_t)slot * SLOT_SIZE; }
+
+static void slot_restore(int slot)
+{
+	void *want = slot_start(slot);
+	void *got = mmap(want, SLOT_SIZE, PROT_NONE, RESERVE_FLAGS | MAP_FIXED_NOREPLACE, -1, 0);
+	if (got == want)
+		slot_reserved[slot] = 1;
+	else if (got != MAP_FAILED)  /* a kernel before 4.17 took the flag as a hint, elsewhere */
+		munmap(got, SLOT_SIZE);
+}
+
+/* The address hint for mapping `id` of `len` bytes (page-rounded): next to mapping `near` (side
+ * -1: ending where it begins; 1: beginning where it ends), else the mapping's own slot (then
+ * *slot is set and the slot's reservation lifted), else NULL. */
+static void *placement(int id, size_t len, int near, int side, int *slot)
+{
+	*slot = -1;
+	if (near >= 0 && maps[near].used) {
+		uintptr_t at = (uintptr_t)maps[near].addr;
+		if (side < 0)
+			return at >= len ? (void *)(at - len) : NULL;
+		return (void *)(at + maps[near].len);
+	}
+	if (!arena) {
+		arena = mmap(NULL, SLOT_SIZE * NSLOTS, PROT_NONE, RESERVE_FLAGS, -1, 0);
+		if (arena != MAP_FAILED)
+			memset(slot_reserved, 1, sizeof slot_reserved);
+	}
+	if (arena == MAP_FAILED || id >= NSLOTS || len > SLOT_SIZE - 2 * SLOT_GAP)
+		return NULL;
+	if (slot_reserved[id] && munmap(slot_start(id), SLOT_SIZE) == 0)
+		slot_reserved[id] = 0;
+	*slot = id;
+	return slot_start(id) + SLOT_GAP;
+}
+
 static void op_mmap(int argc, char **argv)
 {
-	(void)argc;
-	int id, fd, prot, flags;
+	int id, fd, prot, flags, near = -1, side = 0;
 	uint64_t len, off;
 	if (arg_map(argv, 1, &id, 0) || arg_int(argv, 2, &fd) || arg_u64(argv, 3, &len) ||
 	    arg_int(argv, 4, &prot) || arg_int(argv, 5, &flags) || arg_u64(argv, 6, &off))
 		return;
+	if (argc == 9) {
+		uint64_t v;
+		if (arg_u64(argv, 7, &v) || arg_int(argv, 8, &side))
+			return;
+		if (v >= MAX_MAPS || (side != -1 && side != 1)) {
+			bad("mmap: the hint is <mapping id 0..%d> <-1|1>", MAX_MAPS - 1);
+			return;
+		}
+		near = (int)v;
+	} else if (argc != 7) {
+		bad("mmap takes 6 arguments, or 8 with a placement hint");
+		return;
+	}
 	if (len > SIZE_MAX) {  /* a 32-bit process: the kernel could not map it either */
 		reply_err(ENOMEM);
 		return;
 	}
-	void *p = mmap(NULL, (size_t)len, prot, flags, fd, (off_t)off);
-	if (p == MAP_FAILED) {
-		reply_err(errno);
-		return;
-	}
 	/* the kernel maps whole pages: load/store may touch all of them (the file's end is the SIGBUS) */
 	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	size_t pages = len > SIZE_MAX - page ? 0 : ((size_t)len + page - 1) / page * page;
+	int slot = -1;
+	void *hint = pages ? placement(id, pages, near, side, &slot) : NULL;
+	void *p = mmap(hint, (size_t)len, prot, flags, fd, (off_t)off);
+	if (p == MAP_FAILED) {
+		int e = errno;
+		if (slot >= 0)
+			slot_restore(slot);
+		reply_err(e);
+		return;
+	}
 	maps[id].addr = p;
-	maps[id].len = ((size_t)len + page - 1) / page * page;
+	maps[id].len = pages;
 	maps[id].used = 1;
+	maps[id].slot = slot;
 	reply_ok();
 }
 
@@ -993,7 +1184,21 @@ static void op_munmap(int argc, char **argv)
 		return;
 	}
 	maps[id].used = 0;
+	if (maps[id].slot >= 0)
+		slot_restore(maps[id].slot);
 	reply_ok();
+}
+
+/* Debugging and self-tests: where mapping id lies. */
+static void op_map_addr(int argc, char **argv)
+{
+	(void)argc;
+	int id;
+	if (arg_map(argv, 1, &id, 1))
+		return;
+	reply_ok();
+	ob_u64((uintptr_t)maps[id].addr);
+	ob_u64(maps[id].len);
 }
 
 static void op_mprotect(int argc, char **argv)
@@ -1034,8 +1239,7 @@ static void op_load(int argc, char **argv)
 		abort();
 	int sig = copy_guarded(buf, maps[id].addr + off, (size_t)n);
 	if (sig) {
-		oblen = 0;
-		ob_fmt("fault %d", sig);
+		reply_fault(sig);
 	} else {
 		reply_ok();
 		ob_hex(buf, (size_t)n);
@@ -1055,8 +1259,7 @@ static void op_store(int argc, char **argv)
 		return;
 	int sig = copy_guarded(maps[id].addr + off, data, n);
 	if (sig) {
-		oblen = 0;
-		ob_fmt("fault %d", sig);
+		reply_fault(sig);
 	} else {
 		reply_ok();
 	}
@@ -1662,7 +1865,7 @@ static void op_binder_send(int argc, char **argv)
 		ob_str(r.cmd == BR_DEAD_REPLY ? " dead" : " failed");
 	}
 	rc = binder_flush();
-	if (rc && oblen >= 2 && memcmp(ob, "ok", 2) == 0)
+	if (rc && reply_is_ok())
 		reply_err(-rc);
 	free(objs);
 	free(offs);
@@ -1814,6 +2017,7 @@ struct op {
 
 static const struct op ops[] = {
 	{ "ping", 0, 0, op_ping },
+	{ "version", 0, 0, op_version },
 	{ "info", 0, 0, op_info },
 	{ "fds", 0, 0, op_fds },
 	{ "setuid", 1, 1, op_setuid },
@@ -1830,7 +2034,8 @@ static const struct op ops[] = {
 	{ "lseek", 3, 3, op_lseek },
 	{ "read", 2, 2, op_read },
 	{ "write", 2, 2, op_write },
-	{ "mmap", 6, 6, op_mmap },
+	{ "mmap", 6, 8, op_mmap },
+	{ "map_addr", 1, 1, op_map_addr },
 	{ "munmap", 1, 1, op_munmap },
 	{ "mprotect", 2, 2, op_mprotect },
 	{ "load", 3, 3, op_load },
@@ -1877,23 +2082,28 @@ static int tokenize(char *line, size_t n, char **argv)
 	}
 }
 
-static void handle_request(char *line, size_t n)
+/* Runs the request `line` (its id already taken) through `table`; every failure replies bad. */
+static void dispatch(const struct op *table, size_t count, char *line, size_t n)
 {
 	static char *argv[MAX_TOKENS + 1];
 	int argc = tokenize(line, n, argv);
 	if (argc < 0)
 		return;
 	argv[argc] = NULL;
-	for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
-		if (strcmp(ops[i].name, argv[0]) != 0)
+	for (size_t i = 0; i < count; i++) {
+		if (strcmp(table[i].name, argv[0]) != 0)
 			continue;
-		int args = argc - 1;
-		if (args < ops[i].min || (ops[i].max >= 0 && args > ops[i].max)) {
-			bad("%s takes %d%s arguments, not %d", argv[0], ops[i].min,
-			    ops[i].max == ops[i].min ? "" : " or more", args);
+		int args = argc - 1, min = table[i].min, max = table[i].max;
+		if (args < min || (max >= 0 && args > max)) {
+			if (max == min)
+				bad("%s takes %d arguments, not %d", argv[0], min, args);
+			else if (max < 0)
+				bad("%s takes %d or more arguments, not %d", argv[0], min, args);
+			else
+				bad("%s takes %d to %d arguments, not %d", argv[0], min, max, args);
 			return;
 		}
-		ops[i].fn(argc, argv);
+		table[i].fn(argc, argv);
 		return;
 	}
 	bad("unknown request %.60s", argv[0]);
@@ -1943,13 +2153,14 @@ static int child_main(void)
 			continue;
 		}
 		if (k == LINE_OVERLONG) {
+			read_id(in.head, in.headlen, cur_id);  /* so the refusal still names the request */
 			bad("a request longer than %u bytes (discarded)", MAX_LINE);
-		} else {
+		} else if (take_id(&line, &n) == 0) {
 			/* fds that came with anything but recvfds are closed first: they must not take the
 			 * fd numbers the request is about to allocate */
 			if (strcmp(line, "recvfds") != 0)
 				close_line_fds(&in);
-			handle_request(line, n);
+			dispatch(ops, sizeof ops / sizeof ops[0], line, n);
 		}
 		close_line_fds(&in);
 		send_reply();
@@ -1961,14 +2172,21 @@ static int child_main(void)
 
 #define MAX_CHILDREN 256
 
+/* A request forwarded to a child and not answered yet: its reply must carry this id. */
+struct owed {
+	char id[MAX_ID + 1];  /* "" for an unframed request, "-" for one with a malformed id */
+	int hub;              /* asked by the hub itself (spawn, xfer): the reply is not forwarded */
+};
+
 struct child {
 	char tag[32];
 	pid_t pid;
-	int fd;           /* -1 once dead */
-	int owed;         /* requests forwarded and not answered yet */
-	char why[96];     /* how it died */
+	int fd;               /* -1 once dead */
+	struct owed *owed;    /* oldest first: a child answers in order */
+	int nowed, capowed;
+	char why[160];        /* how it died */
 	char *buf;
-	size_t len, cap;
+	size_t len, cap, scanned;
 };
 
 static struct child kids[MAX_CHILDREN];
@@ -1976,6 +2194,7 @@ static int nkids;
 static int hub_out;
 static pid_t sm_pid = -1;
 static int sm_fd = -1;
+static unsigned long long hub_serial;  /* ids of the hub's own requests to its children */
 
 static int hub_out_gone;
 static void hub_cleanup(void);
@@ -2008,12 +2227,17 @@ static void hub_reply(const char *tag)
 	oblen = 0;
 }
 
-static void hub_lost(const char *tag, const char *why)
+/* `<tag> <id> lost <hex>`: request `id` went to a child that is gone. Leaves cur_id as it was. */
+static void hub_lost(const char *tag, const char *id, const char *why)
 {
-	oblen = 0;
+	char saved[sizeof cur_id];
+	memcpy(saved, cur_id, sizeof saved);
+	snprintf(cur_id, sizeof cur_id, "%s", id);
+	reply_start();
 	ob_str("lost");
 	ob_hex(why, strlen(why));
 	hub_reply(tag);
+	memcpy(cur_id, saved, sizeof saved);
 }
 
 static struct child *find_child(const char *tag)
@@ -2038,27 +2262,47 @@ static void reap(pid_t pid, char *why, size_t n)
 	}
 }
 
-/* The child is gone (or is being removed): reap it and answer what it still owed. */
+static void owe(struct child *c, const char *id, int hub)
+{
+	if (c->nowed == c->capowed) {
+		int cap = c->capowed ? c->capowed * 2 : 16;
+		struct owed *q = realloc(c->owed, (size_t)cap * sizeof *q);
+		if (!q)
+			abort();
+		c->owed = q;
+		c->capowed = cap;
+	}
+	snprintf(c->owed[c->nowed].id, sizeof c->owed[0].id, "%s", id);
+	c->owed[c->nowed++].hub = hub;
+}
+
+/* The child is gone (or is being removed, or broke the protocol): reap it and answer `lost` to
+ * what it still owed. `reason` (NULL: how it exited) is what later requests to it are told. */
 static void child_dead(struct child *c, const char *reason)
 {
 	if (c->fd < 0)
 		return;
 	close(c->fd);
 	c->fd = -1;
-	reap(c->pid, c->why, sizeof c->why);
-	char msg[192];
-	snprintf(msg, sizeof msg, "process %s (pid %d) %s%s", c->tag, (int)c->pid, reason ? reason : c->why,
+	char status[64];
+	reap(c->pid, status, sizeof status);
+	snprintf(c->why, sizeof c->why, "%s", reason ? reason : status);
+	char msg[256];
+	snprintf(msg, sizeof msg, "process %s (pid %d) %s%s", c->tag, (int)c->pid, c->why,
 	         reason ? "" : " before answering");
-	for (; c->owed > 0; c->owed--)
-		hub_lost(c->tag, msg);
+	for (int i = 0; i < c->nowed; i++)
+		if (!c->owed[i].hub)
+			hub_lost(c->tag, c->owed[i].id, msg);
+	c->nowed = 0;
 	free(c->buf);
 	c->buf = NULL;
-	c->len = c->cap = 0;
+	c->len = c->cap = c->scanned = 0;
 }
 
 static void remove_child(struct child *c)
 {
 	child_dead(c, "was killed");
+	free(c->owed);
 	*c = kids[--nkids];
 }
 
@@ -2104,12 +2348,15 @@ static ssize_t child_read(struct child *c, int *fds, int *nfds, int max)
 	return k;
 }
 
-/* Takes the first complete line of the child's output (NUL-terminated, '\n' removed) into `out`. */
+/* Takes the first complete line of the child's output (malloc'd, NUL-terminated, '\n' removed).
+ * Each byte is searched for '\n' once, however many reads a long line takes. */
 static int child_line(struct child *c, char **out, size_t *n)
 {
-	char *nl = c->len ? memchr(c->buf, '\n', c->len) : NULL;
-	if (!nl)
+	char *nl = c->len > c->scanned ? memchr(c->buf + c->scanned, '\n', c->len - c->scanned) : NULL;
+	if (!nl) {
+		c->scanned = c->len;
 		return 0;
+	}
 	*n = (size_t)(nl - c->buf);
 	*out = malloc(*n + 1);
 	if (!*out)
@@ -2118,18 +2365,69 @@ static int child_line(struct child *c, char **out, size_t *n)
 	(*out)[*n] = 0;
 	c->len -= *n + 1;
 	memmove(c->buf, nl + 1, c->len);
+	c->scanned = 0;
 	return 1;
 }
 
-/* Forwards complete reply lines to the hub's output. */
+/* Whether `line` is a well-formed reply to the request with id `id`:
+ * `[<id> ](ok|err|fault|bad)[ <field>]...`, fields of printable ASCII, single spaces. */
+static int reply_wellformed(const char *line, size_t n, const char *id)
+{
+	size_t k = strlen(id);
+	if (k) {
+		if (n <= k || memcmp(line, id, k) != 0 || line[k] != ' ')
+			return 0;
+		line += k + 1;
+		n -= k + 1;
+	}
+	size_t w = 0;
+	while (w < n && line[w] != ' ')
+		w++;
+	if (!((w == 2 && memcmp(line, "ok", 2) == 0) || (w == 3 && memcmp(line, "err", 3) == 0) ||
+	      (w == 3 && memcmp(line, "bad", 3) == 0) || (w == 5 && memcmp(line, "fault", 5) == 0)))
+		return 0;
+	for (size_t i = w; i < n; i++) {
+		unsigned char ch = (unsigned char)line[i];
+		if (ch == ' ' ? i + 1 == n || line[i + 1] == ' ' : ch < 0x21 || ch > 0x7e)
+			return 0;
+	}
+	return 1;
+}
+
+/* The child's next reply (malloc'd), if a complete one is buffered, and whom it answers. A line
+ * that is not the well-formed reply to the oldest request the child owes (a second reply, a
+ * wrong id, garbage) ends the child: its requests are answered `lost`, never with a reply meant
+ * for another one. Returns 0 when there is none (or the child was ended). */
+static int child_reply(struct child *c, char **out, size_t *n, struct owed *whom)
+{
+	char *line;
+	size_t len;
+	if (c->fd < 0 || !child_line(c, &line, &len))
+		return 0;
+	if (c->nowed == 0 || !reply_wellformed(line, len, c->owed[0].id)) {
+		char why[160];
+		snprintf(why, sizeof why, "broke the protocol with %s: %.60s",
+		         c->nowed ? "a reply out of turn or malformed" : "a line nobody asked for", line);
+		free(line);
+		child_dead(c, why);
+		return 0;
+	}
+	*whom = c->owed[0];
+	memmove(c->owed, c->owed + 1, (size_t)--c->nowed * sizeof *c->owed);
+	*out = line;
+	*n = len;
+	return 1;
+}
+
+/* Forwards the child's complete replies to the hub's output. */
 static void child_forward(struct child *c)
 {
 	char *line;
 	size_t n;
-	while (child_line(c, &line, &n)) {
-		if (c->owed > 0)
-			c->owed--;
-		hub_write(c->tag, line, n);
+	struct owed whom;
+	while (child_reply(c, &line, &n, &whom)) {
+		if (!whom.hub)  /* (the hub's own requests are answered while it waits: never here) */
+			hub_write(c->tag, line, n);
 		free(line);
 	}
 }
@@ -2148,27 +2446,40 @@ static void child_send(struct child *c, const char *line, const int *fds, int nf
 		child_dead(c, NULL);
 }
 
-/* A request made by the hub itself: send it, forward replies the child still owed for earlier
- * requests, and return its own reply (malloc'd) and the fds that came with it. NULL when the child
- * died or did not answer in time (then it is killed: a late reply would be misattributed). */
+/* A request made by the hub itself: send it (under an id of the hub's), forward replies the child
+ * still owed for earlier requests, and return its own reply without the id (malloc'd) and the fds
+ * that came with it. NULL when the child died or did not answer in time (then it is killed). */
 static char *child_call(struct child *c, const char *line, const int *fds, int nfds, int *rfds, int *nrfds)
 {
+	char id[MAX_ID + 1];
+	snprintf(id, sizeof id, "%llu", ++hub_serial % 10000000000000000000ULL);
+	size_t idlen = strlen(id), n = strlen(line);
+	char *framed = malloc(idlen + 1 + n + 1);
+	if (!framed)
+		abort();
+	memcpy(framed, id, idlen);
+	framed[idlen] = ' ';
+	memcpy(framed + idlen + 1, line, n + 1);
 	*nrfds = 0;
-	child_send(c, line, fds, nfds);
+	owe(c, id, 1);
+	child_send(c, framed, fds, nfds);
+	free(framed);
 	struct timespec t0, t;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (;;) {
-		if (c->fd < 0)
-			return NULL;
 		char *reply;
-		size_t n;
-		while (child_line(c, &reply, &n)) {
-			if (c->owed == 0)
+		size_t len;
+		struct owed whom;
+		while (child_reply(c, &reply, &len, &whom)) {
+			if (whom.hub) {  /* ours: the child answers in order, so it is this one */
+				memmove(reply, reply + idlen + 1, len - idlen);
 				return reply;
-			c->owed--;
-			hub_write(c->tag, reply, n);
+			}
+			hub_write(c->tag, reply, len);
 			free(reply);
 		}
+		if (c->fd < 0)
+			return NULL;
 		clock_gettime(CLOCK_MONOTONIC, &t);
 		long left = HUB_SYNC_TIMEOUT_MS - ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000);
 		struct pollfd p = { c->fd, POLLIN, 0 };
@@ -2201,13 +2512,18 @@ static pid_t spawn_self(int fd, char *const *args)
 	return pid;
 }
 
+/* A `lost` reply to a hub request that needed a dead child. */
+static void reply_lost(const struct child *c)
+{
+	reply_start();
+	ob_str("lost");
+	ob_hex(c->why, strlen(c->why));
+}
+
 static void hub_spawn(int argc, char **argv)
 {
+	(void)argc;
 	int uid;
-	if (argc != 3) {
-		bad("spawn takes a proc tag and a uid");
-		return;
-	}
 	if (arg_int(argv, 2, &uid))
 		return;
 	if (strlen(argv[1]) >= sizeof kids[0].tag || strcmp(argv[1], "*") == 0) {
@@ -2255,22 +2571,19 @@ static void hub_spawn(int argc, char **argv)
 		reply_ok();
 		ob_i64(pid);
 	} else if (reply && strncmp(reply, "err ", 4) == 0) {
-		oblen = 0;
+		reply_start();
 		ob_str(reply);
 	} else {
 		bad("spawn %s: the new executor %s", c->tag, reply ? "answered garbage" : c->why);
 	}
 	free(reply);
-	if (!(oblen >= 2 && memcmp(ob, "ok", 2) == 0))
+	if (!reply_is_ok())
 		remove_child(c);
 }
 
 static void hub_kill(int argc, char **argv)
 {
-	if (argc != 2) {
-		bad("kill takes a proc tag");
-		return;
-	}
+	(void)argc;
 	struct child *c = find_child(argv[1]);
 	if (!c) {
 		reply_err(ESRCH);
@@ -2282,20 +2595,13 @@ static void hub_kill(int argc, char **argv)
 
 static void hub_xfer(int argc, char **argv)
 {
-	if (argc < 3) {
-		bad("xfer takes src, dst and fds");
-		return;
-	}
 	struct child *src = find_child(argv[1]), *dst = find_child(argv[2]);
 	if (!src || !dst) {
 		bad("xfer: no process %.40s", src ? argv[2] : argv[1]);
 		return;
 	}
 	if (src->fd < 0 || dst->fd < 0) {
-		struct child *dead = src->fd < 0 ? src : dst;
-		oblen = 0;
-		ob_str("lost");
-		ob_hex(dead->why, strlen(dead->why));
+		reply_lost(src->fd < 0 ? src : dst);
 		return;
 	}
 	/* the fd list is checked by src itself: the request is `sendfds` with the same tokens */
@@ -2314,22 +2620,19 @@ static void hub_xfer(int argc, char **argv)
 	char *reply = child_call(src, req, NULL, 0, fds, &nfds);
 	free(req);
 	if (!reply) {
-		oblen = 0;
-		ob_str("lost");
-		ob_hex(src->why, strlen(src->why));
+		reply_lost(src);
 	} else if (strcmp(reply, "ok") != 0) {
-		oblen = 0;
+		reply_start();
 		ob_str(reply);  /* err 9 (nothing delivered), or src's bad */
 	} else {
 		free(reply);
 		reply = child_call(dst, "recvfds", fds, nfds, back, &nback);
 		for (int i = 0; i < nback; i++)
 			close(back[i]);
-		oblen = 0;
 		if (!reply) {
-			ob_str("lost");
-			ob_hex(dst->why, strlen(dst->why));
+			reply_lost(dst);
 		} else {
+			reply_start();
 			ob_str(reply);
 		}
 	}
@@ -2340,12 +2643,9 @@ static void hub_xfer(int argc, char **argv)
 
 static void hub_servicemanager(int argc, char **argv)
 {
+	(void)argc;
 	uint8_t *dev;
 	size_t n;
-	if (argc != 2) {
-		bad("servicemanager takes a device path");
-		return;
-	}
 	if (arg_hex(argv, 1, &dev, &n))
 		return;
 	if (sm_pid > 0) {
@@ -2388,7 +2688,7 @@ static void hub_servicemanager(int argc, char **argv)
 		close(c.fd);
 		reap(pid, c.why, sizeof c.why);
 		if (reply && strncmp(reply, "err ", 4) == 0) {
-			oblen = 0;
+			reply_start();
 			ob_str(reply);
 		} else {
 			bad("the servicemanager did not start: %s", c.why);
@@ -2408,38 +2708,32 @@ static void hub_cleanup(void)
 	}
 }
 
-static void hub_request(char *line, size_t n)
+static void hub_exit(int argc, char **argv)
 {
-	static char *argv[MAX_TOKENS + 1];
-	int argc = tokenize(line, n, argv);
-	if (argc < 0)
-		return;
-	argv[argc] = NULL;
-	const char *op = argv[0];
-	if (strcmp(op, "ping") == 0)
-		reply_ok();
-	else if (strcmp(op, "spawn") == 0)
-		hub_spawn(argc, argv);
-	else if (strcmp(op, "kill") == 0)
-		hub_kill(argc, argv);
-	else if (strcmp(op, "xfer") == 0)
-		hub_xfer(argc, argv);
-	else if (strcmp(op, "servicemanager") == 0)
-		hub_servicemanager(argc, argv);
-	else if (strcmp(op, "exit") == 0) {
-		hub_cleanup();
-		reply_ok();
-		hub_reply("*");
-		_exit(0);
-	} else
-		bad("unknown hub request %.60s", op);
+	(void)argc; (void)argv;
+	hub_cleanup();
+	reply_ok();
+	hub_reply("*");
+	_exit(0);
 }
+
+/* Requests to the hub itself (tag `*`). */
+static const struct op hub_ops[] = {
+	{ "ping", 0, 0, op_ping },
+	{ "version", 0, 0, op_version },
+	{ "spawn", 2, 2, hub_spawn },
+	{ "kill", 1, 1, hub_kill },
+	{ "xfer", 2, -1, hub_xfer },
+	{ "servicemanager", 1, 1, hub_servicemanager },
+	{ "exit", 0, 0, hub_exit },
+};
 
 static void hub_line(char *line, size_t n)
 {
 	char *sp = memchr(line, ' ', n);
 	if (!sp || sp == line || memchr(line, 0, n)) {
-		bad("a hub line is `<proc> <request>`");
+		strcpy(cur_id, "-");
+		bad("a hub line is `<proc> [<id>] <request>`");
 		hub_reply("*");
 		return;
 	}
@@ -2447,22 +2741,43 @@ static void hub_line(char *line, size_t n)
 	char *rest = sp + 1;
 	size_t rn = n - (size_t)(rest - line);
 	if (strcmp(line, "*") == 0) {
-		hub_request(rest, rn);
+		if (take_id(&rest, &rn) == 0)
+			dispatch(hub_ops, sizeof hub_ops / sizeof hub_ops[0], rest, rn);
 		hub_reply("*");
 		return;
 	}
+	char id[sizeof cur_id];
+	read_id(rest, rn, id);  /* the id the child will answer with */
 	struct child *c = find_child(line);
 	if (!c) {
+		memcpy(cur_id, id, sizeof cur_id);
 		bad("no process %.40s (spawn it first)", line);
 		hub_reply(line);
 	} else if (c->fd < 0) {
-		char msg[192];
+		char msg[256];
 		snprintf(msg, sizeof msg, "process %s (pid %d) %s", c->tag, (int)c->pid, c->why);
-		hub_lost(c->tag, msg);
+		hub_lost(c->tag, id, msg);
 	} else {
-		c->owed++;
+		owe(c, id, 0);
 		child_send(c, rest, NULL, 0);
 	}
+}
+
+/* An overlong line is answered `bad` under the tag and id its first bytes name, if they can. */
+static void hub_overlong(void)
+{
+	const char *tag = "*";
+	char *sp = memchr(in.head, ' ', in.headlen);
+	strcpy(cur_id, "-");
+	if (sp) {
+		*sp = 0;
+		if (strcmp(in.head, "*") == 0 || find_child(in.head)) {
+			tag = in.head;
+			read_id(sp + 1, in.headlen - (size_t)(sp + 1 - in.head), cur_id);
+		}
+	}
+	bad("a hub line longer than %zu bytes (discarded)", in.max);
+	hub_reply(tag);
 }
 
 static int hub_main(const char *device)
@@ -2483,7 +2798,7 @@ static int hub_main(const char *device)
 			tcsetattr(fd, TCSANOW, &tio);
 		}
 	}
-	reader_init(&in, fd, MAX_LINE + sizeof kids[0].tag);
+	reader_init(&in, fd, MAX_LINE + sizeof kids[0].tag + MAX_ID + 1);
 	for (;;) {
 		struct pollfd p[MAX_CHILDREN + 2];
 		struct child *who[MAX_CHILDREN + 2];
@@ -2539,12 +2854,10 @@ static int hub_main(const char *device)
 			int k;
 			while ((k = reader_next(&in, &line, &n)) != LINE_NONE) {
 				close_line_fds(&in);  /* fds cannot travel on to a child this way */
-				if (k == LINE_OVERLONG) {
-					bad("a hub line longer than %zu bytes (discarded)", in.max);
-					hub_reply("*");
-				} else {
+				if (k == LINE_OVERLONG)
+					hub_overlong();
+				else
 					hub_line(line, n);
-				}
 			}
 		}
 	}

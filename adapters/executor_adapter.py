@@ -4,17 +4,22 @@ virtio-serial port or over `adb shell`).
 
 What differs between backends is data: the region backend (ashmem ioctls or memfd mode), how
 fds travel (binder through the real driver, or SCM_RIGHTS with binder's rules applied, where no
-binder device exists), and the transport. A transport that dies or times out makes the outcome
-*indeterminate* and the process lost; nothing is guessed.
+binder device exists), and the transport. A transport that dies, times out or breaks the protocol
+makes the outcome *indeterminate* and the process lost; nothing is guessed.
+
+`Transport` is what every backend offers; `BlockingTransport` adds submit/wait (a request left
+outstanding while others run), which only the real binder path needs and only the hub provides.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ashcheck.adapters.base import Adapter, Capability
-from ashcheck.adapters.executor_ops import AshmemRegions, MemfdRegions, Reply, common, ints, outcome
+from ashcheck.adapters.channel import Ticket
+from ashcheck.adapters.executor_ops import AshmemRegions, MemfdRegions, common, ints, outcome
+from ashcheck.adapters.reply import Reply, hexed
 from ashcheck.spec import ops as o
 from ashcheck.spec.outcome import BR_FAILED_REPLY, BR_TRANSACTION_COMPLETE, Outcome, indeterminate, ok
 
@@ -22,23 +27,48 @@ UNPRIVILEGED_UID = 65534  # nobody: no CAP_SYS_ADMIN
 
 
 class TransportLost(Exception):
-    """The executor or its channel is gone (crash, kill, timeout); what happened is unknown."""
+    """The executor or its channel is gone (crash, kill, timeout, protocol error); what happened
+    is unknown."""
 
 
 class Transport(Protocol):
-    def spawn(self, proc: int, uid: int | None) -> None: ...
-    def kill(self, proc: int) -> None: ...
-    def request(self, proc: int, line: str) -> Reply: ...
+    """How an ExecutorAdapter reaches its executors: what every backend can do. Every call raises
+    TransportLost when the process (or the channel) is lost."""
+
+    def spawn(self, proc: int, uid: int | None) -> None:
+        """Start the executor of modelled process `proc` (as `uid`; None: keep ours)."""
+        ...
+
+    def kill(self, proc: int) -> None:
+        """End `proc`'s executor (nothing if it has none)."""
+        ...
+
+    def request(self, proc: int, line: str) -> Reply:
+        """One request line to `proc`'s executor (the id framing is the channel's) and its reply."""
+        ...
+
     def relay_fds(self, src: int, dst: int, fds: tuple[int, ...]) -> Outcome:
         """Move fds from src to dst over SCM_RIGHTS: ok(new fds in dst) or the sender's errno."""
         ...
-    def submit(self, proc: int, line: str) -> object:
-        """Send a request that may block (binder_recv) without waiting; returns a ticket."""
+
+    def close(self) -> None:
+        """End every executor and the channel."""
         ...
-    def wait(self, ticket: object) -> Reply:
+
+
+@runtime_checkable
+class BlockingTransport(Transport, Protocol):
+    """A Transport that can leave a request outstanding while others run: what binder needs (the
+    receiver blocks in binder_recv while the sender transacts). Only backends with a binder
+    device (the hub: VM, device) provide it."""
+
+    def submit(self, proc: int, line: str) -> Ticket:
+        """Send a request that may block, without waiting; returns the ticket for wait()."""
+        ...
+
+    def wait(self, ticket: Ticket) -> Reply:
         """The reply to a submitted request."""
         ...
-    def close(self) -> None: ...
 
 
 class ExecutorAdapter(Adapter):
@@ -93,7 +123,7 @@ class ExecutorAdapter(Adapter):
                 self.transport.spawn(p, UNPRIVILEGED_UID if drop else None)
                 self.procs[p] = accepts
                 if self.binder_device is not None:
-                    got = outcome(send(p, f"binder_open {self.binder_device.hex()} {int(accepts)} {p}"))
+                    got = outcome(send(p, f"binder_open {hexed(self.binder_device)} {int(accepts)} {p}"))
                     if not got.succeeded or got.value is not None:
                         raise TransportLost(f"binder setup of process {p} failed: {got}")
                 return outcome(send(p, "fds"), ints)
@@ -107,13 +137,20 @@ class ExecutorAdapter(Adapter):
         return common(send, op) or self.regions.perform(send, op)
 
     # fds over binder ------------------------------------------------------------------------
+    def _blocking(self) -> BlockingTransport:
+        if not isinstance(self.transport, BlockingTransport):
+            raise TypeError(f"{type(self).__name__} sets binder_device, but its transport "
+                            f"{type(self.transport).__name__} cannot leave a request outstanding (submit/wait)")
+        return self.transport
+
     def _binder_send(self, op: o.BinderSend) -> Outcome:
-        t = self.transport
         if self.binder_device is None:
+            t = self.transport
             if op.fds and not self.procs[op.dst]:
                 return ok(BR_FAILED_REPLY)  # binder_translate_fd checks acceptance first
             moved = t.relay_fds(op.proc, op.dst, op.fds)
             return moved if moved.succeeded else ok(BR_FAILED_REPLY)
+        t = self._blocking()
         waiting = t.submit(op.dst, "binder_recv")
         sent = t.request(op.proc, " ".join(["binder_send", str(op.dst), "0", *map(str, op.fds)]))
         if sent.fields[:1] == ("failed",):
@@ -126,12 +163,12 @@ class ExecutorAdapter(Adapter):
         return ok(ints(t.wait(waiting).fields[1:]))
 
     def _binder_reply(self, op: o.BinderReply) -> Outcome:
-        t = self.transport
         if self.binder_device is None:
             if op.fds and not op.accept_fds:
                 return ok((BR_FAILED_REPLY, BR_TRANSACTION_COMPLETE))
-            moved = t.relay_fds(op.replier, op.proc, op.fds)
+            moved = self.transport.relay_fds(op.replier, op.proc, op.fds)
             return ok((moved.value if moved.succeeded else BR_FAILED_REPLY, BR_TRANSACTION_COMPLETE))
+        t = self._blocking()
         waiting = t.submit(op.replier, " ".join(["binder_recv", *map(str, op.fds)]))
         called = t.request(op.proc, f"binder_send {op.replier} {int(op.accept_fds)}")
         replied = t.wait(waiting)

@@ -17,8 +17,9 @@ import errno
 import stat
 import struct
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
+from ashcheck.adapters.reply import Reply, hexed, unhex
 from ashcheck.spec import ops as o
 from ashcheck.spec.constants import (
     ASHMEM_IS_PINNED,
@@ -46,22 +47,7 @@ from ashcheck.spec.pinning import NO_OP_ANSWER
 F_GETFD = 1
 
 
-class Reply(Protocol):
-    @property
-    def status(self) -> str: ...
-    @property
-    def fields(self) -> tuple[str, ...]: ...
-
-
 Send = Callable[[int, str], Reply]  # (proc, request line) → reply
-
-
-def hexed(data: bytes) -> str:
-    return data.hex() or "-"
-
-
-def unhex(field: str) -> bytes:
-    return b"" if field == "-" else bytes.fromhex(field)
 
 
 def outcome(reply: Reply, value: Callable[[tuple[str, ...]], Any] = lambda f: None) -> Outcome:
@@ -221,9 +207,11 @@ def common(send: Send, op: o.Op) -> Outcome | None:
             return outcome(send(p, "fds"), ints)
         case o.OpenPath():
             return outcome(send(p, f"open {hexed(b'/')} {O_PATH}"), first_int)
-        case o.Mmap(fd=fd, map_id=m, length=n, prot=prot, shared=shared, offset=off, noreserve=noreserve):
+        case o.Mmap(fd=fd, map_id=m, length=n, prot=prot, shared=shared, offset=off, noreserve=noreserve,
+                    near=near, above=above):
             flags = (MAP_SHARED if shared else MAP_PRIVATE) | (MAP_NORESERVE if noreserve else 0)
-            return outcome(send(p, f"mmap {m} {fd} {n} {prot} {flags} {off}"))
+            hint = "" if near is None else f" {near} {1 if above else -1}"  # an address hint, not MAP_FIXED
+            return outcome(send(p, f"mmap {m} {fd} {n} {prot} {flags} {off}{hint}"))
         case o.Munmap(map_id=m):
             return outcome(send(p, f"munmap {m}"))
         case o.Mprotect(map_id=m, prot=prot):

@@ -9,7 +9,8 @@ The binder-only behaviours (node flags, failed replies) are checked against the 
 the `kernel` adapter; here acceptance is applied by the adapter from the Spawn flag.
 
 Capabilities are probed in `start`: memfd_create, sealing, and F_SEAL_FUTURE_WRITE (Linux ≥ 5.1),
-which libcutils requires before it uses memfd mode at all.
+which libcutils requires before it uses memfd mode at all. The executor is built with the system C
+compiler (build.py, target `host`), and every executor started proves its version first.
 """
 
 from __future__ import annotations
@@ -19,59 +20,76 @@ from pathlib import Path
 from typing import ClassVar
 
 from ashcheck.adapters.base import AdapterUnavailable, Capability
-from ashcheck.adapters.channel import Executor, ExecutorError
+from ashcheck.adapters.channel import Executor, ExecutorError, HandshakeError
 from ashcheck.adapters.executor_adapter import ExecutorAdapter, TransportLost
-from ashcheck.adapters.executor_ops import Reply, first_int, ints, outcome
+from ashcheck.adapters.executor_ops import first_int, ints, outcome
+from ashcheck.adapters.reply import Reply, hexed
 from ashcheck.spec.constants import F_ADD_SEALS, F_SEAL_FUTURE_WRITE
 from ashcheck.spec.outcome import Outcome, ok
 
 
 class HostTransport:
-    """Executors on this host, one socketpair each."""
+    """A Transport to executors on this host, one socketpair each (channel.Executor).
 
-    def __init__(self, binary: Path, timeout: float) -> None:
+    `version`: every executor started must first answer it to `version` (the check of the cached
+    binary). If one does not, the binary is checked and rebuilt (build.executor_path(`target`)),
+    once per transport, and the start is tried again."""
+
+    def __init__(self, binary: Path, timeout: float, *, version: str | None = None, target: str = "host") -> None:
         self.binary, self.timeout = binary, timeout
-        self.execs: dict[int, Executor] = {}
+        self.version, self.target = version, target
+        self._execs: dict[int, Executor] = {}
+        self._rebuilt = False
 
-    def _exec(self, proc: int) -> Executor:
-        e = self.execs.get(proc)
+    def executor(self, proc: int) -> Executor:
+        """The executor of modelled process `proc`. Raises TransportLost if it has none."""
+        e = self._execs.get(proc)
         if e is None:
             raise TransportLost(f"process {proc} has no executor")
         return e
 
     def spawn(self, proc: int, uid: int | None) -> None:
         try:
-            self.execs[proc] = Executor(self.binary, uid=uid, timeout=self.timeout)
+            self._execs[proc] = self._start(uid)
         except ExecutorError as exc:
             raise TransportLost(str(exc)) from exc
 
+    def _start(self, uid: int | None) -> Executor:
+        try:
+            return Executor(self.binary, uid=uid, timeout=self.timeout, version=self.version)
+        except HandshakeError as exc:
+            if self._rebuilt:
+                raise
+            self._rebuilt = True
+            from ashcheck.adapters.build import BuildError, executor_path
+
+            try:
+                self.binary = executor_path(self.target)
+            except BuildError as build:
+                raise HandshakeError(f"{exc}; and it could not be rebuilt: {build}") from exc
+            return Executor(self.binary, uid=uid, timeout=self.timeout, version=self.version)
+
     def kill(self, proc: int) -> None:
-        e = self.execs.pop(proc, None)
+        e = self._execs.pop(proc, None)
         if e is not None:
             e.close()
 
     def request(self, proc: int, line: str) -> Reply:
         try:
-            return self._exec(proc).request(line)
+            return self.executor(proc).request(line)
         except ExecutorError as exc:
             raise TransportLost(str(exc)) from exc
-
-    def submit(self, proc: int, line: str) -> object:
-        raise NotImplementedError("the host has no binder: requests never block")
-
-    def wait(self, ticket: object) -> Reply:
-        raise NotImplementedError("the host has no binder: requests never block")
 
     def relay_fds(self, src: int, dst: int, fds: tuple[int, ...]) -> Outcome:
         if not fds:
             return ok(())
         try:
-            reply, received = self._exec(src).request_recv_fds("sendfds " + " ".join(map(str, fds)))
+            reply, received = self.executor(src).request_recv_fds("sendfds " + " ".join(map(str, fds)))
             try:
                 got = outcome(reply)
                 if not got.succeeded:
                     return got
-                return outcome(self._exec(dst).request("recvfds", fds=received), ints)
+                return outcome(self.executor(dst).request("recvfds", fds=received), ints)
             finally:
                 for fd in received:
                     os.close(fd)
@@ -79,7 +97,7 @@ class HostTransport:
             raise TransportLost(str(exc)) from exc
 
     def close(self) -> None:
-        for proc in list(self.execs):
+        for proc in list(self._execs):
             self.kill(proc)
 
 
@@ -95,14 +113,22 @@ class MemfdAdapter(ExecutorAdapter):
     def unavailable_reason(cls) -> str | None:
         if not hasattr(os, "memfd_create"):
             return "this platform has no memfd_create"
-        return None
+        from ashcheck.adapters.build import unavailable_reason
+
+        return unavailable_reason("host")
 
     def start(self) -> None:
-        from ashcheck.adapters.build import executor_path
+        """Build (or take from the cache, checked) the host executor and probe the kernel. Raises
+        AdapterUnavailable (build.BuildError among them) with one reason."""
+        from ashcheck.adapters.build import executor_path, version
 
-        self.transport = HostTransport(executor_path(), self.timeout)
+        self.transport = HostTransport(executor_path("host"), self.timeout, version=version())
+        try:
+            probed = self._probe()
+        except TransportLost as exc:
+            raise AdapterUnavailable(f"the executor does not run here: {exc}") from exc
         self.capabilities = frozenset(
-            {Capability.MULTI_PROCESS, Capability.FD_TRANSFER, Capability.MAPS_NAME} | self._probe())
+            {Capability.MULTI_PROCESS, Capability.FD_TRANSFER, Capability.MAPS_NAME} | probed)
 
     def _probe(self) -> set[Capability]:
         """Can this kernel do what libcutils' memfd mode needs, and can we drop privileges?"""
@@ -110,7 +136,7 @@ class MemfdAdapter(ExecutorAdapter):
         t = self.transport
         try:
             t.spawn(-1, None)
-            fd = outcome(t.request(-1, f"memfd_region {b'probe'.hex()} 4096"), first_int)
+            fd = outcome(t.request(-1, f"memfd_region {hexed(b'probe')} 4096"), first_int)
             if not fd.succeeded:
                 raise AdapterUnavailable(f"memfd_create with sealing failed here: {fd}")
             sealed = outcome(t.request(-1, f"fcntl {fd.value} {F_ADD_SEALS} {F_SEAL_FUTURE_WRITE}"), first_int)

@@ -53,8 +53,9 @@ from typing import ClassVar
 from ashcheck.adapters import build
 from ashcheck.adapters.base import AdapterUnavailable, Capability
 from ashcheck.adapters.executor_adapter import ExecutorAdapter, TransportLost
-from ashcheck.adapters.executor_ops import AshmemRegions, Reply, Send, first_int, hexed, outcome, unhex
+from ashcheck.adapters.executor_ops import AshmemRegions, Send, first_int, outcome
 from ashcheck.adapters.memfd import HostTransport
+from ashcheck.adapters.reply import Reply, hexed, unhex
 from ashcheck.spec import ops as o
 from ashcheck.spec.constants import O_CLOEXEC, O_RDWR
 from ashcheck.spec.outcome import Outcome, emulated, indeterminate

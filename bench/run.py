@@ -12,6 +12,11 @@ Figures are measured in the same run so that ratios survive a noisy machine:
   expensive (each flushes its software TLB), so kernel_child_ping_us (a ping answered by that
   process) is printed too: kernel_op_us / kernel_child_ping_us is the cost of the op itself.
   memfd_child_ping_us likewise.
+- fuzz: 10,000 seeded malformed request lines to one executor (fuzz_executor_*), and 10,000
+  malformed reply lines through the executor's and the hub's reply readers (fuzz_reply_*,
+  fuzz_hub_reply_*): crashes, hangs, desyncs (a reply taken for another request) and accepted
+  (a malformed line taken as valid, or a valid one refused), all expected 0, and lines per second.
+  reply_40mib_read_s: reading one 40 MiB reply line from a stand-in executor (linear time).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -124,13 +130,16 @@ def pipe_rtt_us(n: int = 2000) -> float:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--only", default="sim,memfd,kernel")
+    parser.add_argument("--only", default="sim,memfd,kernel,fuzz", help="comma-separated: sim,memfd,kernel,fuzz")
     args = parser.parse_args(argv)
     parts = set(args.only.split(","))
+    if unknown := parts - {"sim", "memfd", "kernel", "fuzz"}:
+        parser.error(f"--only: unknown part(s) {sorted(unknown)}")
     figures: dict[str, float] = {}
     _count_driver_steps()
-    n_rules = sum(1 for name in dir(AshmemMachine) if hasattr(getattr(AshmemMachine, name), RULE_MARKER))
-    figures["floor_steps_per_s"] = steps_per_second(_floor_machine(n_rules))
+    if parts & {"sim", "memfd", "kernel"}:
+        n_rules = sum(1 for name in dir(AshmemMachine) if hasattr(getattr(AshmemMachine, name), RULE_MARKER))
+        figures["floor_steps_per_s"] = steps_per_second(_floor_machine(n_rules))
     if "sim" in parts:
         figures["sim_steps_per_s"] = machine_rate("sim")
         figures["sim_ratio"] = figures["sim_steps_per_s"] / figures["floor_steps_per_s"]
@@ -141,6 +150,8 @@ def main(argv: list[str]) -> int:
         figures["memfd_ratio"] = figures["memfd_op_us"] / figures["pipe_rtt_us"]
     if "kernel" in parts:
         figures.update(kernel_figures())
+    if "fuzz" in parts:
+        figures.update(fuzz_figures())
     rounded = {k: round(v, 3) for k, v in figures.items()}
     print(json.dumps(rounded) if args.json else "\n".join(f"{k:20} {v}" for k, v in rounded.items()))
     return 0
@@ -154,6 +165,46 @@ def kernel_figures() -> dict[str, float]:
     out["kernel_op_us"], out["kernel_child_ping_us"] = op_round_trip_us("kernel", n=500)
     out["kernel_ratio"] = out["kernel_op_us"] / out["vport_rtt_us"]
     return out
+
+
+def fuzz_figures(n: int = 10_000, seed: int = 0) -> dict[str, float]:
+    from ashcheck.adapters import build, fuzz
+
+    out = fuzz.fuzz_executor(build.executor_path(), n, seed).summary("fuzz_executor")
+    executor, hub = fuzz.fuzz_replies(n, seed)
+    out |= executor.summary("fuzz_reply") | hub.summary("fuzz_hub_reply")
+    out["reply_40mib_read_s"] = long_reply_seconds(40 << 20)
+    return out
+
+
+STAND_IN = """import os, sys
+reply = b" ok " + b"ab" * (int(sys.argv[1]) // 2) + b"\\n"
+for line in sys.stdin.buffer:
+    rid, _, request = line.partition(b" ")
+    os.writev(1, [rid, reply if request.startswith(b"big") else b" ok\\n"])
+"""
+
+
+def long_reply_seconds(size: int, tries: int = 3) -> float:
+    """The best time of `tries` reads of one reply line of `size` bytes, from a stand-in executor
+    that has it ready (so that only the reading is timed)."""
+    from pathlib import Path
+
+    from ashcheck.adapters.channel import Executor
+
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "stand-in"
+        script.write_text(f"#!{sys.executable}\nimport sys; sys.argv.append({size!r})\n{STAND_IN}")
+        script.chmod(0o755)
+        with Executor(script, timeout=300) as ex:
+            ex.request("ping")
+            times = []
+            for _ in range(tries):
+                start = time.perf_counter()
+                reply = ex.request("big")
+                times.append(time.perf_counter() - start)
+                assert len(reply.fields[0]) == size, "the stand-in's reply was cut"
+    return min(times)
 
 
 if __name__ == "__main__":

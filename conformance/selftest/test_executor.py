@@ -1,7 +1,9 @@
 """Self-tests of the native executor (adapters/executor.c), its build cache (adapters/build.py) and
-its Python clients (adapters/channel.py), on this host: memfd regions, faults, fd transfer by
-SCM_RIGHTS, hostile input, process lifetime, cross builds and the hub. Binder needs a binder device
-and is exercised in the VM (the kernel adapter); here only its error paths run.
+its Python clients (adapters/channel.py, hub.py), on this host: memfd regions, faults, fd transfer
+by SCM_RIGHTS, hostile input, the framed protocol (ids, protocol errors), placement hints, process
+lifetime, the build (toolchains, the checked cache, cross builds), the hub, the verb tables against
+the Python encoders, and a short fuzzing run. Binder needs a binder device and is exercised in the
+VM (the kernel adapter); here only its error paths run.
 
 No test may leave an executor process or an fd behind: `no_leftovers` checks /proc after each test
 (and the module fixture once more at the end). Executors are recognised by a marker in their
@@ -26,11 +28,17 @@ import tty
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
-from ashcheck.adapters import build
-from ashcheck.adapters.channel import Executor, ExecutorError, Hub, Reply
+from ashcheck.adapters import build, fuzz
+from ashcheck.adapters.base import AdapterUnavailable, Capability
+from ashcheck.adapters.channel import Executor, ExecutorError, Hub, ProcessLost, Reply, Ticket
+from ashcheck.adapters.executor_adapter import ExecutorAdapter, TransportLost
+from ashcheck.adapters.hub import HubTransport
+from ashcheck.adapters.memfd import HostTransport
+from ashcheck.spec import ops as o
 
 MARKER = "ASHCHECK_SELFTEST_MARKER"
 MODULE_RUN = uuid.uuid4().hex
@@ -359,6 +367,125 @@ def test_sendfds_needs_a_socket(exe: Path) -> None:
     assert done.returncode == 0, "exit(0) on EOF"
 
 
+# ---- framing: every reply names its request -----------------------------------------------------
+def test_every_reply_names_its_request(exe: Path) -> None:
+    """Over pipes, line by line: the id comes back; without one the reply has none; a malformed id
+    is answered under `-`; an overlong line still under its id."""
+    lines = [b"7 ping", b"ping", b"12a ping", b"8", b"9 ping " + b"a" * (2 << 20), b"1234567890123456789 version",
+             b"12345678901234567890 ping", b"10\tping", b"11 ping\r"]
+    done = subprocess.run([exe], input=b"".join(line + b"\n" for line in lines), capture_output=True, timeout=30)
+    replies = done.stdout.split(b"\n")
+    assert replies[-1] == b"" and len(replies) == len(lines) + 1, replies
+    assert replies[0] == b"7 ok" and replies[1] == b"ok"
+    assert replies[5] == b"1234567890123456789 ok " + build.version().encode(), "the longest id, and the version"
+    expected = [b"7 ok", b"ok", b"- bad ", b"8 bad ", b"9 bad ", b"1234567890123456789 ok ", b"- bad ", b"- bad ",
+                b"11 bad "]
+    for line, reply, start in zip(lines, replies, expected, strict=False):
+        assert reply.startswith(start), (line[:40], reply)
+        first = reply.decode().split(" ", 1)[0]
+        assert ("" if first in ("ok", "bad") else first) == fuzz.expected_id(line), "the fuzzer's rule too"
+
+
+FORGED = {"a second reply with the same id": b"1 ok\n", "another id": b"5 ok\n", "no id": b"ok\n",
+          "a carriage return": b"1 ok\r\n", "an empty field": b"1 ok  3\n", "garbage": b"\xff\x00 \n"}
+
+
+@pytest.mark.parametrize("forged", FORGED.values(), ids=FORGED.keys())
+def test_a_reply_out_of_turn_loses_the_executor_never_the_request(exe: Path, forged: bytes) -> None:
+    """`write 1 <line>` makes the executor write a forged line before its own reply (to request 1,
+    the first): the channel must fail, at the latest on the next request, and never hand the
+    executor's real reply (`ok <count>`) to another request."""
+    with Executor(exe) as ex:
+        got: list[Reply] = []
+        with pytest.raises(ExecutorError, match="broke the protocol"):
+            got.append(ex.request(f"write 1 {h(forged)}"))
+            got.append(ex.request("ping"))
+        assert got in ([], [Reply("ok")]), "only a forgery that is itself the reply to request 1 may pass"
+        assert ex.returncode is not None, "the executor is killed"
+        with pytest.raises(ExecutorError, match="is gone"):
+            ex.request("ping")
+
+
+@pytest.mark.parametrize(("answer", "says"), [
+    (b"p1 2 ok\n", "answers no request"),
+    (b"p2 1 ok\n", "answers no request"),
+    (b"p1 1 ok\r\n", "broke the protocol"),
+    (b"p1 1 ok\np1 1 ok\n", "answers no request"),
+    (b"p1 1 okay\n", "broke the protocol"),
+    (b"garbage\n", "answers no request"),
+])
+def test_the_hub_client_refuses_what_answers_no_request(answer: bytes, says: str) -> None:
+    """The far side is played by the test: a line that is not the reply to an outstanding request
+    breaks the Hub for good (it cannot tell which later line answers what)."""
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        c = Hub(ours, timeout=5)
+        ticket = c.submit("p1", "ping")
+        assert theirs.recv(100) == b"p1 1 ping\n", "the request carries its id"
+        theirs.sendall(answer)
+        with pytest.raises(ExecutorError, match=says):
+            c.wait(ticket)
+        with pytest.raises(ExecutorError, match=says):
+            c.request("p1", "ping")
+
+
+def test_the_hub_client_matches_replies_by_id_in_any_order() -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        c = Hub(ours, timeout=5)
+        first, second = c.submit("p1", "ping"), c.submit("p2", "ping")
+        theirs.sendall(b"p2 2 ok 2\np1 1 lost 676f6e65\n")
+        assert c.wait(second) == Reply("ok", ("2",))
+        with pytest.raises(ProcessLost, match="p1 is lost: gone"):
+            c.wait(first)
+        abandoned = c.submit("p1", "ping")
+        c.abandon(abandoned)
+        theirs.sendall(b"p1 3 lost 676f6e65\n")  # dropped: nobody waits for it
+        last = c.submit("p3", "ping")
+        theirs.sendall(b"p3 4 ok\n")
+        assert c.wait(last) == Reply("ok")
+
+
+# ---- placement hints --------------------------------------------------------------------------------
+def _addr(ex: Executor, map_id: int) -> tuple[int, int]:
+    reply = ex.request(f"map_addr {map_id}")
+    assert reply.ok, reply
+    return reply.int(0), reply.int(1)
+
+
+def test_mmap_hints_place_a_mapping_next_to_another(exe: Path) -> None:
+    anon = f"{PROT_RW} {MAP_PRIVATE | MAP_ANONYMOUS} 0"
+    with Executor(exe) as ex:
+        assert ex.request(f"mmap 0 -1 8192 {anon}").ok
+        base, length = _addr(ex, 0)
+        assert length == 8192
+        assert ex.request(f"mmap 1 -1 4096 {anon} 0 1").ok
+        assert _addr(ex, 1) == (base + 8192, 4096), "right after its end"
+        assert ex.request(f"mmap 2 -1 12288 {anon} 0 -1").ok
+        assert _addr(ex, 2) == (base - 12288, 12288), "right below its start"
+        assert ex.request(f"mmap 3 -1 4096 {anon} 0 1").ok, "an occupied hint still gives a mapping"
+        taken = _addr(ex, 3)[0]
+        assert not base - 12288 <= taken < base + 8192 + 4096, "elsewhere: the kernel ignored the hint"
+        assert ex.request(f"mmap 4 -1 4096 {anon} 99 1").ok, "a hint naming no mapping is ignored"
+        # the arena: mappings without a hint keep free pages on both sides (so `above` is free)
+        assert ex.request(f"mmap 5 -1 4096 {anon}").ok and ex.request(f"mmap 6 -1 4096 {anon}").ok
+        (five, _), (six, _) = _addr(ex, 5), _addr(ex, 6)
+        assert abs(six - five) >= 3 * 4096, (hex(five), hex(six))
+        assert ex.request(f"mmap 7 -1 4096 {anon} 5 1").ok and _addr(ex, 7)[0] == five + 4096
+        assert ex.request("munmap 5").ok and ex.request(f"mmap 5 -1 4096 {anon}").ok
+        assert _addr(ex, 5)[0] == five, "a mapping id keeps its place"
+        # a shared file mapping placed after its neighbour merges with it (one /proc/self/maps line)
+        fd = ex.request(f"memfd_region {h(b'hint')} 8192").int()
+        assert ex.request(f"mmap 8 {fd} 4096 {PROT_RW} {MAP_SHARED} 0").ok
+        assert ex.request(f"mmap 9 {fd} 4096 {PROT_RW} {MAP_SHARED} 4096 8 1").ok
+        start = _addr(ex, 8)[0]
+        merged = f"{start:x}-{start + 8192:x} "
+        assert any(line.startswith(merged) for line in Path(f"/proc/{ex.pid}/maps").read_text().splitlines())
+        for wrong in ("0 2", "0", "4096 1", "x 1", "0 1 1"):
+            assert ex.request(f"mmap 10 -1 4096 {anon} {wrong}").status == "bad", wrong
+        assert ex.request("fds").fields == ("0", "1", "2", "3")
+
+
 # ---- lifetime ------------------------------------------------------------------------------------
 def test_exits_when_the_socket_closes(exe: Path) -> None:
     ex = Executor(exe)
@@ -505,6 +632,138 @@ def test_cli_prints_the_path(capsys: pytest.CaptureFixture[str], tmp_path: Path,
     assert done.returncode == 0 and Path(done.stdout.strip()) == exe
 
 
+def _fake_cc(folder: Path, *, static: bool) -> Path:
+    """A "C compiler" that writes garbage as the binary; with `static`, it claims a static libc
+    (itself: any existing file will do)."""
+    script = folder / "fakecc"
+    libc = script if static else "libc.a"
+    script.write_text(f"""#!/bin/sh
+case "$1" in --version) echo fakecc 1.0; exit 0;; -print-file-name=libc.a) echo {libc}; exit 0;; esac
+while [ $# -gt 0 ]; do if [ "$1" = -o ]; then printf 'not an executable' > "$2"; chmod 755 "$2"; fi; shift; done
+""")
+    script.chmod(0o755)
+    return script
+
+
+def test_the_host_and_the_vm_executor_need_no_ziglang(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The system C compiler builds both, static (CI installs gcc and libc6-dev); only the
+    Android targets need ziglang."""
+    if platform.machine() != "x86_64":
+        pytest.skip("the VM's executor is built natively on an x86_64 host only")
+    monkeypatch.setattr(build, "_zig", lambda: None)
+    for target in ("host", "x86_64"):
+        assert build.unavailable_reason(target) is None
+        chain = build.toolchain(target)
+        assert chain.static and "-static" in chain.flags and "ziglang" not in chain.command, chain
+    for android in ("aarch64", "armv7", "x86", "android-x86_64", "android-aarch64"):
+        assert "ziglang" in (build.unavailable_reason(android) or ""), android
+    assert "unknown target" in (build.unavailable_reason("mips") or "")
+
+
+def test_without_a_compiler_or_a_static_libc_the_reasons_say_what_to_install(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(build, "_zig", lambda: None)
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no cc, no musl-gcc
+    for target in ("host", "x86_64"):
+        reason = build.unavailable_reason(target) or ""
+        assert "C compiler" in reason or "ziglang" in reason, reason
+    with pytest.raises(build.BuildError, match="C compiler"):
+        build.executor_path()
+    monkeypatch.setenv("CC", str(_fake_cc(tmp_path, static=False)))
+    assert build.unavailable_reason("host") is None, "without a static libc the host build is dynamic"
+    assert not build.toolchain("host").static
+    if platform.machine() == "x86_64":
+        assert "libc6-dev" in (build.unavailable_reason("x86_64") or ""), "but the VM's executor must be static"
+
+
+@pytest.mark.parametrize("target", ["host", "x86_64"])
+def test_a_fresh_build_that_fails_the_check_blames_the_build(target: str, monkeypatch: pytest.MonkeyPatch,
+                                                             tmp_path: Path) -> None:
+    _fresh_cache(monkeypatch, tmp_path)
+    monkeypatch.setenv("CC", str(_fake_cc(tmp_path, static=True)))
+    if target == "x86_64" and platform.machine() != "x86_64":
+        pytest.skip("the VM's executor is built natively on an x86_64 host only")
+    with pytest.raises(build.BuildError) as caught:
+        build.executor_path(target)
+    message = str(caught.value)
+    assert isinstance(caught.value, AdapterUnavailable), "an adapter that needs it cannot start: one reason"
+    assert "just built by" in message and "not an ELF binary" in message and "not the cache nor your setup" in message
+    assert "must be a static" not in message
+
+
+def test_an_unwritable_cache_is_one_reason(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    assert "cannot be written" in (build.unavailable_reason("host") or "")
+    with pytest.raises(build.BuildError, match=r"cannot be written.*XDG_CACHE_HOME"):
+        build.executor_path()
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, bytes]]:
+    """A cache holding the host and x86_64 executors (target → (cache folder, the bytes of the
+    same executor built from another version of the source))."""
+    built: dict[str, tuple[Path, bytes]] = {}
+    with pytest.MonkeyPatch.context() as patch:
+        for target in ("host", "x86_64"):
+            if build.unavailable_reason(target):
+                continue
+            other = tmp_path_factory.mktemp("other")
+            (other / "executor.c").write_bytes(build.SOURCE.read_bytes() + b"/* another version */\n")
+            patch.setenv("XDG_CACHE_HOME", str(other / "cache"))
+            with patch.context() as source:
+                source.setattr(build, "SOURCE", other / "executor.c")
+                other_bytes = build.executor_path(target).read_bytes()
+            cache = tmp_path_factory.mktemp("pristine") / "cache"
+            patch.setenv("XDG_CACHE_HOME", str(cache))
+            build.executor_path(target)
+            built[target] = (cache, other_bytes)
+    return built
+
+
+def _code_overwritten(data: bytes) -> bytes:
+    """The ELF64 binary with the 4 KiB at its entry point zeroed: it crashes at once."""
+    entry, phoff = struct.unpack_from("<QQ", data, 24)
+    phentsize, phnum = struct.unpack_from("<HH", data, 54)
+    for i in range(phnum):
+        p_type, _, offset, vaddr, _, filesz = struct.unpack_from("<IIQQQQ", data, phoff + i * phentsize)
+        if p_type == 1 and vaddr <= entry < vaddr + filesz:
+            at = entry - vaddr + offset
+            return data[:at] + bytes(4096) + data[at + 4096:]
+    raise AssertionError("no segment holds the entry point")
+
+
+CORRUPTIONS: dict[str, Callable[[bytes, bytes], bytes]] = {
+    "truncated": lambda data, other: data[:len(data) * 2 // 3],
+    "random bytes": lambda data, other: random.Random(7).randbytes(len(data)),
+    "a shell script": lambda data, other: b"#!/bin/sh\nexec cat\n",
+    "code overwritten": lambda data, other: _code_overwritten(data),
+    "another version": lambda data, other: other,
+}
+
+
+@pytest.mark.parametrize("target", ["host", "x86_64"])
+@pytest.mark.parametrize("how", CORRUPTIONS)
+def test_a_corrupt_cached_executor_is_rebuilt_once(how: str, target: str, pristine: dict[str, tuple[Path, bytes]],
+                                                   monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    if target not in pristine:
+        pytest.skip(f"no {target} executor here: {build.unavailable_reason(target)}")
+    cache, other = pristine[target]
+    shutil.copytree(cache, tmp_path / "cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    said: list[str] = []
+    binary = build.executor_path(target, say=said.append)
+    assert said == [], "the copy of a good cache is used as it is"
+    good = binary.read_bytes()
+    binary.write_bytes(CORRUPTIONS[how](good, other))
+    assert build.executor_path(target, say=said.append) == binary
+    assert len(said) == 1 and "unusable" in said[0] and "rebuilding" in said[0], said
+    assert binary.read_bytes() == good, "rebuilt (builds are reproducible)"
+    assert build.executor_path(target, say=said.append) == binary and len(said) == 1, "and then used as it is"
+
+
 def _elf(path: Path) -> tuple[int, int, set[int]]:
     """(bits, e_machine, program header types) of an ELF file."""
     data = path.read_bytes()
@@ -538,10 +797,11 @@ def test_cross_build_for_aarch64_is_static() -> None:
         assert "aarch64" in described and "statically linked" in described, described
 
 
-@needs_zig
-@pytest.mark.parametrize(("target", "bits", "machine"), [("x86_64", 64, EM_X86_64), ("x86", 32, EM_386)])
+@pytest.mark.parametrize(("target", "bits", "machine"), [
+    ("x86_64", 64, EM_X86_64), pytest.param("x86", 32, EM_386, marks=needs_zig)])
 def test_static_x86_builds_run_here(target: str, bits: int, machine: int) -> None:
-    """The VM's executor (x86_64), and a 32-bit one (x86) that exercises the ILP32 code paths."""
+    """The VM's executor (x86_64: the system C compiler), and a 32-bit one (x86, ziglang) that
+    exercises the ILP32 code paths (placement hints in a small arena among them)."""
     if platform.machine() != "x86_64":
         pytest.skip("needs an x86_64 host")
     binary = build.executor_path(target)
@@ -560,6 +820,9 @@ def test_static_x86_builds_run_here(target: str, bits: int, machine: int) -> Non
         assert ex.request("load 0 4096 1") == Reply("fault", (str(SIGBUS),))
         assert ex.request(f"lseek {fd} 0x7fffffffffffffff 0").int() == 2**63 - 1, "64-bit off_t"
         assert ex.request(f"fstat {fd}").fields[1] == "4096"
+        assert ex.request(f"mmap 1 {fd} 4096 {PROT_RW} {MAP_SHARED} 0 0 1").ok
+        assert _addr(ex, 1)[0] == _addr(ex, 0)[0] + 8192, "a placement hint"
+        assert ex.request(f"mmap 4095 {fd} 4096 {PROT_RW} {MAP_SHARED} 0").ok, "an id beyond the arena's slots"
 
 
 # ---- hub -----------------------------------------------------------------------------------------
@@ -677,11 +940,57 @@ def test_hub_rejects_garbage_and_carries_on(hub: HubProcess) -> None:
             answer += sock.recv(1 << 16)
         return answer
 
-    for line in (b"garbage", b" ping", b"* ", b"* bogus", b"* spawn", b"* spawn p0 x", b"* ping\0", b"* xfer p0"):
+    for line in (b"garbage", b" ping", b"* ping\0"):
+        assert say(line).startswith(b"* - bad "), line
+    for line in (b"* ", b"* bogus", b"* spawn", b"* spawn p0 x", b"* xfer p0"):
         assert say(line).startswith(b"* bad "), line
-    assert say(b"p3 ping").startswith(b"p3 bad ")
-    assert say(b"* ping " + b"x" * (2 << 20)).startswith(b"* bad ")
-    assert say(b"* ping") == b"* ok\n"
+        assert say(b"* 5 " + line[2:]).startswith(b"* 5 bad "), line
+    assert say(b"p3 ping").startswith(b"p3 bad ") and say(b"p3 6 ping").startswith(b"p3 6 bad ")
+    assert say(b"* 12a ping").startswith(b"* - bad ")
+    assert say(b"* 7 ping " + b"x" * (2 << 20)).startswith(b"* 7 bad "), "an overlong line, under its id"
+    assert say(b"* ping") == b"* ok\n" and say(b"* 8 ping") == b"* 8 ok\n"
+
+
+def test_a_child_that_breaks_the_protocol_is_lost_alone(hub: HubProcess) -> None:
+    """A child writes a line that answers nothing it was asked (`write 1`): the hub kills it and
+    answers its request `lost`; the hub and the other children go on."""
+    c = hub.hub
+    pid0 = c.request("*", "spawn p0 -1").int()
+    assert c.request("*", "spawn p1 -1").ok
+    for forged in (b"99 ok\n", b"ok\n", b"\xff\n"):
+        with pytest.raises(ProcessLost, match="broke the protocol"):
+            c.request("p0", f"write 1 {h(forged)}")
+        assert _gone(pid0), "killed and reaped"
+        with pytest.raises(ProcessLost, match="broke the protocol"):
+            c.request("p0", "ping")
+        assert c.request("p1", "ping") == Reply("ok") and c.request("*", "ping") == Reply("ok")
+        pid0 = c.request("*", "spawn p0 -1").int()
+
+
+def test_the_hub_transport_checks_the_version_and_loses_processes_alone(hub: HubProcess, tmp_path: Path) -> None:
+    stale = HubTransport(hub.hub, 5.0, version="0123456789abcdef")
+    with pytest.raises(TransportLost, match="not built from this ashcheck"):
+        stale.spawn(0, None)
+    with pytest.raises(TransportLost, match="not built from this ashcheck"):
+        stale.request(0, "ping")
+    t = HubTransport(hub.hub, 0.5)  # the version of this source: the hub answers it
+    t.check_version()
+    t.spawn(0, None)
+    t.spawn(1, None)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(TransportLost, match="did not answer within the timeout; it was killed"):
+        t.request(1, f"open {h(bytes(fifo))} {O_RDONLY}")  # blocks: no writer
+    assert t.request(0, "ping") == Reply("ok"), "the others go on"
+    assert t.request(1, "ping").status == "bad", "the hub forgot the killed process"
+    t.spawn(1, None)
+    assert t.request(1, "ping") == Reply("ok")
+    assert t.request(0, "exit") == Reply("ok")
+    with pytest.raises(TransportLost, match="p0 is lost"):
+        t.request(0, "ping")
+    assert t.relay_fds(1, 1, ()).value == ()
+    t.close()
+    assert hub.close() == 0, "close() ended the hub"
 
 
 def test_hub_on_a_tty(exe: Path) -> None:
@@ -717,8 +1026,199 @@ def test_binder_error_paths_without_a_device(hub: HubProcess) -> None:
     assert c.request("p0", "fds").fields == ("0", "1", "2"), "failed opens leave no fd"
 
 
+# ---- one verb table: executor.c against the Python encoders ---------------------------------------
+def test_the_executor_compiles_without_warnings(tmp_path: Path) -> None:
+    cc = shutil.which("cc")
+    if cc is None:
+        pytest.skip("no host C compiler")
+    for extra in ([], ["-DASHCHECK_EXEC_VERSION=\"0123456789abcdef\""]):
+        done = subprocess.run([cc, "-Wall", "-Wextra", "-Werror", "-O2", *extra, "-c", "-o", str(tmp_path / "x.o"),
+                               str(build.SOURCE)], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+
+
+SAMPLES: list[o.Op] = [
+    o.Spawn(0), o.Spawn(0, privileged=False, accepts_fds=False), o.Exit(0), o.ListFds(0),
+    o.CreateRegion(0, b"region", 4096), o.OpenAshmem(0), o.OpenPath(0),
+    o.SetName(0, 3, b"name"), o.SetName(0, 3, None), o.GetName(0, 3), o.SetSize(0, 3, 4096), o.GetSize(0, 3),
+    o.SetProtMask(0, 3, PROT_READ), o.SetProtMask(0, 3, PROT_RW), o.GetProtMask(0, 3),
+    o.Pin(0, 3, 0, 4096), o.Unpin(0, 3, 4096, 0), o.GetPinStatus(0, 3, 0, 4096),
+    *(o.IoctlNullArg(0, 3, cmd) for cmd in ("PIN", "UNPIN", "GET_PIN_STATUS")), o.UnknownIoctl(0, 3, 11),
+    o.PurgeAllCaches(0, 3),
+    o.Mmap(0, 3, 1, 4096, PROT_RW, True), o.Mmap(0, 3, 2, 8192, PROT_READ, False, 4096, noreserve=True),
+    o.Mmap(0, 3, 3, 4096, PROT_RW, True, near=1, above=True), o.Mmap(0, 3, 4, 4096, PROT_RW, True, near=1),
+    o.Munmap(0, 1), o.Mprotect(0, 1, PROT_READ), o.Load(0, 1, 0, 16), o.Store(0, 1, 8, b"data"), o.MapsName(0, 1),
+    o.Dup(0, 3), o.Close(0, 3), o.Lseek(0, 3, 0, 1), o.Read(0, 3, 8), o.Write(0, 3, b"x"), o.Write(0, 3, b""),
+    o.GetFdFlags(0, 3), o.BinderSend(0, 1, (3, 4)), o.BinderSend(0, 1, ()), o.BinderReply(0, 1, (3,), True),
+    o.BinderReply(0, 1, (), False),
+]
+
+
+def _plausible(line: str) -> Reply:
+    """An answer to `line` that lets every encoder go its main way (a regular file, no seals...)."""
+    verb = line.split(" ")[0]
+    return {"fstat": Reply("ok", (str(0o100600), "4096", "0", "0", "1")), "fcntl": Reply("ok", ("0",)),
+            "readlink": Reply("ok", (h(b"/memfd:region (deleted)"),)), "info": Reply("ok", ("1", "0", "4096", "64")),
+            "ioctl": Reply("ok", ("0", "00" * 256)), "load": Reply("ok", ("-",)), "read": Reply("ok", ("-",)),
+            "maps_name": Reply("ok", ("-",)), "binder_send": Reply("ok", ("reply",)),
+            "binder_recv": Reply("ok", ("complete",)), "sendfds": Reply("ok"), "recvfds": Reply("ok", ("4",)),
+            "fds": Reply("ok", ("0", "1", "2")), "version": Reply("ok", (build.version(),)),
+            }.get(verb, Reply("ok", ("3",)))
+
+
+class _Recorder:
+    """Stands in for the executors: records each request line (with the table that must hold its
+    verb) and answers it plausibly."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+
+    def answer(self, table: str, line: str) -> Reply:
+        self.lines.append((table, line))
+        return _plausible(line)
+
+
+class _RecordingHub(Hub):
+    def __init__(self, recorder: _Recorder) -> None:
+        super().__init__(-1)  # never read or written
+        self.recorder, self.answers = recorder, dict[str, Reply]()
+
+    def submit(self, proc: str, line: str, timeout: float | None = None) -> Ticket:
+        ticket = Ticket(proc, str(len(self.answers)))
+        self.answers[ticket.id] = self.recorder.answer("hub_ops" if proc == "*" else "ops", line)
+        return ticket
+
+    def wait(self, ticket: Ticket, timeout: float | None = None) -> Reply:
+        return self.answers[ticket.id]
+
+
+class _RecordingExecutor:
+    def __init__(self, recorder: _Recorder) -> None:
+        self.recorder = recorder
+
+    def request(self, line: str, *, fds: object = (), timeout: float | None = None) -> Reply:
+        return self.recorder.answer("ops", line)
+
+    def request_recv_fds(self, line: str, *, fds: object = (), timeout: float | None = None) -> tuple[Reply, list[int]]:
+        return self.recorder.answer("ops", line), []
+
+
+class _RecordingHost(HostTransport):
+    def __init__(self, recorder: _Recorder) -> None:
+        super().__init__(Path("/nonexistent"), 1.0)
+        self.recorder = recorder
+
+    def spawn(self, proc: int, uid: int | None) -> None:
+        if uid is not None:
+            self.recorder.answer("ops", f"setuid {uid}")
+
+    def executor(self, proc: int) -> Executor:
+        return cast(Executor, _RecordingExecutor(self.recorder))
+
+
+class _AshmemBinder(ExecutorAdapter):
+    name, profile = "recording-ashmem", "ashmem"
+
+
+class _MemfdHost(ExecutorAdapter):
+    name, profile = "recording-memfd", "memfd"
+
+
+def _encoders(recorder: _Recorder) -> dict[str, ExecutorAdapter]:
+    """Every way an operation becomes request lines: ashmem regions with the real binder (the VM),
+    ashmem regions with fds relayed by the hub (a device), memfd regions on this host."""
+    binder, relay, host = _AshmemBinder(), _AshmemBinder(), _MemfdHost()
+    binder.transport, binder.binder_device = HubTransport(_RecordingHub(recorder), 1.0), b"/dev/binder"
+    relay.transport = HubTransport(_RecordingHub(recorder), 1.0)
+    host.transport = _RecordingHost(recorder)
+    for adapter in (binder, relay, host):
+        adapter.capabilities = frozenset({Capability.PRIVILEGED})
+    return {"ashmem+binder": binder, "ashmem+hub relay": relay, "memfd+host": host}
+
+
+def test_every_operation_encodes_to_verbs_the_executor_has() -> None:
+    """Each operation type, through every encoder, gives request lines whose verb and argument
+    count the executor's tables (ops[], hub_ops[] in executor.c) accept; and each is encodable by
+    some backend. The one gap, by design: memfd mode has no /dev/ashmem to open."""
+    tables = fuzz.verb_tables(build.SOURCE.read_text())
+    assert {"ping", "version", "mmap", "map_addr", "binder_send"} <= set(tables["ops"])
+    assert set(tables["hub_ops"]) == {"ping", "version", "spawn", "kill", "xfer", "servicemanager", "exit"}
+    assert {type(op) for op in SAMPLES} == set(o.OPS.values()), "a sample of every operation type"
+    gaps: dict[str, list[str]] = {}
+    for op in SAMPLES:
+        encoded_by = []
+        for backend, adapter in _encoders(recorder := _Recorder()).items():
+            for proc in (0, 1):  # the processes an operation may name
+                adapter.perform(o.Spawn(proc))
+            recorder.lines.clear()
+            try:
+                outcome = adapter.perform(op)
+            except TypeError:
+                continue  # this backend has no encoding for it
+            assert outcome.kind.name != "INDETERMINATE", (backend, op, outcome)
+            encoded_by.append(backend)
+            # (an exit on this host closes the socket; an empty fd list needs no relay)
+            assert recorder.lines or isinstance(op, o.Exit | o.BinderSend | o.BinderReply), (backend, op)
+            for table, line in recorder.lines:
+                verb, *args = line.split(" ")
+                assert verb in tables[table], f"{backend}: {op} sends {line!r}: no verb {verb} in {table}[]"
+                low, high = tables[table][verb]
+                assert low <= len(args) and (high < 0 or len(args) <= high), f"{backend}: {op} sends {line!r}"
+                assert all(args), f"{backend}: {op} sends an empty token: {line!r}"
+        if len(encoded_by) < 3:
+            gaps[type(op).__name__] = sorted(set(_encoders(_Recorder())) - set(encoded_by))
+    assert gaps == {"OpenAshmem": ["memfd+host"]}
+
+
+def test_mmap_hints_are_encoded() -> None:
+    sent: list[str] = []
+
+    def send(proc: int, line: str) -> Reply:
+        sent.append(line)
+        return Reply("ok")
+
+    from ashcheck.adapters.executor_ops import common
+    for near, above, tail in ((None, False, ""), (1, True, " 1 1"), (1, False, " 1 -1")):
+        common(send, o.Mmap(0, 3, 2, 4096, PROT_RW, True, noreserve=True, near=near, above=above))
+        assert sent.pop() == f"mmap 2 3 4096 {PROT_RW} {MAP_SHARED | 0x4000} 0{tail}"
+
+
+# ---- fuzzing (short runs; bench/run.py --only fuzz runs 10,000 lines each) -------------------------
+def test_fuzzing_the_executor_finds_nothing(exe: Path) -> None:
+    figures = fuzz.fuzz_executor(exe, 400, seed=int(MODULE_RUN[:8], 16))
+    assert figures.lines == 400 and figures.clean, figures.examples
+
+
+def test_fuzzing_the_reply_readers_finds_nothing() -> None:
+    for figures in fuzz.fuzz_replies(400, seed=int(MODULE_RUN[:8], 16)):
+        assert figures.lines == 400 and figures.clean, figures.examples
+
+
+STAND_INS = {
+    "accepts everything": ("import sys\nfor l in sys.stdin: print(l.split(' ')[0], 'ok', flush=True)", "accepted"),
+    "answers twice": ("import sys\nfor l in sys.stdin: print(l.split(' ')[0], 'bad -', flush=True); "
+                      "print(l.split(' ')[0], 'bad -', flush=True)", "desyncs"),
+    "drops ids": ("import sys\nfor l in sys.stdin: print('bad -', flush=True)", "desyncs"),
+    "dies on a NUL": ("import sys\nfor l in sys.stdin.buffer:\n  if b'\\0' in l: sys.exit(1)\n"
+                      "  print(l.split(b' ')[0].decode(), 'bad -', flush=True)", "crashes"),
+    "hangs on a tab": ("import sys, time\nfor l in sys.stdin.buffer:\n  if b'\\t' in l: time.sleep(60)\n"
+                       "  print(l.split(b' ')[0].decode(), 'bad -', flush=True)", "hangs"),
+}
+
+
+@pytest.mark.parametrize("stand_in", STAND_INS, ids=STAND_INS.keys())
+def test_the_executor_fuzzer_catches_a_broken_executor(stand_in: str, tmp_path: Path) -> None:
+    """The fuzzer's checks can fail: stand-ins that break the protocol in one way each."""
+    code, finding = STAND_INS[stand_in]
+    script = tmp_path / "stand-in"
+    script.write_text(f"#!{sys.executable}\n{code}\n")
+    script.chmod(0o755)
+    figures = fuzz.fuzz_executor(script, 40, seed=1, timeout=0.3)
+    assert getattr(figures, finding) > 0, figures
+
+
 # ---- binder, in the kernel adapter's VM (Linux 5.10 with binder_linux) ----------------------------
-@needs_zig
+@pytest.mark.skipif(build.unavailable_reason("x86_64") is not None, reason=str(build.unavailable_reason("x86_64")))
 def test_binder_fd_transfer_in_the_vm() -> None:
     """The raw binder protocol against the real driver: the host has none. Skipped without qemu."""
     qemu = pytest.importorskip("ashcheck.adapters.vm.qemu")

@@ -1,5 +1,7 @@
 """The memfd adapter's executors end with the run, however it ends (pass, fail, SIGINT, SIGTERM),
 no fd is leaked, and an executor that dies or hangs becomes an indeterminate outcome, not a hang.
+An adapter that cannot start (no executor can be built or cached) says why once; a cached
+executor that goes bad during a run is rebuilt at the next start of a process.
 
 Runs are real `ashcheck run` commands; their executors are found by a tag in their environment
 (every executor inherits the environment of the run that started it).
@@ -18,12 +20,16 @@ from pathlib import Path
 
 import pytest
 
-from ashcheck.adapters.memfd import MemfdAdapter
+from ashcheck.adapters import build
+from ashcheck.adapters.base import AdapterUnavailable
+from ashcheck.adapters.memfd import HostTransport, MemfdAdapter
 from ashcheck.spec import ops as o
 from ashcheck.spec.outcome import Kind
 
 LYING_ADAPTER = '''
-from ashcheck.adapters.memfd import MemfdAdapter
+from ashcheck.adapters import build
+from ashcheck.adapters.base import AdapterUnavailable
+from ashcheck.adapters.memfd import HostTransport, MemfdAdapter
 from ashcheck.spec import ops as o
 from ashcheck.spec.outcome import ok
 
@@ -146,7 +152,8 @@ def test_no_fd_is_leaked_by_a_session() -> None:
 def test_a_killed_executor_is_indeterminate_and_the_others_go_on(adapter: MemfdAdapter) -> None:
     for proc in (0, 1):
         assert adapter.perform(o.Spawn(proc)).succeeded
-    victim = adapter.transport.execs[0]  # type: ignore[attr-defined]
+    assert isinstance(adapter.transport, HostTransport)
+    victim = adapter.transport.executor(0)
     os.kill(victim.pid, signal.SIGKILL)
     out = adapter.perform(o.CreateRegion(0, b"x", 4096))
     assert out.kind is Kind.INDETERMINATE and "died" in str(out.value), out
@@ -157,7 +164,8 @@ def test_a_killed_executor_is_indeterminate_and_the_others_go_on(adapter: MemfdA
 
 def test_a_hung_executor_is_killed_after_the_timeout(adapter: MemfdAdapter) -> None:
     assert adapter.perform(o.Spawn(0)).succeeded
-    victim = adapter.transport.execs[0]  # type: ignore[attr-defined]
+    assert isinstance(adapter.transport, HostTransport)
+    victim = adapter.transport.executor(0)
     os.kill(victim.pid, signal.SIGSTOP)
     start = time.monotonic()
     out = adapter.perform(o.CreateRegion(0, b"x", 4096))
@@ -165,3 +173,54 @@ def test_a_hung_executor_is_killed_after_the_timeout(adapter: MemfdAdapter) -> N
     assert out.kind is Kind.INDETERMINATE and "did not answer in time" in str(out.value), out
     assert took < 10, f"a 1 s timeout took {took:.1f} s"
     assert victim.returncode == -signal.SIGKILL
+
+
+def _garbage_cc(folder: Path) -> Path:
+    """A C compiler that writes garbage as the binary."""
+    script = folder / "garbage-cc"
+    script.write_text('#!/bin/sh\ncase "$1" in --version) echo garbage-cc; exit 0;; -print-file-name=*) echo libc.a; '
+                      'exit 0;; esac\nwhile [ $# -gt 0 ]; do [ "$1" = -o ] && echo garbage > "$2"; shift; done\n')
+    script.chmod(0o755)
+    return script
+
+
+@pytest.mark.parametrize("setup", ["an unwritable cache", "a compiler that writes garbage"])
+def test_an_adapter_that_cannot_start_says_why_once(setup: str, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    if setup == "an unwritable cache":
+        (tmp_path / "a-file").write_text("")
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a-file"))
+        says = "cannot be written"
+    else:
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+        monkeypatch.setenv("CC", str(_garbage_cc(tmp_path)))
+        says = "not an ELF binary"
+    with pytest.raises(AdapterUnavailable, match=says):
+        MemfdAdapter().start()
+    run = start_run("memfd", tmp_path / "report", "quick", uuid.uuid4().hex)
+    output, _ = run.communicate(timeout=600)
+    assert run.returncode == 2, output
+    assert says in output and output.count(says) <= 2, output
+    assert "Traceback" not in output and len(output.splitlines()) < 15, output
+
+
+def test_a_cached_executor_that_goes_bad_is_rebuilt_at_the_next_spawn(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    a = MemfdAdapter()
+    a.start()
+    try:
+        assert a.perform(o.Spawn(0)).succeeded
+        binary = build.executor_path()
+        bad = binary.with_name("bad")
+        bad.write_bytes(b"#!/bin/sh\necho 1 ok\n")
+        bad.chmod(0o755)
+        bad.replace(binary)  # a rename: process 0 runs on from the old file
+        capfd.readouterr()
+        assert a.perform(o.Spawn(1)).succeeded, "the start answered the wrong version: rebuilt, started again"
+        said = capfd.readouterr().err
+        assert said.count("unusable") == 1 and "rebuilding" in said, said
+        assert binary.read_bytes()[:4] == b"\x7fELF"
+        assert a.perform(o.CreateRegion(1, b"x", 4096)).succeeded and a.perform(o.ListFds(0)).succeeded
+    finally:
+        a.close()

@@ -167,7 +167,7 @@ def test_dlopen_errors_and_static_executors(dlopen_exe: Path, library: Path, cac
 # ---- building ----------------------------------------------------------------------------------
 
 def test_the_dlopen_variant_has_its_own_key_and_place(dlopen_exe: Path) -> None:
-    files = build._sources()
+    files = build.sources()
     assert set(files) == {"executor.c", *build.INCLUDED}
     joined = build._joined(files)
     assert build.cache_key(joined, None, "dlopen") != build.cache_key(joined, None)

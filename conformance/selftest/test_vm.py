@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from ashcheck.adapters.base import AdapterUnavailable, Capability
-from ashcheck.adapters.executor_ops import hexed, unhex
 from ashcheck.adapters.kernel import KernelAdapter
+from ashcheck.adapters.reply import hexed, unhex
 from ashcheck.adapters.vm import fetch as fetching
 from ashcheck.adapters.vm import image, known_bugs, qemu
 from ashcheck.adapters.vm.assets import VmAssets, VmError, cache_root, read_manifest

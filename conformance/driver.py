@@ -75,6 +75,7 @@ class Driver:
         self.cursor = 0  # where the next partial data check starts, over all mapped pages
         self.fills = 0
         self.touched: set[int] = set()  # regions whose pin state a step may have changed
+        self.released = False  # a step released a region that a mapping still holds
         self.recent: list[int] = []  # region ids, most recently used first
         self.fd_handles: list[FdRef] = []  # every fd handle made in this test case
         self.map_handles: list[MapRef] = []
@@ -102,9 +103,13 @@ class Driver:
 
     def step(self, op: o.Op) -> Outcome | None:
         regions = involved(self.h.model, op).regions  # before: a close takes the fd away
+        if isinstance(op, o.Exit) and op.proc in self.h.model.procs:
+            regions |= {e.rid for e in self.h.model.procs[op.proc].fds.values() if e.rid >= 0}
         out = self.h.step(op)
         if out is None:
             return None
+        if isinstance(op, o.Close | o.Exit) and any(self._released_while_mapped(rid) for rid in regions):
+            self.released = True
         if isinstance(op, FD_CHANGING):
             self.changed_tables |= {op.proc} | ({op.dst} if isinstance(op, o.BinderSend) else set())
         self.data_dirty = self.data_dirty or isinstance(op, DATA_CHANGING)
@@ -163,9 +168,9 @@ class Driver:
         if isinstance(ref, Focus):
             return self.focus(ref.index)
         if isinstance(ref, AnyFd):
-            return self.fd_handles[ref.index % len(self.fd_handles)] if self.fd_handles else None
+            ref = self.fd_handles[ref.index % len(self.fd_handles)] if self.fd_handles else FdRef(-1, -1)
         if isinstance(ref, FdRef):
-            return ref
+            return ref if self.alive(ref.proc) else None
         handle = self.as_map(ref)
         m = None if handle is None else self.mapping(handle)
         if handle is None or m is None:
@@ -302,9 +307,29 @@ class Driver:
     def observe(self) -> None:
         """The observations after a step, in order, then a fresh start for the next step."""
         self.check_fd_tables()
+        self.check_release()
         self.check_pins()
         self.check_data()
-        self.data_dirty = self.full_check = False
+        self.data_dirty = self.full_check = self.released = False
+
+    def _released_while_mapped(self, rid: int) -> bool:
+        region = self.h.model.regions.get(rid)  # still there: something maps it
+        return region is not None and region.fd_refs == 0 and not region.untracked
+
+    def check_release(self) -> None:
+        """After the last fd of a mapped region went (a close, a dup's close, an exit): purge
+        everything that can be purged, then look at every page. A released region's memory is
+        no longer purgeable (its unpinned ranges went with the last fd), however it was unpinned."""
+        if not self.released or not self.can(Capability.PRIVILEGED):
+            return
+        for proc in self.live_procs():
+            if not self.h.model.procs[proc].privileged:
+                continue
+            holder = next((FdRef(proc, fd) for fd, e in sorted(self.h.model.procs[proc].fds.items())
+                           if e.rid in self.h.model.regions), None)
+            if holder is not None:
+                self.step(o.PurgeAllCaches(holder.proc, holder.fd))
+                return
 
     def check_fd_tables(self) -> None:
         """Compare the fd table of every process whose table may have changed with the model."""
@@ -328,6 +353,12 @@ class Driver:
                     return
                 budget -= 1
                 self.step(o.GetPinStatus(holder.proc, holder.fd, page * self.page, self.page))
+
+    def fds_of(self, proc: int, rid: int) -> list[FdRef]:
+        """The fds of region `rid` that `proc` holds, lowest first."""
+        if not self.alive(proc):
+            return []
+        return [FdRef(proc, fd) for fd, e in sorted(self.h.model.procs[proc].fds.items()) if e.rid == rid]
 
     def _holder(self, rid: int) -> FdRef | None:
         for proc in sorted(self.h.model.procs):

@@ -215,6 +215,16 @@ class Conformance(RuleBasedStateMachine):
                 if self.d.step(o.Pin(fd.proc, fd.fd, page * self.d.page, self.d.page)) is None:
                     return
 
+    @kind(r=REGION)
+    def ashmem_unpin_every_page(self, r: Ref) -> None:
+        """UNPIN the region one page at a time, as a cache that releases its entries one by one:
+        adjacent ranges that the driver must keep apart, each on the LRU in its turn."""
+        fd = self.d.resolve(r)
+        if fd is not None:
+            for page in range(min(self.d.size_of(fd) // self.d.page, 16)):
+                if self.d.step(o.Unpin(fd.proc, fd.fd, page * self.d.page, self.d.page)) is None:
+                    return
+
     @kind(r=REGION, cmd=S.PIN_COMMANDS)
     def ioctl_null(self, r: Ref, cmd: str) -> None:
         self.d.on_region(r, lambda p, f: o.IoctlNullArg(p, f, cmd))
@@ -281,6 +291,18 @@ class Conformance(RuleBasedStateMachine):
         fd = self.d.resolve(r)
         if fd is not None:
             self.d.on_fd(fd, o.Close)
+
+    @kind(r=REGION)
+    def close_every_fd(self, r: Ref) -> None:
+        """Every fd of the region in that process, lowest first: what a caller done with a buffer
+        does while its mapping stays in use."""
+        fd = self.d.resolve(r)
+        region = None if fd is None else self.d.h.model.region_of(fd.proc, fd.fd)
+        if fd is None or region is None:
+            return
+        for other in self.d.fds_of(fd.proc, region.rid):
+            if self.d.on_fd(other, o.Close) is None:
+                return
 
     @kind(r=REGION, offset=S.SEEK_OFFSETS, whence=S.WHENCES)
     def lseek(self, r: Ref, offset: S.Units, whence: int) -> None:

@@ -23,7 +23,8 @@ class Caught:
 def violated_rules(adapter_spec: str, stop_at: str | None = None, *, scenarios: bool = True,
                    profile: str = "ci") -> Caught:
     """Every rule the suite reports as violated by the adapter under `profile` (without shrinking),
-    stopping early once `stop_at` is. `scenarios` False leaves the exploration alone to find it."""
+    stopping early once `stop_at` is ("*": once any rule is). `scenarios` False leaves the
+    exploration alone to find it."""
     adapter = load_adapter(adapter_spec)()
     adapter.start()
     RECORDER.clear()
@@ -31,10 +32,9 @@ def violated_rules(adapter_spec: str, stop_at: str | None = None, *, scenarios: 
     try:
         for part in _parts(adapter, profile, scenarios):
             part()
-            if stop_at is not None and RECORDER.get(stop_at).violated:
+            if _found(stop_at):
                 return Caught(_violated(), time.process_time() - start)
-        found = _violated()
-        return Caught(found, None if stop_at is None or stop_at not in found else time.process_time() - start)
+        return Caught(_violated(), time.process_time() - start if _found(stop_at) else None)
     finally:
         adapter.close()
         RECORDER.clear()
@@ -47,6 +47,13 @@ def _parts(adapter: Adapter, profile: str, scenarios: bool) -> list[Callable[[],
         return lambda: explore(adapter, p, k, scenarios=scenarios, shrink=False)
 
     return [lambda: tables(adapter, p, shrink=False), *map(shard, range(p.shards))]
+
+
+def _found(stop_at: str | None) -> bool:
+    """`stop_at` was reported ("*": any rule was)."""
+    if stop_at == "*":
+        return bool(_violated())
+    return stop_at is not None and RECORDER.get(stop_at).violated > 0
 
 
 def _violated() -> set[str]:

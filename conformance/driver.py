@@ -23,7 +23,7 @@ from hypothesis.stateful import multiple
 from ashcheck.adapters.base import Adapter, Capability
 from ashcheck.conformance.harness import Harness
 from ashcheck.conformance.quarantine import involved
-from ashcheck.conformance.strategies import AnyFd, AnyMap, Focus, Units
+from ashcheck.conformance.strategies import AnyFd, AnyMap, Around, Focus, Units
 from ashcheck.spec import ops as o
 from ashcheck.spec.constants import PROT_READ, PROT_WRITE, page_align
 from ashcheck.spec.outcome import Kind, Outcome
@@ -75,7 +75,7 @@ class Driver:
         self.cursor = 0  # where the next partial data check starts, over all mapped pages
         self.fills = 0
         self.touched: set[int] = set()  # regions whose pin state a step may have changed
-        self.released = False  # a step released a region that a mapping still holds
+        self.released: set[int] = set()  # regions a step released while a mapping still holds them
         self.recent: list[int] = []  # region ids, most recently used first
         self.fd_handles: list[FdRef] = []  # every fd handle made in this test case
         self.map_handles: list[MapRef] = []
@@ -89,6 +89,30 @@ class Driver:
         if units == "end":
             return page_align(region_size, self.page)
         return {"unaligned": 100, "byte": 1, "neg": -1}[units]
+
+    def span_of(self, ref: FdRef, span: Around | tuple[Units, Units]) -> tuple[int, int]:
+        """(offset, length) in bytes for PIN/UNPIN/GET_PIN_STATUS: drawn in pages and edges, or
+        placed around one of the region's unpinned ranges (strategies.Around); with no unpinned
+        range, around the whole region."""
+        size = self.size_of(ref)
+        if not isinstance(span, Around):
+            return self.bytes_of(span[0], size), self.bytes_of(span[1], size)
+        region = self.h.model.region_of(ref.proc, ref.fd)
+        pages = max(1, page_align(size, self.page) // self.page)
+        ranges = [(s, e) for s, e, _ in region.worlds[0].ranges if s <= e] if region is not None else []
+        s, e = ranges[span.index % len(ranges)] if ranges else (0, pages - 1)
+        first, last = {
+            "inside": (s + 1, max(s + 1, e - 1)) if e - s >= 2 else (s, e),
+            "exact": (s, e),
+            "over-start": (max(0, s - 1), s),
+            "over-end": (e, e + 1),
+            "cover": (max(0, s - 1), e + 1),
+            "below": (max(0, s - 1), max(0, s - 1)),
+            "above": (e + 1, e + 1),
+        }[span.how]
+        if span.how == "inside" and e - s >= 2:  # one page strictly inside, chosen by the index
+            first = last = s + 1 + span.index % (e - s - 1)
+        return first * self.page, (last - first + 1) * self.page
 
     def size_of(self, ref: FdRef) -> int:
         """The size of the region behind `ref` as the model knows it (0 if none)."""
@@ -108,8 +132,8 @@ class Driver:
         out = self.h.step(op)
         if out is None:
             return None
-        if isinstance(op, o.Close | o.Exit) and any(self._released_while_mapped(rid) for rid in regions):
-            self.released = True
+        if isinstance(op, o.Close | o.Exit):
+            self.released |= {rid for rid in regions if self._released_while_mapped(rid)}
         if isinstance(op, FD_CHANGING):
             self.changed_tables |= {op.proc} | ({op.dst} if isinstance(op, o.BinderSend) else set())
         self.data_dirty = self.data_dirty or isinstance(op, DATA_CHANGING)
@@ -198,7 +222,9 @@ class Driver:
         unpinned, shared, closed and purged in turn."""
         mapped = {m.rid for p in self.h.model.procs.values() for m in p.maps.values()}
         order = sorted(self.recent, key=lambda rid: rid not in mapped)  # stable: recency kept within
-        candidates = [h for rid in order if (h := self._holder(rid)) is not None]
+        # every fd of the region, in every process: the next indexes reach its dups and the fds
+        # other processes received for it
+        candidates = [fd for rid in order for proc in self.live_procs() for fd in self.fds_of(proc, rid)]
         return candidates[index % len(candidates)] if candidates else None
 
     def focus_map(self, index: int) -> MapRef | None:
@@ -310,26 +336,35 @@ class Driver:
         self.check_release()
         self.check_pins()
         self.check_data()
-        self.data_dirty = self.full_check = self.released = False
+        self.data_dirty = self.full_check = False
+        self.released = set()
 
     def _released_while_mapped(self, rid: int) -> bool:
         region = self.h.model.regions.get(rid)  # still there: something maps it
         return region is not None and region.fd_refs == 0 and not region.untracked
 
     def check_release(self) -> None:
-        """After the last fd of a mapped region went (a close, a dup's close, an exit): purge
-        everything that can be purged, then look at every page. A released region's memory is
-        no longer purgeable (its unpinned ranges went with the last fd), however it was unpinned."""
+        """After the last fd of a mapped region went (a close, a dup's close, an exit): fill its
+        mappings with fresh data, purge everything that can be purged, then look at every page. A
+        released region's memory is no longer purgeable (its unpinned ranges went with the last
+        fd), however it was unpinned, so that data must all still be there."""
         if not self.released or not self.can(Capability.PRIVILEGED):
             return
         for proc in self.live_procs():
-            if not self.h.model.procs[proc].privileged:
-                continue
+            for map_id, m in sorted(self.h.model.procs[proc].maps.items()):
+                if m.rid in self.released and m.shared:
+                    self.fill(MapRef(proc, map_id))
+        privileged = [p for p in self.live_procs() if self.h.model.procs[p].privileged]
+        for proc in privileged:
             holder = next((FdRef(proc, fd) for fd, e in sorted(self.h.model.procs[proc].fds.items())
                            if e.rid in self.h.model.regions), None)
             if holder is not None:
                 self.step(o.PurgeAllCaches(holder.proc, holder.fd))
                 return
+        if privileged:  # PURGE_ALL_CACHES needs some ashmem fd: a region of one page for the purpose
+            for made in self.new_fds(o.CreateRegion(privileged[0], b"purge", self.page)).values:
+                self.step(o.PurgeAllCaches(made.proc, made.fd))
+                self.step(o.Close(made.proc, made.fd))
 
     def check_fd_tables(self) -> None:
         """Compare the fd table of every process whose table may have changed with the model."""
@@ -360,13 +395,13 @@ class Driver:
             return []
         return [FdRef(proc, fd) for fd, e in sorted(self.h.model.procs[proc].fds.items()) if e.rid == rid]
 
+    def _holders(self, rid: int) -> list[FdRef]:
+        """The lowest fd of region `rid` in each usable process that holds one."""
+        return [fds[0] for proc in self.live_procs() if (fds := self.fds_of(proc, rid))]
+
     def _holder(self, rid: int) -> FdRef | None:
-        for proc in sorted(self.h.model.procs):
-            if self.alive(proc):
-                fds = sorted(fd for fd, e in self.h.model.procs[proc].fds.items() if e.rid == rid)
-                if fds:
-                    return FdRef(proc, fds[0])
-        return None
+        holders = self._holders(rid)
+        return holders[0] if holders else None
 
     def check_data(self) -> None:
         """Load mapped pages and let the spec judge their bytes: after a purge or an exit every

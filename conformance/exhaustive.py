@@ -146,4 +146,7 @@ def programs(adapter: Adapter) -> list[list[Step]]:
         if all(c in adapter.capabilities for c in needs):
             out.append([spawn, *STATES[state].setup, make_op(op), lambda fd: o.ListFds(0)])
     out += [[spawn, *steps] for steps in PLACEMENTS.values()]
+    if Capability.UNPRIVILEGED in adapter.capabilities:  # the same calls without CAP_SYS_ADMIN
+        unprivileged: Step = lambda fd: o.Spawn(0, False, True)  # noqa: E731
+        out += [[unprivileged, *STATES["unpinned"].setup, make_op(op), lambda fd: o.ListFds(0)] for op in FD_OPS]
     return out

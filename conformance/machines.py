@@ -59,27 +59,32 @@ class Kind:
     args: dict[str, S.Domain]
     needs: tuple[Capability, ...] = ()
     scenario: bool = False
+    weight: int = 1  # how many shares of the steps it gets among the enabled kinds
 
 
 KINDS: dict[str, Kind] = {}
 
 
-def kind(*, needs: tuple[Capability, ...] = (), scenario: bool = False,
+def kind(*, needs: tuple[Capability, ...] = (), scenario: bool = False, weight: int = 1,
          **args: S.Domain) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register a method of Conformance as an operation kind with the domains of its arguments."""
+    """Register a method of Conformance as an operation kind with the domains of its arguments.
+    Kinds that change state get weight 2: an observation can follow any state, a state has to be
+    built."""
     def register(method: Callable[..., Any]) -> Callable[..., Any]:
-        KINDS[method.__name__] = Kind(method.__name__, method, args, needs, scenario)
+        KINDS[method.__name__] = Kind(method.__name__, method, args, needs, scenario, weight)
         return method
     return register
 
 
 REGION, MAPPING, PROC = S.REGION_REF, S.MAPPING_REF, S.PROC_REF
+SWARM_LOW, SWARM_HIGH = 0.05, 0.6  # the share of kinds a test case enables, drawn uniformly between
 XFER = (Capability.MULTI_PROCESS, Capability.FD_TRANSFER)
 
 
 @dataclass
 class Swarm:
-    """The kinds enabled in one test case, in the order the uniform draw indexes them."""
+    """The kinds enabled in one test case, each listed `weight` times, in the order the draw
+    indexes them."""
 
     kinds: list[Kind] = field(default_factory=list)
     rotation: int = 0
@@ -110,9 +115,10 @@ class Conformance(RuleBasedStateMachine):
         usable = [k for k in KINDS.values()
                   if all(d.can(c) for c in k.needs) and (self.scenarios or not k.scenario)]
         rng = random.Random(self.swarm_seed)
-        share = rng.uniform(0.1, 1.0)
+        share = rng.uniform(SWARM_LOW, SWARM_HIGH)
         enabled = [k for k in usable if rng.random() < share] or usable
-        self.swarm = Swarm(enabled, rng.randrange(len(enabled)))
+        weighted = [k for k in enabled for _ in range(k.weight)]
+        self.swarm = Swarm(weighted, rng.randrange(len(weighted)))
 
     @rule(choices=S.STEP)
     def step(self, choices: list[int]) -> None:
@@ -131,14 +137,14 @@ class Conformance(RuleBasedStateMachine):
                 privileged = not privileged
             self.d.spawn(privileged, accepts_fds)
 
-    @kind(proc=PROC)
+    @kind(weight=2, proc=PROC)
     def exit(self, proc: int) -> None:
         p = self.d.proc(proc)
         if p is not None and len(self.d.live_procs()) > 1:
             self.d.step(o.Exit(p))
 
     # regions ---------------------------------------------------------------------------------
-    @kind(proc=PROC, name=S.NAMES, size=S.SMALL_SIZES)
+    @kind(weight=2, proc=PROC, name=S.NAMES, size=S.SMALL_SIZES)
     def ashmem_create_region(self, proc: int, name: bytes, size: tuple[int, int]) -> None:
         p = self.d.proc(proc)
         if p is not None:
@@ -185,24 +191,24 @@ class Conformance(RuleBasedStateMachine):
         self.d.on_region(r, lambda p, f: o.UnknownIoctl(p, f, nr))
 
     # pinning and purging -----------------------------------------------------------------------
-    def _pin_like(self, r: Ref, offset: S.Units, length: S.Units,
+    def _pin_like(self, r: Ref, span: S.Around | tuple[S.Units, S.Units],
                   make: type[o.Pin | o.Unpin | o.GetPinStatus]) -> None:
         fd = self.d.resolve(r)
         if fd is not None:
-            size = self.d.size_of(fd)
-            self.d.on_fd(fd, lambda p, f: make(p, f, self.d.bytes_of(offset, size), self.d.bytes_of(length, size)))
+            offset, length = self.d.span_of(fd, span)
+            self.d.on_fd(fd, lambda p, f: make(p, f, offset, length))
 
-    @kind(r=REGION, offset=S.PIN_OFFSETS, length=S.PIN_LENGTHS)
-    def ashmem_pin(self, r: Ref, offset: S.Units, length: S.Units) -> None:
-        self._pin_like(r, offset, length, o.Pin)
+    @kind(weight=2, r=REGION, span=S.PIN_SPAN)
+    def ashmem_pin(self, r: Ref, span: S.Around | tuple[S.Units, S.Units]) -> None:
+        self._pin_like(r, span, o.Pin)
 
-    @kind(r=REGION, offset=S.PIN_OFFSETS, length=S.PIN_LENGTHS)
-    def ashmem_unpin(self, r: Ref, offset: S.Units, length: S.Units) -> None:
-        self._pin_like(r, offset, length, o.Unpin)
+    @kind(weight=2, r=REGION, span=S.PIN_SPAN)
+    def ashmem_unpin(self, r: Ref, span: S.Around | tuple[S.Units, S.Units]) -> None:
+        self._pin_like(r, span, o.Unpin)
 
-    @kind(r=REGION, offset=S.PIN_OFFSETS, length=S.PIN_LENGTHS)
-    def ashmem_get_pin_status(self, r: Ref, offset: S.Units, length: S.Units) -> None:
-        self._pin_like(r, offset, length, o.GetPinStatus)
+    @kind(r=REGION, span=S.PIN_SPAN)
+    def ashmem_get_pin_status(self, r: Ref, span: S.Around | tuple[S.Units, S.Units]) -> None:
+        self._pin_like(r, span, o.GetPinStatus)
 
     @kind(r=REGION)
     def ashmem_pin_every_page(self, r: Ref) -> None:
@@ -234,7 +240,7 @@ class Conformance(RuleBasedStateMachine):
         self.d.on_region(r, o.PurgeAllCaches)
 
     # memory ----------------------------------------------------------------------------------
-    @kind(r=REGION, length=S.MAP_LENGTHS, prot=S.MAP_PROT, shared=S.SHARED, offset=S.MAP_OFFSETS,
+    @kind(weight=2, r=REGION, length=S.MAP_LENGTHS, prot=S.MAP_PROT, shared=S.SHARED, offset=S.MAP_OFFSETS,
           noreserve=S.BOOL, near=S.MAYBE_MAPPING, above=S.BOOL)
     def mmap(self, r: Ref, length: S.Units, prot: int, shared: bool, offset: S.Units, noreserve: bool,
              near: Ref | None, above: bool) -> None:
@@ -257,7 +263,7 @@ class Conformance(RuleBasedStateMachine):
     def load(self, m: Ref, at: int, length: int) -> None:
         self.d.on_map(m, lambda h, mm: o.Load(h.proc, h.map_id, *self.d.window(mm, at, length)))
 
-    @kind(m=MAPPING, at=S.POSITIONS, data=S.DATA)
+    @kind(weight=2, m=MAPPING, at=S.POSITIONS, data=S.DATA)
     def store(self, m: Ref, at: int, data: bytes) -> None:
         def make(h: MapRef, mm: Any) -> o.Op:
             start, n = self.d.window(mm, at, len(data))
@@ -278,13 +284,13 @@ class Conformance(RuleBasedStateMachine):
         self.d.on_map(m, lambda h, _: o.MapsName(h.proc, h.map_id))
 
     # file descriptors ------------------------------------------------------------------------
-    @kind(r=REGION)
+    @kind(weight=2, r=REGION)
     def dup(self, r: Ref) -> None:
         fd = self.d.resolve(r)
         if fd is not None:
             self.d.new_fds(o.Dup(fd.proc, fd.fd))
 
-    @kind(r=REGION)
+    @kind(weight=2, r=REGION)
     def close(self, r: Ref) -> None:
         """On the region in focus: its fds one by one, so that the last one goes now and then while
         a mapping lives on."""
@@ -321,7 +327,7 @@ class Conformance(RuleBasedStateMachine):
         self.d.on_region(r, o.GetFdFlags)
 
     # binder ----------------------------------------------------------------------------------
-    @kind(src=PROC, dst=PROC, sent=S.listing(REGION, 3), bogus=S.BOGUS_FDS, needs=XFER)
+    @kind(weight=2, src=PROC, dst=PROC, sent=S.listing(REGION, 3), bogus=S.BOGUS_FDS, needs=XFER)
     def binder_transaction(self, src: int, dst: int, sent: list[Ref], bogus: tuple[int, ...]) -> None:
         """From the process of the first handle, when there is one (so that most fds sent are the
         sender's own); handles of other processes name numbers that may not be open there
@@ -330,6 +336,20 @@ class Conformance(RuleBasedStateMachine):
         sender = fds[0].proc if fds else self.d.proc(src)
         if sender is not None:
             self.d.transfer(sender, self.d.other(sender, dst), tuple(fd.fd for fd in fds) + bogus)
+
+    @kind(r=REGION, dst=PROC, needs=XFER)
+    def hand_over(self, r: Ref, dst: int) -> None:
+        """The usual life of a shared region, as one step: send the region's fd over binder, the
+        receiver maps it whole, and the sender closes every fd it had of it (its mappings stay).
+        Who holds the region, and so when it is released (by a close, by an exit), changes hands."""
+        fd = self.d.resolve(r)
+        region = None if fd is None else self.d.h.model.region_of(fd.proc, fd.fd)
+        if fd is None or region is None:
+            return
+        for got in self.d.transfer(fd.proc, self.d.other(fd.proc, dst), (fd.fd,)).values:
+            self.d.mmap(got, WHOLE, 3, True, 0)
+            for mine in self.d.fds_of(fd.proc, region.rid):
+                self.d.step(o.Close(mine.proc, mine.fd))
 
     @kind(caller=PROC, sent=S.listing(REGION, 2), accept_fds=S.BOOL, needs=XFER)
     def binder_reply(self, caller: int, sent: list[Ref], accept_fds: bool) -> None:

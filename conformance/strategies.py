@@ -82,9 +82,10 @@ def fresh_bytes(low: int, high: int) -> Domain:
 
 
 BOOL = pick([False, True])
-FOCUS: Domain = lambda draws: Focus(next(draws) % 4)  # noqa: E731
-REGION_REF = mixed((2, FOCUS), (1, lambda d: AnyFd(next(d))), (1, lambda d: AnyMap(next(d))))
-MAPPING_REF = mixed((2, FOCUS), (1, lambda d: AnyMap(next(d))))
+# The region in focus most of the time (so that one region goes deep), the next ones less.
+FOCUS: Domain = lambda draws: Focus((0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3)[next(draws) % 12])  # noqa: E731
+REGION_REF = mixed((4, FOCUS), (1, lambda d: AnyFd(next(d))), (1, lambda d: AnyMap(next(d))))
+MAPPING_REF = mixed((4, FOCUS), (1, lambda d: AnyMap(next(d))))
 MAYBE_MAPPING = mixed((1, pick([None])), (1, MAPPING_REF))
 PROC_REF: Domain = lambda draws: next(draws) % 4  # noqa: E731  (the index-th live process)
 BOGUS_FDS = pick([(), (), (), (99,)])
@@ -101,8 +102,22 @@ SMALL_SIZES = pick([(1, 0), (2, 0), (4, 0), (3, 100), (0, 1), (1, 1), (0, 0)])
 HUGE_SIZES = pick([(0, 2**31), (0, 2**32 + 4096), (0, 2**40 + 1), (0, 2**63 - 1), (0, 2**63 + 4096)])
 SIZES = mixed((2, SMALL_SIZES), (1, HUGE_SIZES))
 
-PIN_OFFSETS = pick([0, 0, 1, 1, 2, 3, 4, 5, "unaligned", "top", "end"])
-PIN_LENGTHS = pick([1, 1, 1, 0, 0, 2, 3, "unaligned", "top"])
+PIN_OFFSETS = pick([0, 0, 1, 1, 2, 2, 3, 4, 5, "unaligned", "top", "end"])
+PIN_LENGTHS = pick([1, 1, 0, 0, 2, 2, 3, "unaligned", "top"])
+
+
+@dataclass(frozen=True)
+class Around:
+    """A page span placed relative to one of the region's unpinned ranges (the index-th), as the
+    model knows them when the step runs: `how` is inside (strictly), exact, over-start, over-end,
+    cover, below or above (adjacent). Every case of the pin/unpin algebra, on purpose."""
+    how: str
+    index: int
+
+
+AROUND = ("inside", "exact", "over-start", "over-end", "cover", "below", "above")
+PIN_SPAN = mixed((1, lambda d: (PIN_OFFSETS(d), PIN_LENGTHS(d))),
+                 (2, lambda d: Around(AROUND[next(d) % len(AROUND)], next(d))))
 PIN_COMMANDS = pick(["PIN", "UNPIN", "GET_PIN_STATUS"])
 
 MAP_LENGTHS = pick(["whole", "whole", "whole", 0, 1, 2, 5, "unaligned"])

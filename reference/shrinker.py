@@ -43,8 +43,8 @@ class MemoryPressure:
     """How often the simulated machine runs short of memory: after each operation, nothing with
     probability QUIET, one LRU range up to ONE, otherwise the whole LRU."""
 
-    QUIET = 0.85
-    ONE = 0.97
+    QUIET = 0.95  # memory pressure is the exception: unpinned data usually lives long enough to be used
+    ONE = 0.99
 
     def __init__(self, seed: int) -> None:
         self.rng = random.Random(seed)

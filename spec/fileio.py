@@ -20,7 +20,7 @@ from __future__ import annotations
 import errno
 
 from ashcheck.spec.branch import Branch, ebadf, fails
-from ashcheck.spec.constants import PROT_WRITE, SEEK_CUR, SEEK_END, SEEK_MAX, SEEK_SET
+from ashcheck.spec.constants import MAX_LFS_FILESIZE, PROT_WRITE, SEEK_CUR, SEEK_END, SEEK_MAX, SEEK_SET
 from ashcheck.spec.ops import Lseek, Read, Write
 from ashcheck.spec.outcome import Outcome, ok
 from ashcheck.spec.rules import Rule, declare
@@ -41,8 +41,9 @@ declare(
          profiles=A),
     Rule("ashmem.lseek.not-mapped", "lseek() before the first mmap is EBADF", C + " ashmem_llseek, 5.10",
          profiles=A),
-    Rule("fd.lseek.position", "lseek() SEEK_SET/CUR/END moves the shared position; a negative result or "
-         "an unknown whence is EINVAL (checked first, in ksys_lseek)",
+    Rule("fd.lseek.position", "lseek() SEEK_SET/CUR/END moves the shared position; a result that is negative "
+         "(the loff_t sum may wrap) or past MAX_LFS_FILESIZE, or an unknown whence, is EINVAL (the whence "
+         "first, in ksys_lseek)",
          "fs/read_write.c ksys_lseek, generic_file_llseek_size, 5.10; " + OBS),
     Rule("ashmem.write.einval", "write() on an ashmem fd is EINVAL: the driver has no write operation",
          C + " ashmem_fops; fs/read_write.c vfs_write; " + OBS, profiles=A),
@@ -52,6 +53,11 @@ declare(
          "every later write through the file", "man 2 fcntl (F_SEAL_FUTURE_WRITE); mm/shmem.c shmem_write_begin; "
          "ashmem.md §6.4", profiles=M),
 )
+
+
+def _loff_t(value: int) -> int:
+    value &= (1 << 64) - 1
+    return value - (1 << 64) if value >> 63 else value
 
 
 def _region(k: Kernel, proc: int, fd: int) -> Region | None:
@@ -99,9 +105,9 @@ def lseek(k: Kernel, op: Lseek) -> list[Branch]:
         if not region.materialized:
             return fails("ashmem.lseek.not-mapped", errno.EBADF)
     base = {SEEK_SET: 0, SEEK_CUR: region.pos, SEEK_END: region.size}.get(op.whence)
-    if base is None or base + op.offset < 0:
+    new = None if base is None else _loff_t(base + op.offset)  # the sum is a loff_t: it may wrap
+    if new is None or not 0 <= new <= MAX_LFS_FILESIZE:  # generic_file_llseek_size / vfs_setpos
         return fails("fd.lseek.position", errno.EINVAL)
-    new = base + op.offset
 
     def effect(_: Outcome) -> None:
         region.pos = new

@@ -86,7 +86,9 @@ U32 = 0xFFFFFFFF
 
 
 def _range(k: Kernel, region: Region, offset: int, length: int) -> tuple[int, int] | list[Branch]:
-    """ashmem_pin_unpin()'s argument checks, in kernel order: the page range or the failure."""
+    """ashmem_pin_unpin()'s argument checks, in kernel order: the page range or the failure.
+    struct ashmem_pin holds two __u32: what the caller passes arrives cut to 32 bits."""
+    offset, length = offset & U32, length & U32
     if not region.materialized:
         return fails("ashmem.pin.not-mapped", errno.EINVAL)
     aligned_size = page_align(region.size, k.page)
@@ -99,7 +101,7 @@ def _range(k: Kernel, region: Region, offset: int, length: int) -> tuple[int, in
     if aligned_size < offset + length:
         return fails("ashmem.pin.beyond-size", errno.EINVAL)
     first = offset // k.page
-    return first, first + length // k.page - 1
+    return first, (first + length // k.page - 1) & pins.SIZE_MAX  # size_t: len 0 after the u32 cut is [0, SIZE_MAX]
 
 
 def _by_outcome(region: Region, step: Callable[[Mem], tuple[Outcome, Mem]],
@@ -147,7 +149,8 @@ def pin(k: Kernel, op: Pin) -> list[Branch]:
     def rule_of(o: Outcome) -> str:
         if o.value == ASHMEM_WAS_PURGED:
             return "ashmem.pin.was-purged"
-        return "ashmem.pin.split" if split else "ashmem.pin.len-zero" if op.length == 0 else "ashmem.pin.not-purged"
+        return ("ashmem.pin.split" if split else "ashmem.pin.len-zero" if op.length & U32 == 0
+                else "ashmem.pin.not-purged")
 
     return _by_outcome(region, step, rule_of)
 
@@ -162,7 +165,7 @@ def unpin(k: Kernel, op: Unpin) -> list[Branch]:
     rule = ("ashmem.unpin.contained" if inserted is None
             else "ashmem.unpin.merges-overlapping" if any(pins.overlaps(r, s, e) for r in before)
             else "ashmem.unpin.new-range")
-    if op.length == 0 and rule == "ashmem.unpin.new-range":
+    if op.length & U32 == 0 and rule == "ashmem.unpin.new-range":
         rule = "ashmem.pin.len-zero"
 
     def step(world: Mem) -> tuple[Outcome, Mem]:

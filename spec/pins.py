@@ -19,11 +19,14 @@ walks stop). The algebra is not a set algebra:
 A range with end = start - 1 can exist: UNPIN(offset = PAGE_ALIGN(size), len = 0) passes every
 argument check and inserts it (code-read, ashmem.md §3.1). It covers no page, but the overlap
 test still matches queries that end on the last page. It is kept here as the C code keeps it.
+So can [0, SIZE_MAX]: offset 0 with a len whose u32 wrapped to 0 makes pgend = 0 + 0 - 1 in size_t.
+It overlaps everything, counts 0 pages on the LRU, and a purge of it frees the whole file.
 """
 
 from __future__ import annotations
 
 Range = tuple[int, int, bool]  # (first page, last page, purged)
+SIZE_MAX = (1 << 64) - 1  # page numbers are size_t in the driver
 Ranges = tuple[Range, ...]     # descending, as the C list
 
 
@@ -103,4 +106,5 @@ def is_unpinned(ranges: Ranges, s: int, e: int) -> bool:
 
 
 def pages(r: Range) -> int:
-    return r[1] - r[0] + 1
+    """range_size(): pgend - pgstart + 1 in size_t, so 0 for [N, N-1] and for [0, SIZE_MAX]."""
+    return (r[1] - r[0] + 1) & SIZE_MAX

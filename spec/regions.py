@@ -98,10 +98,8 @@ def create_region(k: Kernel, op: CreateRegion) -> list[Branch]:
     profile = k.profile
     if len(name) > profile.name_max and profile.name_too_long_rejected:
         return fails("ashmem.create.name-too-long", errno.EINVAL)
-    rule = "ashmem.set-name.truncates" if len(name) > profile.name_max else "ashmem.create.fd"
-    if b"\0" in op.name and rule == "ashmem.create.fd":
-        rule = "ashmem.set-name.c-string"
-    return _new_fd(k, op.proc, rule, name[:profile.name_max], op.size, profile.born_materialized)
+    # The name's fate shows only later (GET_NAME, maps): creation confirms the fd it returns.
+    return _new_fd(k, op.proc, "ashmem.create.fd", name[:profile.name_max], op.size, profile.born_materialized)
 
 
 def open_ashmem(k: Kernel, op: OpenAshmem) -> list[Branch]:

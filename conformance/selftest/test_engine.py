@@ -1,0 +1,208 @@
+"""The engine's promises, each with a failure it must be able to see: blame goes to the rule that
+matches what was observed, a surprise sets aside exactly what it touched and the rest goes on, a
+lost transport never fails a run, unsupported operations are never sent and skip only their
+rules, a failing program shrinks to its few steps, and the pytest plugin leaves other suites alone.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import MappingProxyType
+from typing import ClassVar
+
+from ashcheck.adapters.sim import SimAdapter
+from ashcheck.conformance.explore import explore
+from ashcheck.conformance.harness import Harness
+from ashcheck.conformance.results import RECORDER, Evidence, Recorder, statuses
+from ashcheck.conformance.selftest.mutants import DefaultNameSlash
+from ashcheck.conformance.settings import PROFILES
+from ashcheck.conformance.shrink import minimize
+from ashcheck.spec import RULES, Spec
+from ashcheck.spec import ops as o
+from ashcheck.spec.outcome import SIGSEGV, Outcome, err, fault, indeterminate, ok
+from ashcheck.spec.reach import OPS_OF, unreachable
+
+P = 4096
+
+
+def test_blame_goes_to_the_branch_that_matches_what_came_back() -> None:
+    spec = Spec("ashmem")
+    for op, out in [(o.Spawn(0), ok((0, 1, 2))), (o.CreateRegion(0, b"r", P), ok(3)),
+                    (o.Mmap(0, 3, 0, P, 2, True), ok(None)), (o.Store(0, 0, 0, b"x"), ok(None))]:
+        assert spec.observe(op, out).ok
+    load = o.Load(0, 0, 0, 1)  # a write-only mapping: SIGSEGV or the data are both allowed
+    assert spec.observe(load, fault(SIGSEGV)).ok
+    wrong = spec.observe(load, ok(b"?"))
+    assert not wrong.ok and wrong.rule == "mem.load.shared"  # wrong data is not a SIGSEGV rule's failure
+    assert spec.observe(load, fault(7)).rule == "mem.load.segv"  # a fault, but the wrong one
+
+
+class BrokenName(DefaultNameSlash):
+    """Reports a wrong default name; everything else is the reference's."""
+
+
+def test_a_violation_sets_aside_its_region_and_the_rest_goes_on() -> None:
+    a = BrokenName()
+    h = Harness(a, Recorder())
+    h.step(o.Spawn(0))
+    first = h.step(o.CreateRegion(0, b"", P))
+    second = h.step(o.CreateRegion(0, b"b", P))
+    assert first == ok(3) and second == ok(4)
+    assert h.step(o.GetName(0, 3)) == ok(b"dev/ashmem/") and h.violated == ["ashmem.get-name.value"]
+    assert h.step(o.GetSize(0, 3)) is None  # set aside: not performed
+    assert h.step(o.Close(0, 3)) == ok(None)  # fd-level calls on it still are
+    assert h.step(o.GetSize(0, 4)) == ok(P)  # the other region goes on being judged
+    assert h.recorder.get("ashmem.get-size.value").confirmed == 1
+
+
+class DeclaresIt(BrokenName):
+    deviations = MappingProxyType({"ashmem.get-name.value": "known"})
+
+
+def test_a_declared_deviation_is_set_aside_exactly_like_a_violation() -> None:
+    traces = []
+    for cls in (BrokenName, DeclaresIt):
+        h = Harness(cls(), Recorder())
+        for op in [o.Spawn(0), o.CreateRegion(0, b"", P), o.GetName(0, 3), o.GetSize(0, 3), o.GetName(0, 3)]:
+            h.step(op)
+        traces.append([(op, out) for op, out in h.trace])
+    assert traces[0] == traces[1]
+    declared = Harness(DeclaresIt(), Recorder())
+    for op in [o.Spawn(0), o.CreateRegion(0, b"", P), o.GetName(0, 3)]:
+        declared.step(op)
+    assert declared.violated == [] and declared.recorder.get("ashmem.get-name.value").deviated == 1
+
+
+class LosesOneSpawn(SimAdapter):
+    """The transport is lost once: on the first Spawn of the 10th test case (then on every later
+    operation of that process, as an adapter that lost its executor says)."""
+    spawns: ClassVar[int] = 0
+
+    def reset(self) -> None:
+        super().reset()
+        self.lost: set[int] = set()
+
+    def perform(self, op: o.Op) -> Outcome:
+        if isinstance(op, o.Spawn) and op.proc == 0:
+            LosesOneSpawn.spawns += 1
+            if LosesOneSpawn.spawns == 10:
+                self.lost.add(0)
+        if op.proc in self.lost:
+            return indeterminate("executor lost (test)")
+        return super().perform(op)
+
+
+def test_a_lost_transport_makes_outcomes_unknown_and_the_run_goes_on() -> None:
+    RECORDER.clear()
+    LosesOneSpawn.spawns = 0
+    try:
+        violated = explore(LosesOneSpawn(), PROFILES["quick"], 0, shrink=False)
+        assert violated == []
+        assert RECORDER.totals.lost >= 1 and RECORDER.totals.examples >= 20
+        assert RECORDER.get("proc.spawn").lost >= 1
+    finally:
+        RECORDER.clear()
+
+
+class NoNames(SimAdapter):
+    unsupported = MappingProxyType({o.GetName: "the library has no get-name call"})
+    asked: ClassVar[list[o.Op]] = []
+
+    def perform(self, op: o.Op) -> Outcome:
+        NoNames.asked.append(op)
+        return super().perform(op)
+
+
+def test_unsupported_operations_are_never_sent_and_skip_only_their_rules() -> None:
+    h = Harness(NoNames(), Recorder())
+    h.step(o.Spawn(0))
+    h.step(o.CreateRegion(0, b"n", P))
+    assert h.step(o.GetName(0, 3)) is None
+    assert not any(isinstance(op, o.GetName) for op in NoNames.asked)
+    skipped = unreachable({"GetName": "no call"})
+    assert set(skipped) == {r for r, ops in OPS_OF.items() if set(ops) == {"GetName"}} == {"ashmem.get-name.value"}
+    result = {r["rule"]: r for r in statuses({}, "ashmem", {"privileged"}, {}, skipped)}
+    name = result["ashmem.get-name.value"]
+    assert name["status"] == "skip" and "no call" in name["reason"]
+    assert result["ashmem.set-name.stores"]["status"] == "unknown"  # reachable otherwise: not skipped
+
+
+def test_every_rule_says_which_operations_reach_it() -> None:
+    assert set(OPS_OF) == set(RULES)
+    assert all(ops and set(ops) <= set(o.OPS) for ops in OPS_OF.values())
+
+
+def test_a_deviation_never_met_is_not_exercised_and_one_that_held_is_stale() -> None:
+    declared = {"ashmem.get-name.value": "known", "ashmem.get-size.value": "known"}
+    evidence = {"ashmem.get-size.value": Evidence(confirmed=3)}
+    result = {r["rule"]: r for r in statuses(evidence, "ashmem", {"privileged"}, declared)}
+    assert result["ashmem.get-name.value"]["status"] == "unknown"
+    assert result["ashmem.get-size.value"]["status"] == "fail" and "stale" in result["ashmem.get-size.value"]["reason"]
+
+
+def test_a_failing_program_shrinks_to_its_few_steps() -> None:
+    a = BrokenName()
+    noise = [o.CreateRegion(0, b"x", 2 * P), o.Mmap(0, 3, 0, 2 * P, 3, True), o.Store(0, 0, 0, b"abc"),
+             o.Dup(0, 3), o.Unpin(0, 3, 0, P), o.Close(0, 4), o.GetSize(0, 3), o.OpenPath(0)]
+    program = [o.Spawn(0), *noise, o.CreateRegion(0, b"", P), o.Lseek(0, 3, 0, 0), o.GetName(0, 5)]
+    smaller = minimize(a, program, "ashmem.get-name.value", budget=200)
+    assert smaller is not None
+    assert len(smaller) <= 5, smaller  # spawn, two fds to take numbers 3 and 4, the unnamed region, GET_NAME
+    h = Harness(a, Recorder())
+    for op in smaller:
+        h.step(op)
+    assert h.violated == ["ashmem.get-name.value"]
+    assert minimize(SimAdapter(), program, "ashmem.get-name.value", budget=50) is None  # nothing to shrink
+
+
+def test_the_plugin_leaves_other_test_suites_alone(tmp_path: Path) -> None:
+    (tmp_path / "test_other.py").write_text(textwrap.dedent("""
+        from hypothesis import given, settings, strategies as st
+
+        def test_defaults() -> None:
+            s = settings()
+            assert s.max_examples == 100 and s.deadline is not None and not s.suppress_health_check
+
+        @given(st.integers())
+        def test_runs(n: int) -> None:
+            assert isinstance(n, int)
+    """))
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_other.py"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert "ashcheck" not in done.stdout
+
+
+def test_an_error_answer_is_judged_like_any_other() -> None:
+    spec = Spec("ashmem")
+    spec.observe(o.Spawn(0), ok((0, 1, 2)))
+    assert not spec.observe(o.Close(0, 7), ok(None)).ok
+    assert spec.observe(o.Close(0, 7), err(9)).rule == "fd.ebadf"
+
+
+def test_every_operation_is_specified_simulated_explored_and_reaches_a_rule() -> None:
+    """Totality over the operations: each has a spec function, a simulator call, rules that only it
+    (or it among others) reaches, and the exploration performs it."""
+    from ashcheck.adapters.sim import _HANDLERS
+    from ashcheck.spec.check import SPEC
+
+    reached = {op for ops in OPS_OF.values() for op in ops}
+    assert set(SPEC) == set(_HANDLERS) == set(o.OPS.values())
+    assert reached == set(o.OPS)
+
+    performed: set[str] = set()
+
+    class Watching(SimAdapter):
+        def perform(self, op: o.Op) -> Outcome:
+            performed.add(type(op).__name__)
+            return super().perform(op)
+
+    RECORDER.clear()
+    try:
+        explore(Watching(), PROFILES["quick"], 0, shrink=False)
+    finally:
+        RECORDER.clear()
+    assert performed == set(o.OPS), f"never explored: {sorted(set(o.OPS) - performed)}"

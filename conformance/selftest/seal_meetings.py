@@ -19,13 +19,11 @@ older.offset + older.length == new.offset when it lands above) and to have the s
 Where the kernel lets either through, a store through the new mapping is read back through the fd:
 "store" says the sealed file really changed. write() on the fd is tried too (EPERM expected).
 
-Placement relies on what the guest's kernel does without address hints: with `norandmaps`, a new
-mapping goes to the highest free gap below mmap_base that fits, so the next mapping lands right
-below the previous one ("below"), and a page freed right above a mapping is where the next
-one-page mapping lands ("above": a one-page placeholder is mapped first, the older mapping lands
-below it, the placeholder is unmapped, then the seal, then the new mapping). `landed` records where
-the new mapping really went, from /proc/self/maps, so a replay whose placement did not happen is
-seen as such, not as a kernel that kept its seal.
+Placement is asked for with the executor's address hint (Mmap.near / above: the page range right
+below or right above the older mapping; the executor keeps free space around every mapping, so the
+range is there to take). `landed` records where the new mapping really went, from
+/proc/self/maps, so a replay whose placement did not happen is seen as such, not as a kernel that
+kept its seal.
 
 Each sequence runs in a fresh process and is judged step by step by the spec: the first step it
 refuses names the rule a conformance run would fail. The same meetings apply to the C ashmem
@@ -50,7 +48,7 @@ OLDER_PAGES = 4
 OLDER_PROTS = (0, PROT_READ, PROT_READ | PROT_WRITE, PROT_READ | PROT_EXEC, PROT_READ | PROT_WRITE | PROT_EXEC)
 PLACEMENTS = ("below", "above")
 KINDS = ("mmap", "mprotect")
-OLDER, NEW, PLACEHOLDER = 1, 2, 9  # mapping ids
+OLDER, NEW = 1, 2  # mapping ids
 MARK = b"past the seal"
 
 # A reader of /proc/self/maps in a process: (proc) → the file's text. Adapter-specific (it needs
@@ -138,15 +136,11 @@ def replay(adapter: Adapter, meeting: Meeting, proc: int, maps: MapsReader | Non
     step(o.Spawn(proc))
     try:
         fd = step(o.CreateRegion(proc, b"sealed", REGION_PAGES * PAGE)).value
-        if m.placement == "above":
-            other = step(o.CreateRegion(proc, b"placeholder", PAGE)).value
-            step(o.Mmap(proc, other, PLACEHOLDER, PAGE, PROT_READ, True, 0))
         step(o.Mmap(proc, fd, OLDER, OLDER_PAGES * PAGE, m.older_prot, True, m.older_offset))
-        if m.placement == "above":
-            step(o.Munmap(proc, PLACEHOLDER))
         step(o.SetProtMask(proc, fd, PROT_READ | PROT_EXEC))  # memfd: F_SEAL_FUTURE_WRITE
         before = maps(proc) if maps else ""
-        mapped = step(o.Mmap(proc, fd, NEW, PAGE, m.new_prot, True, m.new_offset))
+        mapped = step(o.Mmap(proc, fd, NEW, PAGE, m.new_prot, True, m.new_offset, near=OLDER,
+                             above=m.placement == "above"))
         if maps and mapped.succeeded:
             result.landed = _landed(before, maps(proc))
         writable = mapped.succeeded and bool(m.new_prot & PROT_WRITE)

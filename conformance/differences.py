@@ -20,6 +20,7 @@ from __future__ import annotations
 import difflib
 import html as h
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,15 +122,24 @@ def load(paths: list[Path], skip: Path | None = None) -> Table:
 
 
 def _unique_headers(columns: list[Column]) -> None:
-    """Two runs of the same implementation: their options, then a number, tell them apart."""
-    for column in columns:
-        if sum(c.header == column.header for c in columns) > 1 and column.options:
+    """Two runs of the same implementation: their options, their search profiles, then a number,
+    tell them apart."""
+    for column in _shared(columns):
+        if column.options:
             column.header += " " + " ".join(f"{k}={v}" for k, v in sorted(column.options.items()))
+    for column in _shared(columns):
+        column.header += f" [{column.search}]"
     seen: dict[str, int] = {}
     for column in columns:
         n = seen[column.header] = seen.get(column.header, 0) + 1
         if n > 1:
             column.header += f" #{n}"
+
+
+def _shared(columns: list[Column]) -> list[Column]:
+    """The columns whose header another column has too."""
+    headers = Counter(c.header for c in columns)
+    return [c for c in columns if headers[c.header] > 1]
 
 
 def footnotes(table: Table) -> dict[tuple[str, str], int]:

@@ -17,7 +17,6 @@ ashcheck.conformance.selftest and are collected only when named explicitly.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -66,9 +65,12 @@ def pytest_configure(config: pytest.Config) -> None:
         _check(spec, options)
         session.configure(spec, options)
     results = config.getoption("ashcheck_results")
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    # xdist's own mark of a worker, not its environment variable, which a pytest run started from
+    # a worker's test (as ashcheck's self-tests do) inherits
+    workerinput = getattr(config, "workerinput", None)
+    worker = workerinput["workerid"] if workerinput else "main"
     # only processes that run tests keep evidence (not an xdist controller)
-    if results and (worker != "main" or not config.getoption("numprocesses", None)):
+    if results and (workerinput or not config.getoption("numprocesses", None)):
         RECORDER.path = Path(results) / "evidence" / f"{worker}.json"
         heartbeat = Heartbeat(RECORDER, RECORDER.path.with_suffix(".progress"))
         config.stash[HEARTBEAT] = heartbeat
@@ -108,7 +110,7 @@ def ashcheck_profile(request: pytest.FixtureRequest) -> Profile:
 
 
 @pytest.fixture(scope="session")
-def adapter() -> Adapter:
+def adapter(request: pytest.FixtureRequest) -> Adapter:
     """The adapter under test, started once per test process. One that cannot start ends the run
     with its reason, said once (not once per test); under `ashcheck run` the reason is also written
     to `evidence/<worker>.unavailable`, and `.adapter` describes the adapter as soon as it runs (the
@@ -120,7 +122,7 @@ def adapter() -> Adapter:
         if RECORDER.path is not None:
             RECORDER.path.parent.mkdir(parents=True, exist_ok=True)
             RECORDER.path.with_suffix(".unavailable").write_text(f"{exc}\n")
-        if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest.exit in a worker is an xdist INTERNALERROR
+        if hasattr(request.config, "workerinput"):  # pytest.exit in an xdist worker is an INTERNALERROR
             pytest.fail(why, pytrace=False)
         pytest.exit(why, returncode=pytest.ExitCode.USAGE_ERROR)
     _write_meta(started)

@@ -12,8 +12,11 @@ closes its executors and VMs. A second signal, or a group that has not ended aft
 is answered with SIGKILL. On Linux the child also gets SIGINT if the command itself dies (SIGKILL),
 so that a killed command leaves no run behind.
 
-The child's environment points Hypothesis' storage (its cache of constants; the database is off)
-at the temporary folder, so nothing lands in `.hypothesis/` of the current directory.
+Everything else the child writes goes into the command's temporary folder, removed however the
+command ends (a SIGKILL aside): pytest's basetemp (pytest-xdist makes one even when no test asks for
+it), and Hypothesis' storage (its cache of constants; the example database is off), so nothing lands
+in `$TMPDIR/pytest-of-<user>` or in `.hypothesis/` of the current directory. A pytest-xdist worker's
+environment (when `ashcheck run` is itself started from a test) is not passed on.
 """
 
 from __future__ import annotations
@@ -92,7 +95,7 @@ def pytest_command(*, adapter: str, options: list[str], profile: str, report: Pa
     ini = tmp / "pytest.ini"
     ini.write_text("[pytest]\n")  # the user's own pytest configuration has no say in a conformance run
     return [sys.executable, "-m", "pytest", "--pyargs", "ashcheck.conformance",
-            "-c", str(ini), "--rootdir", str(tmp), "-p", "no:cacheprovider",
+            "-c", str(ini), "--rootdir", str(tmp), "--basetemp", str(tmp / "basetemp"), "-p", "no:cacheprovider",
             "--adapter", adapter, *(x for opt in options for x in ("--adapter-option", opt)),
             "--ashcheck-profile", profile, "--ashcheck-results", str(report),
             "--junitxml", str(tmp / "pytest.xml"), "-n", str(workers),
@@ -108,7 +111,8 @@ def run(command: list[str], *, tmp: Path, log: Path | None, interrupts: Interrup
     start = time.monotonic()
     if interrupts.first is not None:
         return Outcome(None, interrupts.first, 0.0)
-    env = dict(os.environ, HYPOTHESIS_STORAGE_DIRECTORY=str(tmp / "hypothesis"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST_", "PYTEST_CURRENT_TEST"))}
+    env["HYPOTHESIS_STORAGE_DIRECTORY"] = str(tmp / "hypothesis")  # not `.hypothesis/` here
     with _output(log) as out:
         child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out,
                                  stderr=None if out is None else subprocess.STDOUT, env=env, process_group=0,
@@ -129,7 +133,8 @@ def run(command: list[str], *, tmp: Path, log: Path | None, interrupts: Interrup
             interrupts.group = None
             kill_group(child.pid, signal.SIGKILL)  # workers or executors that outlived their pytest
     tick()
-    return Outcome(child.returncode, interrupts.first, time.monotonic() - start, test_errors(tmp / "pytest.xml"))
+    errors = failures_outside_rules(tmp / "pytest.xml")
+    return Outcome(child.returncode, interrupts.first, time.monotonic() - start, errors)
 
 
 @contextlib.contextmanager
@@ -148,7 +153,7 @@ def _die_with_parent() -> None:
             ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGINT))
 
 
-def test_errors(junit: Path) -> list[str]:
+def failures_outside_rules(junit: Path) -> list[str]:
     """Tests in pytest's JUnit file that failed or errored other than by reporting violated rules
     (a conformance test reports them with pytest.fail, whose message JUnit starts with 'Failed: ')."""
     try:

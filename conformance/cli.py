@@ -147,8 +147,12 @@ def cmd_rules(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from ashcheck.conformance.runner import Interrupts
 
+    code = 2
     with Interrupts() as interrupts:  # from here on, SIGINT and SIGTERM end the run in order
-        code = _run(args, interrupts)
+        try:
+            code = _run(args, interrupts)
+        except KeyboardInterrupt:  # before the tests started: nothing to report
+            print("ashcheck: interrupted before the run started", file=sys.stderr)
     if interrupts.first is not None:
         return 128 + interrupts.first
     return code
@@ -186,15 +190,15 @@ def _run(args: argparse.Namespace, interrupts: Interrupts) -> int:
         return 2
     report_dir = args.report.resolve()
     started = datetime.now(UTC)
-    with tempfile.TemporaryDirectory(prefix="ashcheck-run-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="ashcheck-run-") as tmp, interrupts.deferred():
         command = runner.pytest_command(adapter=args.adapter, options=args.adapter_option, profile=args.profile,
                                         report=report_dir, workers=workers, tmp=Path(tmp), verbose=args.verbose)
         with console.Progress(report_dir / "evidence", f"{args.adapter} {args.profile}",
                               live=False if args.verbose else None) as shown:
             outcome = runner.run(command, tmp=Path(tmp), log=None if args.verbose else report_dir / "pytest.log",
                                  interrupts=interrupts, tick=shown.tick)
-    run = run_settings(args.profile, workers, args.max_lost, started, outcome)
-    return finish(args, options, run, outcome)
+        run = run_settings(args.profile, workers, args.max_lost, started, outcome)
+        return finish(args, options, run, outcome)
 
 
 def default_workers(shards: int) -> int:

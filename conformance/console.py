@@ -28,6 +28,8 @@ SHORT = 100      # characters kept of an observed or allowed value on the consol
 
 
 def progress_line(snap: progress.Snapshot, elapsed: float, what: str) -> str:
+    if snap.profile is None and not snap.examples:
+        return f"ashcheck {what}: starting the adapter, {_clock(elapsed)}"
     rules = f"{snap.exercised}/{snap.rules}" if snap.rules else f"{snap.exercised}"
     failing = f", {snap.failing} failing" if snap.failing else ""
     lost = f", {snap.lost:,} lost" if snap.lost else ""

@@ -2,7 +2,7 @@
 
 JUnit has pass, failure, error and skipped; the labels map to them as:
 
-    pass, pass emulated     passed (an emulated pass says so in system-out)
+    pass, pass emulated     passed (an emulated pass says so in system-out, as do lost outcomes)
     fail                    <failure>, with the violating step, the steps and the reproducer
     known deviation         <skipped type="known deviation"> with the declared reason
     skip, not exercised     <skipped> with the reason
@@ -35,6 +35,7 @@ def xml(report: dict[str, Any]) -> str:
                        ("search profile", run["search"]["profile"]),
                        ("seeds", ", ".join(map(hex, run["search"]["seeds"] or [])) or "random"),
                        ("ashcheck", run["ashcheck_version"]),
+                       ("lost outcomes", f"{report['totals'].get('lost', 0)} of {report['totals'].get('steps', 0)}"),
                        *((f"identity.{k}", v) for k, v in report.get("identity", {}).items()),
                        *((f"option.{k}", v) for k, v in report.get("options", {}).items())]:
         ET.SubElement(props, "property", name=key, value=_text(str(value)))
@@ -56,8 +57,10 @@ def xml(report: dict[str, Any]) -> str:
         elif name in ("known deviation", "skip", "not exercised"):
             skipped += 1
             ET.SubElement(case, "skipped", type=name, message=_text(r.get("reason", name)))
-        elif name == "pass, emulated":
-            ET.SubElement(case, "system-out").text = "pass, emulated: every confirmation was computed by the adapter"
+        notes = (["pass, emulated: every confirmation was computed by the adapter"] if name == "pass, emulated"
+                 else []) + ([f"lost outcomes: {r['lost']}"] if r.get("lost") else [])
+        if notes:
+            ET.SubElement(case, "system-out").text = "\n".join(notes)
     problems = ([f"interrupted: {run['interrupted']}"] if run["interrupted"] else []) + run.get("problems", [])
     if report.get("error"):
         problems.insert(0, f"the adapter could not start: {report['error']}")

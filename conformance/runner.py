@@ -39,7 +39,10 @@ NAMES = {signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGTERM: "SIGTERM"}
 
 
 class Interrupts:
-    """Records SIGINT and SIGTERM instead of dying on them, and passes them on to the child's group.
+    """SIGINT and SIGTERM, recorded. Inside `deferred()` (while the tests run, and while their report
+    is written) a signal does not stop this process: it is passed on to the child's group, and the
+    run ends in order. Outside, it raises KeyboardInterrupt, so that a command stuck before the run
+    (an adapter's check that hangs) can still be stopped.
 
     Use as a context manager around everything that must be cleaned up; the previous handlers are
     restored on exit."""
@@ -49,7 +52,16 @@ class Interrupts:
         self.at: float | None = None   # when (time.monotonic)
         self.count = 0
         self.group: int | None = None  # the child's process group, while it runs
+        self._defer = False
         self._previous: dict[int, object] = {}
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        self._defer = True
+        try:
+            yield
+        finally:
+            self._defer = False
 
     def __enter__(self) -> Interrupts:
         for signum in NAMES:
@@ -66,6 +78,8 @@ class Interrupts:
             self.first, self.at = signum, time.monotonic()
         if self.group is not None:
             kill_group(self.group, signal.SIGINT if self.count == 1 else signal.SIGKILL)
+        if not self._defer:
+            raise KeyboardInterrupt(NAMES.get(signal.Signals(signum), str(signum)))
 
 
 def kill_group(group: int, signum: int) -> None:
@@ -105,7 +119,8 @@ def pytest_command(*, adapter: str, options: list[str], profile: str, report: Pa
 
 def run(command: list[str], *, tmp: Path, log: Path | None, interrupts: Interrupts,
         tick: Callable[[], None], every: float = 0.25) -> Outcome:
-    """Run `command` (pytest_command) until it ends, calling `tick` every `every` seconds.
+    """Run `command` (pytest_command) until it ends, calling `tick` every `every` seconds. Call it
+    inside `interrupts.deferred()`.
 
     log: where its output goes (None: to this process's stdout and stderr)."""
     start = time.monotonic()

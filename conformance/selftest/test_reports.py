@@ -153,6 +153,8 @@ def test_junit_has_a_case_per_rule_and_a_failure_for_the_failing_one() -> None:
     skipped = cases[DEVIATING].find("skipped")
     assert skipped is not None and skipped.get("type") == "known deviation"
     assert suite.get("failures") == "1" and suite.get("errors") == "1" and suite.get("skipped") == "1"
+    lost = cases[LOSING].find("system-out")
+    assert lost is not None and lost.text == "lost outcomes: 4"
     error = cases["run"].find("error")
     assert error is not None and "lost" in error.get("message", "")
 
@@ -238,6 +240,7 @@ def test_progress_reads_the_newest_file_of_each_worker(tmp_path: Path) -> None:
     a.dump(evidence_dir / "gw0.json")
     b.dump(evidence_dir / "gw1.json")
     assert progress.read(evidence_dir).profile is None  # no adapter has started yet
+    assert console.progress_line(progress.read(tmp_path / "nothing"), 3, "x") == "ashcheck x: starting the adapter, 0:03"
     (evidence_dir / "gw0.adapter").write_text(json.dumps({"profile": "ashmem"}))
     snap = progress.read(evidence_dir)
     assert (snap.profile, snap.exercised, snap.rules, snap.failing) == ("ashmem", 3, len(rule_ids("ashmem")), 1)

@@ -30,6 +30,7 @@ from ashcheck.conformance.settings import PROFILES, Profile
 
 HERE = Path(__file__).parent
 SELFTEST = HERE / "selftest"
+HEARTBEAT = pytest.StashKey[Heartbeat]()  # the progress writer of this test process, if it keeps evidence
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -75,9 +76,6 @@ def pytest_configure(config: pytest.Config) -> None:
         heartbeat = Heartbeat(RECORDER, RECORDER.path.with_suffix(".progress"))
         config.stash[HEARTBEAT] = heartbeat
         heartbeat.start()
-
-
-HEARTBEAT = pytest.StashKey[Heartbeat]()
 
 
 def _check(spec: str, options: dict[str, str]) -> None:

@@ -1,37 +1,49 @@
 """The `ashcheck` command.
 
     ashcheck adapters                        which adapters exist, and whether each can run here
-    ashcheck rules [--format text|json]      every rule id with its summary and source
-    ashcheck run --adapter NAME [--profile quick|ci|deep] [--report DIR] [--adapter-option K=V]
-                 [-n WORKERS]                a conformance pass; exit 0 all pass/xfail, 1 a rule failed,
-                                             2 usage error or adapter unavailable
-    ashcheck merge DIR... --out DIR          a rule × adapter grid from several reports
+    ashcheck rules [--format text|json] [--profile ashmem|memfd]
+                                             every rule id with its summary and source
+    ashcheck run --adapter NAME [--profile quick|ci|deep] [--report DIR] [--adapter-option K=V]...
+                 [-n WORKERS] [-v] [--max-lost FRACTION]
+                                             a conformance pass, with its report in DIR
+    ashcheck merge REPORT... --out DIR       the difference table: rules × implementations
+    ashcheck merge REPORT... --check FILE    exit 1 if FILE (the table's Markdown) is out of date
     ashcheck executor build --target T       cross-build the native executor
     ashcheck vm fetch [--force]              fetch and prepare the kernel adapter's VM
     ashcheck vm boot-check                   boot it once and report what the guest has
+
+Exit status of `run`:
+  0    every rule passes or is a known (declared) deviation
+  1    a rule failed
+  2    a usage error; the adapter cannot run here or could not start; a test failed outside any rule
+       (a harness or adapter bug); or more than --max-lost of the operations were lost
+  130  interrupted by SIGINT (Ctrl-C)     the report covers the part that ran, and says so
+  143  interrupted by SIGTERM             likewise
+Exit status of `merge`: 0 done (with --check: the file is up to date), 1 (--check) the file differs,
+2 a usage error or a report that cannot be read.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import shutil
-import signal
+import os
+import platform
 import sys
 import tempfile
-import threading
-import time
-from collections.abc import Iterator
 from dataclasses import asdict
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ashcheck.adapters import adapter_names, load_adapter
-from ashcheck.conformance import report as reporting
-from ashcheck.conformance.results import RECORDER, Recorder, statuses
 from ashcheck.spec import RULES
-from ashcheck.spec.reach import unreachable
+
+if TYPE_CHECKING:  # the run's modules are imported when a run starts: `ashcheck rules` stays quick
+    from ashcheck.conformance.runner import Interrupts, Outcome
+
+LOST_LIMIT = 0.05  # default --max-lost: a run that lost more of its operations than this exits 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,6 +68,22 @@ def main(argv: list[str] | None = None) -> int:
     return int(args.func(args))
 
 
+def _workers(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"wants a number of worker processes (0: in-process), got {text!r}")
+    return int(text)
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"wants a fraction between 0 and 1, got {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ashcheck", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -66,16 +94,28 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--format", choices=["text", "json"], default="text")
     r.add_argument("--profile", default=None, help="only rules of this profile (ashmem, memfd)")
     r.set_defaults(func=cmd_rules)
-    run = sub.add_parser("run", help="run a conformance pass against an adapter")
-    run.add_argument("--adapter", required=True)
-    run.add_argument("--profile", choices=["quick", "ci", "deep"], default="quick")
-    run.add_argument("--report", type=Path, default=Path("ashcheck-report"))
+    run = sub.add_parser("run", help="run a conformance pass against an adapter",
+                         description="Run a conformance pass; exit 0 every rule passes or is a known deviation, "
+                         "1 a rule failed, 2 usage error / adapter unavailable / a failure outside any rule / "
+                         "too many lost outcomes, 130 SIGINT, 143 SIGTERM.")
+    run.add_argument("--adapter", required=True, help="a registered name (see `ashcheck adapters`) or module:Class")
+    run.add_argument("--profile", choices=["quick", "ci", "deep"], default="quick",
+                     help="how hard to search: quick (seconds), ci (the same examples every run), deep")
+    run.add_argument("--report", type=Path, default=Path("ashcheck-report"),
+                     help="the report folder (default ashcheck-report); what an earlier run wrote there is replaced")
     run.add_argument("--adapter-option", action="append", default=[], metavar="KEY=VALUE")
-    run.add_argument("-n", "--workers", default=None, help="pytest-xdist workers (e.g. auto)")
+    run.add_argument("-n", "--workers", type=_workers, default=None, metavar="N",
+                     help="test processes (pytest-xdist workers); default: the CPUs, at most the profile's "
+                     "shards; 0 runs in this process")
+    run.add_argument("-v", "--verbose", action="store_true", help="show pytest's own output")
+    run.add_argument("--max-lost", type=_share, default=LOST_LIMIT, metavar="FRACTION",
+                     help=f"exit 2 if more than this share of operations was lost (default {LOST_LIMIT})")
     run.set_defaults(func=cmd_run)
-    m = sub.add_parser("merge", help="merge reports into a rule × adapter grid")
-    m.add_argument("reports", nargs="+", type=Path)
-    m.add_argument("--out", type=Path, required=True)
+    m = sub.add_parser("merge", help="the difference table of several reports (rules × implementations)")
+    m.add_argument("reports", nargs="+", type=Path, help="report folders (or their report.json)")
+    m.add_argument("--out", type=Path, default=None, help="write differences.md, .html and .json here")
+    m.add_argument("--check", type=Path, default=None, metavar="FILE",
+                   help="exit 1 if FILE is not the Markdown a merge of these reports writes")
     m.set_defaults(func=cmd_merge)
     sub.add_parser("executor", help="executor build --target x86_64|aarch64|armv7|x86|host")
     sub.add_parser("vm", help="vm fetch [--force] | vm boot-check")
@@ -105,6 +145,24 @@ def cmd_rules(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from ashcheck.conformance.runner import Interrupts
+
+    code = 2
+    with Interrupts() as interrupts:  # from here on, SIGINT and SIGTERM end the run in order
+        try:
+            code = _run(args, interrupts)
+        except KeyboardInterrupt:  # before the tests started: nothing to report
+            print("ashcheck: interrupted before the run started", file=sys.stderr)
+    if interrupts.first is not None:
+        return 128 + interrupts.first
+    return code
+
+
+def _run(args: argparse.Namespace, interrupts: Interrupts) -> int:
+    from ashcheck.conformance import console, runner
+    from ashcheck.conformance.reportdir import ReportDirError, prepare
+    from ashcheck.conformance.settings import PROFILES
+
     try:
         cls = load_adapter(args.adapter)
     except LookupError as exc:
@@ -114,117 +172,157 @@ def cmd_run(args: argparse.Namespace) -> int:
     if bad:
         print(f"ashcheck: --adapter-option wants KEY=VALUE, got {bad[0]!r}", file=sys.stderr)
         return 2
+    options = dict(opt.split("=", 1) for opt in args.adapter_option)
     try:  # constructors only check their options: a bad one is a usage error, before any test runs
-        reason = cls(**dict(opt.split("=", 1) for opt in args.adapter_option)).why_unavailable()
+        reason = cls(**options).why_unavailable()
     except (ValueError, TypeError) as exc:
         print(f"ashcheck: {exc}", file=sys.stderr)
         return 2
     if reason is not None:
         print(f"ashcheck: adapter {args.adapter!r} cannot run here: {reason}", file=sys.stderr)
         return 2
-    import pytest
-
-    args.report.mkdir(parents=True, exist_ok=True)
-    evidence_dir = args.report / "evidence"
-    shutil.rmtree(evidence_dir, ignore_errors=True)
-    pytest_args = ["--pyargs", "ashcheck.conformance", "--adapter", args.adapter,
-                   "--ashcheck-profile", args.profile, "--ashcheck-results", str(args.report),
-                   "-p", "no:cacheprovider", "-q", "-rfE", "--tb=line",
-                   "-W", "ignore::pytest.PytestAssertRewriteWarning"]
-    pytest_args += [x for opt in args.adapter_option for x in ("--adapter-option", opt)]
-    if args.workers:
-        pytest_args += ["-n", str(args.workers)]
-    with tempfile.TemporaryDirectory() as tmp, _Progress(), _terminate_as_interrupt():
-        code = pytest.main([*pytest_args, "--rootdir", tmp])
-    if code in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERNAL_ERROR):
-        return 2
-    if code == pytest.ExitCode.INTERRUPTED:  # keep what was learnt: a partial report
-        if list(evidence_dir.glob("*.adapter")):
-            _finish(args, 0)
-        print("ashcheck: interrupted (the report covers the part that ran)", file=sys.stderr)
-        return 130
-    return _finish(args, int(code))
-
-
-@contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the session closes its executors and
-    VMs and removes its temporary files instead of dying on the spot."""
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    profile = PROFILES[args.profile]
+    workers = default_workers(profile.shards) if args.workers is None else args.workers
     try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _finish(args: argparse.Namespace, pytest_code: int) -> int:
-    evidence_dir = args.report / "evidence"
-    metas = [json.loads(p.read_text()) for p in evidence_dir.glob("*.adapter")]
-    if not metas:
-        print("ashcheck: the adapter never started; see the errors above", file=sys.stderr)
+        prepare(args.report)
+    except (ReportDirError, OSError) as exc:
+        print(f"ashcheck: {exc}", file=sys.stderr)
         return 2
+    report_dir = args.report.resolve()
+    started = datetime.now(UTC)
+    with tempfile.TemporaryDirectory(prefix="ashcheck-run-") as tmp, interrupts.deferred():
+        command = runner.pytest_command(adapter=args.adapter, options=args.adapter_option, profile=args.profile,
+                                        report=report_dir, workers=workers, tmp=Path(tmp), verbose=args.verbose)
+        with console.Progress(report_dir / "evidence", f"{args.adapter} {args.profile}",
+                              live=False if args.verbose else None) as shown:
+            outcome = runner.run(command, tmp=Path(tmp), log=None if args.verbose else report_dir / "pytest.log",
+                                 interrupts=interrupts, tick=shown.tick)
+        run = run_settings(args.profile, workers, args.max_lost, started, outcome)
+        return finish(args, options, run, outcome)
+
+
+def default_workers(shards: int) -> int:
+    """pytest-xdist workers of a run: one per CPU this process may use, at most one per shard of the
+    exploration (the exhaustive tables run beside them)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cpus, shards))
+
+
+def run_settings(profile_name: str, workers: int, max_lost: float, started: datetime,
+                 outcome: Outcome) -> dict[str, Any]:
+    """The run's settings and how it ended, as report.json's `run` (exit code and reason come later)."""
+    import hypothesis
+
+    from ashcheck.conformance.explore import SEED_BASE
+    from ashcheck.conformance.settings import PROFILES
+
+    profile = PROFILES[profile_name]
+    hyp = profile.hypothesis()
+    try:
+        own = version("ashcheck")
+    except PackageNotFoundError:
+        own = "unknown (not installed)"
+    return {"ashcheck_version": own, "hypothesis_version": hypothesis.__version__,
+            "python": platform.python_version(), "host": platform.platform(),
+            "search": {"profile": profile.name, "examples": profile.examples, "steps": profile.steps,
+                       "shards": profile.shards, "seeded": profile.seeded,
+                       "seeds": [SEED_BASE + k for k in range(profile.shards)] if profile.seeded else None,
+                       "shrink_replays": profile.shrink_replays,
+                       "hypothesis": {"max_examples": hyp.max_examples,
+                                      "stateful_step_count": hyp.stateful_step_count,
+                                      "deadline": hyp.deadline, "database": hyp.database,
+                                      "phases": ", ".join(p.name for p in hyp.phases)}},
+            "workers": workers, "started": started.isoformat(timespec="seconds"),
+            "duration_s": round(outcome.duration, 1), "interrupted": outcome.interruption,
+            "lost_limit": max_lost, "problems": []}
+
+
+def finish(args: argparse.Namespace, options: dict[str, str], run: dict[str, Any], outcome: Outcome) -> int:
+    """Write the report, print the end of the run, and return the exit status."""
+    from ashcheck.conformance import console
+    from ashcheck.conformance import report as reporting
+    from ashcheck.conformance.results import Recorder, statuses
+    from ashcheck.spec.reach import unreachable
+
+    evidence_dir = args.report / "evidence"
+    interrupted = None if outcome.interrupted is None else 128 + outcome.interrupted
+    metas = [json.loads(p.read_text()) for p in sorted(evidence_dir.glob("*.adapter"))]
+    if not metas:
+        reasons = sorted({p.read_text().strip() for p in evidence_dir.glob("*.unavailable")})
+        if reasons:
+            why = f"adapter {args.adapter!r} could not start: {reasons[0]}"
+        elif outcome.interrupted:
+            why = f"interrupted ({outcome.interruption}) before the adapter started"
+        else:
+            why = (f"the tests ended (pytest status {outcome.returncode}) before the adapter started: "
+                   + (_tail(args.report / "pytest.log") or "no output"))
+        run.update(exit_code=interrupted or 2, exit_reason=why)
+        reporting.write(args.report, reporting.failed_to_start(adapter=args.adapter, options=options,
+                                                               reason=why, run=run))
+        print(f"ashcheck: {why}", file=sys.stderr)
+        return int(run["exit_code"])  # the interruption's, or 2
     meta = metas[0]
     evidence, totals = Recorder.load_all(evidence_dir)
     results = statuses(evidence, meta["profile"], set(meta["capabilities"]), meta["deviations"],
                        unreachable(meta.get("unsupported", {})))
-    report: dict[str, Any] = {"adapter": args.adapter, "profile": meta["profile"],
-                              "hypothesis_profile": args.profile, "capabilities": meta["capabilities"],
-                              "options": dict(o.split("=", 1) for o in args.adapter_option),
-                              "identity": meta.get("identity", {}), "totals": asdict(totals),
-                              "results": results}
+    problems = run["problems"]
+    if outcome.errors:
+        problems.append(f"{len(outcome.errors)} test(s) failed outside any rule (a harness or adapter bug; "
+                        f"pytest's output is in {args.report / 'pytest.log'}): " + "; ".join(outcome.errors[:3]))
+    elif outcome.returncode not in (0, 1, 5) and outcome.interrupted is None:
+        problems.append(f"the tests ended with pytest status {outcome.returncode}: see {args.report / 'pytest.log'}")
+    share = totals.lost / totals.steps if totals.steps else 0.0
+    if share > run["lost_limit"]:
+        problems.append(f"{share:.1%} of the operations were lost (more than --max-lost {run['lost_limit']:.0%}): "
+                        "the transport to the implementation is not reliable enough to judge it")
+    failed = sum(r["status"] == "fail" for r in results)
+    if interrupted:
+        code, why = interrupted, f"interrupted by {outcome.interruption}"
+    elif problems:
+        code, why = 2, "the run could not judge the implementation (see above)"
+    elif failed:
+        code, why = 1, f"{failed} rule(s) failed"
+    else:
+        code, why = 0, "every rule passes or is a known deviation"
+    run.update(exit_code=code, exit_reason=why)
+    report = reporting.build(adapter=args.adapter, options=options, meta=meta, results=results,
+                             totals=asdict(totals), run=run)
     reporting.write(args.report, report)
-    counts = reporting.counts(report)
-    print(f"ashcheck: {args.adapter} ({meta['profile']}): " + ", ".join(f"{n} {s}" for s, n in counts.items())
-          + f"; report in {args.report}/report.md")
-    failed = counts["fail"] > 0
-    if pytest_code not in (0, 5) and not failed:
-        print("ashcheck: the test run failed outside any rule (a harness or adapter error); see above",
-              file=sys.stderr)
-        return 1
-    return 1 if failed else 0
+    for line in console.final_lines(report, args.report):
+        print(line)
+    return code
+
+
+def _tail(log: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return ""
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    reports = []
-    for path in args.reports:
-        file = path / "report.json" if path.is_dir() else path
-        if not file.exists():
-            print(f"ashcheck: no report at {file}", file=sys.stderr)
-            return 2
-        reports.append(json.loads(file.read_text()))
-    reporting.grid(reports, args.out)
-    print(f"ashcheck: grid of {len(reports)} runs in {args.out}/grid.md")
+    from ashcheck.conformance import differences
+
+    if args.out is None and args.check is None:
+        print("ashcheck: merge wants --out DIR, --check FILE, or both", file=sys.stderr)
+        return 2
+    try:
+        table = differences.load(args.reports, skip=args.out)
+    except differences.ReportError as exc:
+        print(f"ashcheck: {exc}", file=sys.stderr)
+        return 2
+    if args.out is not None:
+        differences.write(table, args.out)
+        print(f"ashcheck: {len(table.columns)} implementations, {len(table.rules)} rules, "
+              f"{len(table.differing())} differ; table in {args.out / 'differences.md'}")
+    if args.check is not None:
+        stale = differences.check(table, args.check)
+        if stale:
+            print(f"ashcheck: {args.check} is out of date with these reports; regenerate it with "
+                  f"`ashcheck merge ... --out DIR` and copy DIR/differences.md:\n{stale}", file=sys.stderr)
+            return 1
+        print(f"ashcheck: {args.check} matches the {len(table.columns)} reports")
     return 0
-
-
-class _Progress:
-    """Prints steps checked and rules confirmed every few seconds on stderr (in-process runs;
-    with -n, pytest-xdist prints its own progress)."""
-
-    def __init__(self, every: float = 5.0) -> None:
-        self.every = every
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> _Progress:
-        self.start = time.monotonic()
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop.set()
-        self.thread.join()
-
-    def _run(self) -> None:
-        while not self.stop.wait(self.every):
-            rules = dict(RECORDER.rules)
-            steps = sum(e.confirmed for e in rules.values())
-            seen = sum(1 for e in rules.values() if e.confirmed)
-            print(f"\n[ashcheck {time.monotonic() - self.start:5.0f}s] {steps} steps checked, "
-                  f"{seen}/{len(RULES)} rules confirmed", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ ashcheck.conformance.selftest and are collected only when named explicitly.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -25,11 +24,13 @@ import pytest
 from ashcheck.adapters import load_adapter
 from ashcheck.adapters.base import Adapter, AdapterUnavailable
 from ashcheck.conformance import session
+from ashcheck.conformance.progress import Heartbeat
 from ashcheck.conformance.results import RECORDER
 from ashcheck.conformance.settings import PROFILES, Profile
 
 HERE = Path(__file__).parent
 SELFTEST = HERE / "selftest"
+HEARTBEAT = pytest.StashKey[Heartbeat]()  # the progress writer of this test process, if it keeps evidence
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -65,9 +66,16 @@ def pytest_configure(config: pytest.Config) -> None:
         _check(spec, options)
         session.configure(spec, options)
     results = config.getoption("ashcheck_results")
-    if results:
-        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    # xdist's own mark of a worker, not its environment variable, which a pytest run started from
+    # a worker's test (as ashcheck's self-tests do) inherits
+    workerinput = getattr(config, "workerinput", None)
+    worker = workerinput["workerid"] if workerinput else "main"
+    # only processes that run tests keep evidence (not an xdist controller)
+    if results and (workerinput or not config.getoption("numprocesses", None)):
         RECORDER.path = Path(results) / "evidence" / f"{worker}.json"
+        heartbeat = Heartbeat(RECORDER, RECORDER.path.with_suffix(".progress"))
+        config.stash[HEARTBEAT] = heartbeat
+        heartbeat.start()
 
 
 def _check(spec: str, options: dict[str, str]) -> None:
@@ -100,27 +108,46 @@ def ashcheck_profile(request: pytest.FixtureRequest) -> Profile:
 
 
 @pytest.fixture(scope="session")
-def adapter() -> Adapter:
+def adapter(request: pytest.FixtureRequest) -> Adapter:
     """The adapter under test, started once per test process. One that cannot start ends the run
-    with its reason, said once (not once per test)."""
+    with its reason, said once (not once per test); under `ashcheck run` the reason is also written
+    to `evidence/<worker>.unavailable`, and `.adapter` describes the adapter as soon as it runs (the
+    progress line needs its profile)."""
     try:
-        return session.adapter()
+        started = session.adapter()
     except AdapterUnavailable as exc:
-        pytest.exit(f"adapter {session.SELECTION.spec!r} could not start: {exc}",
-                    returncode=pytest.ExitCode.USAGE_ERROR)
+        why = f"adapter {session.SELECTION.spec!r} could not start: {exc}"
+        if RECORDER.path is not None:
+            RECORDER.path.parent.mkdir(parents=True, exist_ok=True)
+            RECORDER.path.with_suffix(".unavailable").write_text(f"{exc}\n")
+        if hasattr(request.config, "workerinput"):  # pytest.exit in an xdist worker is an INTERNALERROR
+            pytest.fail(why, pytrace=False)
+        pytest.exit(why, returncode=pytest.ExitCode.USAGE_ERROR)
+    _write_meta(started)
+    return started
+
+
+def _write_meta(running: Adapter) -> None:
+    if RECORDER.path is None:
+        return
+    meta = {"name": running.name, "profile": running.profile,
+            "capabilities": sorted(c.value for c in running.capabilities),
+            "deviations": dict(running.deviations),
+            "unsupported": {op.__name__: why for op, why in running.unsupported.items()},
+            "identity": running.identity(), "page_size": running.page_size}
+    RECORDER.path.parent.mkdir(parents=True, exist_ok=True)
+    RECORDER.path.with_suffix(".adapter").write_text(json.dumps(meta))
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     from ashcheck.conformance import session as adapter_session
 
+    heartbeat = session.config.stash.get(HEARTBEAT, None)
+    if heartbeat is not None:
+        heartbeat.stop()
     if RECORDER.path is not None:
         RECORDER.dump()
         running = adapter_session.started()
         if running is not None:
-            meta = {"name": running.name, "profile": running.profile,
-                    "capabilities": sorted(c.value for c in running.capabilities),
-                    "deviations": dict(running.deviations),
-                    "unsupported": {op.__name__: why for op, why in running.unsupported.items()},
-                    "identity": running.identity(), "page_size": running.page_size}
-            RECORDER.path.with_suffix(".adapter").write_text(json.dumps(meta))
+            _write_meta(running)
     adapter_session.shutdown()

@@ -1,88 +1,121 @@
-"""Reports: report.json for machines, report.md and report.html for people, one reproducer
-script per failing rule, and the rule × adapter grid that merges several runs."""
+"""The report of one run: what `ashcheck run` writes into its `--report` folder.
+
+    report.json      for machines: the run's settings, totals, and one result per rule
+    report.md        for people (render.py), failures first, with their steps inline
+    report.html      the same as a page
+    junit.xml        one test case per rule, for CI systems (junit.py)
+    reproducers/     one standalone script per failing rule (replay.py)
+    evidence/        what each test process recorded (results.py), and pytest.log: pytest's output
+
+Each rule gets one label (`label`): pass, "pass, emulated" (every confirmation was an answer the
+adapter computed rather than observed), fail, known deviation, skip, not exercised. report.json keeps
+the status names of results.py (`status`) beside the label.
+
+`files` in report.json lists every file the run wrote, so that the next run into the same folder
+removes exactly those (reportdir.py).
+"""
 
 from __future__ import annotations
 
-import html
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from ashcheck.conformance.replay import script
-from ashcheck.conformance.results import STATUSES
+from ashcheck.spec.ops import Op
+from ashcheck.spec.outcome import Outcome
+from ashcheck.spec.sources import BY_TAG, cite
 
-MARK = {"pass": "✅ pass", "fail": "❌ fail", "xfail": "⚠️ xfail", "skip": "⏭ skip", "unknown": "❔ unknown"}
-COLOR = {"pass": "#d4f7d4", "fail": "#ffd0d0", "xfail": "#fff2c0", "skip": "#e8e8e8", "unknown": "#e0e8ff"}
+FORMAT = 2  # report.json's "ashcheck_report": the version of this layout (1 had no marker)
+
+# the order in which reports show rules and counts: what needs attention first
+LABELS = ("fail", "known deviation", "not exercised", "skip", "pass, emulated", "pass")
+_BY_STATUS = {"fail": "fail", "xfail": "known deviation", "skip": "skip", "unknown": "not exercised"}
 
 
-def write(directory: Path, report: dict[str, Any]) -> None:
+def label(result: dict[str, Any]) -> str:
+    """The one word (or two) a report shows for a result of results.statuses."""
+    if result["status"] == "pass":
+        return "pass, emulated" if result.get("emulated_only") else "pass"
+    return _BY_STATUS[result["status"]]
+
+
+def counts(results: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """Results per label, every label present, in LABELS order."""
+    found = [label(r) for r in results]
+    return {name: found.count(name) for name in LABELS}
+
+
+def ordered(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Failures first, then known deviations, not exercised, skips and passes; by rule id within each."""
+    return sorted(results, key=lambda r: (LABELS.index(label(r)), r["rule"]))
+
+
+def steps_as_lines(steps: list[dict[str, Any]]) -> list[str]:
+    """A recorded program as strace-like lines: `p0: mmap(3, 0, 16384, 3, True)  →  None`."""
+    lines = []
+    for step in steps:
+        try:
+            lines.append(f"{Op.from_json(step['op'])}  →  {Outcome.from_json(step['outcome'])}")
+        except (KeyError, TypeError, ValueError):  # a report of another version: show the data
+            lines.append(json.dumps(step))
+    return lines
+
+
+def build(*, adapter: str, options: dict[str, str], meta: dict[str, Any], results: list[dict[str, Any]],
+          totals: dict[str, int], run: dict[str, Any]) -> dict[str, Any]:
+    """The report as report.json holds it.
+
+    adapter: as given with --adapter; options: its --adapter-option values; meta: the adapter's
+    description written by the test processes (plugin.py: profile, capabilities, deviations,
+    unsupported operations, identity); results: results.statuses(); totals: results.Totals as a
+    dict; run: the run's settings and how it ended (cli.py)."""
+    for result in results:
+        result["label"] = label(result)
+        result["citations"] = cite(result["source"])
+    used = sorted({tag for r in results for tag in r["citations"]})
+    return {"ashcheck_report": FORMAT, "adapter": adapter, "name": meta.get("name", adapter),
+            "profile": meta.get("profile"), "hypothesis_profile": run["search"]["profile"],
+            "options": options, "identity": meta.get("identity", {}),
+            "capabilities": meta.get("capabilities", []), "deviations": meta.get("deviations", {}),
+            "unsupported": meta.get("unsupported", {}), "run": run, "totals": totals,
+            "counts": counts(results), "lost_by_rule": {r["rule"]: r["lost"] for r in results if r.get("lost")},
+            "results": results, "citations": {tag: BY_TAG[tag].citation() for tag in used}}
+
+
+def failed_to_start(*, adapter: str, options: dict[str, str], reason: str, run: dict[str, Any]) -> dict[str, Any]:
+    """The report of a run whose adapter never started: no results, the reason."""
+    return {"ashcheck_report": FORMAT, "adapter": adapter, "name": adapter, "profile": None,
+            "hypothesis_profile": run["search"]["profile"], "options": options, "identity": {},
+            "error": reason, "run": run, "totals": {}, "counts": counts([]), "lost_by_rule": {},
+            "results": [], "citations": {}}
+
+
+def write(directory: Path, report: dict[str, Any]) -> list[Path]:
+    """Write the reproducers, report.json, report.md, report.html and junit.xml into `directory`;
+    record in report["files"] every file of the folder this run wrote (the evidence included) and
+    return them. Raises OSError."""
+    from ashcheck.conformance import junit, render
+
     directory.mkdir(parents=True, exist_ok=True)
-    repro_dir = directory / "reproducers"
+    written = [p for p in sorted((directory / "evidence").glob("*")) if p.is_file()]
+    log = directory / "pytest.log"
+    if log.exists():
+        written.append(log)
     for result in report["results"]:
         if result["status"] == "fail" and result.get("steps"):
-            repro_dir.mkdir(exist_ok=True)
-            path = repro_dir / f"{result['rule']}.py"
+            path = directory / "reproducers" / f"{result['rule']}.py"
+            path.parent.mkdir(exist_ok=True)
             path.write_text(script(result["rule"], result["summary"], report["adapter"], report["profile"],
                                    report.get("options", {}), result["steps"], path.name))
-            result["reproducer"] = str(path.relative_to(directory))  # the script; "steps" has the data
-    (directory / "report.json").write_text(json.dumps(report, indent=1))
-    (directory / "report.md").write_text(markdown(report))
-    (directory / "report.html").write_text(page(f"ashcheck: {report['adapter']} ({report['profile']})",
-                                                 _html_table(report)))
-
-
-def counts(report: dict[str, Any]) -> dict[str, int]:
-    return {s: sum(r["status"] == s for r in report["results"]) for s in STATUSES}
-
-
-def markdown(report: dict[str, Any]) -> str:
-    c = counts(report)
-    lines = [f"# ashcheck: adapter `{report['adapter']}`, profile `{report['profile']}`", "",
-             f"Hypothesis profile `{report['hypothesis_profile']}`. " +
-             ", ".join(f"{n} {s}" for s, n in c.items()), "",
-             "| rule | status | confirmed | note |", "|---|---|---|---|"]
-    for r in report["results"]:
-        note = r.get("reason", "").splitlines()[0] if r.get("reason") else ""
-        if r.get("reproducer"):
-            note = f"reproducer: `{r['reproducer']}` — {note}"
-        lines.append(f"| `{r['rule']}` | {MARK[r['status']]} | {r['confirmed']} | {note} |")
-    return "\n".join(lines) + "\n"
-
-
-def _html_table(report: dict[str, Any]) -> str:
-    rows = []
-    for r in report["results"]:
-        detail = html.escape(r.get("reason", ""))
-        if r["status"] == "fail" and r.get("reason"):
-            detail = f"<details><summary>why</summary><pre>{detail}</pre></details>"
-        rows.append(f"<tr style='background:{COLOR[r['status']]}'><td><code>{html.escape(r['rule'])}</code>"
-                    f"<br><small>{html.escape(r['summary'])}</small></td><td>{r['status']}</td>"
-                    f"<td>{r['confirmed']}</td><td>{detail}<br><small>{html.escape(r['source'])}</small></td></tr>")
-    head = "<tr><th>rule</th><th>status</th><th>confirmed</th><th>detail / source</th></tr>"
-    return f"<p>{html.escape(str(counts(report)))}</p><table>{head}{''.join(rows)}</table>"
-
-
-def page(title: str, body: str) -> str:
-    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-             "td,th{border:1px solid #999;padding:4px;vertical-align:top}pre{white-space:pre-wrap}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>\n")
-
-
-def grid(reports: list[dict[str, Any]], out: Path) -> None:
-    """Merge several runs into one rule × adapter grid (JSON, Markdown, HTML)."""
-    out.mkdir(parents=True, exist_ok=True)
-    names = [f"{r['adapter']} ({r['profile']})" for r in reports]
-    rules = sorted({res["rule"] for r in reports for res in r["results"]})
-    table = {rule: {n: next((x["status"] for x in r["results"] if x["rule"] == rule), "n/a")
-                    for n, r in zip(names, reports, strict=True)} for rule in rules}
-    (out / "grid.json").write_text(json.dumps({"adapters": names, "rules": table}, indent=1))
-    md = ["| rule | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    md += [f"| `{rule}` | " + " | ".join(MARK.get(table[rule][n], "n/a") for n in names) + " |" for rule in rules]
-    (out / "grid.md").write_text("\n".join(md) + "\n")
-    cells = "".join(
-        f"<tr><td><code>{html.escape(rule)}</code></td>" + "".join(
-            f"<td style='background:{COLOR.get(table[rule][n], '#fff')}'>{table[rule][n]}</td>" for n in names)
-        + "</tr>" for rule in rules)
-    head = "<tr><th>rule</th>" + "".join(f"<th>{html.escape(n)}</th>" for n in names) + "</tr>"
-    (out / "grid.html").write_text(page("ashcheck conformance grid", f"<table>{head}{cells}</table>"))
+            result["reproducer"] = path.relative_to(directory).as_posix()
+            written.append(path)
+    outputs = {"report.md": render.markdown(report), "report.html": render.html(report),
+               "junit.xml": junit.xml(report)}
+    written += [directory / name for name in ("report.json", *outputs)]
+    report["files"] = sorted(p.relative_to(directory).as_posix() for p in written)
+    (directory / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    for name, text in outputs.items():
+        (directory / name).write_text(text)
+    return written

@@ -76,6 +76,9 @@ def test_adapters_says_which_can_run() -> None:
     (["run", "--adapter", "sim", "--profile", "forever"], "invalid choice"),
     (["run", "--adapter", "sim", "--adapter-option", "seed"], "KEY=VALUE"),
     (["run", "--adapter", "sim", "--adapter-option", "colour=blue"], "unknown option"),
+    (["run", "--adapter", "sim", "-n", "many"], "number of worker processes"),
+    (["run", "--adapter", "sim", "--max-lost", "5%"], "fraction between 0 and 1"),
+    (["merge", "somewhere"], "--out DIR, --check FILE"),
 ])
 def test_usage_errors_exit_2_with_a_reason(args: list[str], says: str, tmp_path: Path) -> None:
     done = ashcheck(*args, *(["--report", str(tmp_path)] if args[:1] == ["run"] else []))
@@ -84,16 +87,21 @@ def test_usage_errors_exit_2_with_a_reason(args: list[str], says: str, tmp_path:
     assert not (tmp_path / "report.json").exists()
 
 
-def test_a_conforming_run_exits_0_and_writes_three_reports(tmp_path: Path) -> None:
+def test_a_conforming_run_exits_0_and_writes_its_reports(tmp_path: Path) -> None:
     code, report, output = run("sim", tmp_path)
     assert code == 0, output
     assert report["adapter"] == "sim" and report["profile"] == "ashmem"
     statuses = [r["status"] for r in report["results"]]
     assert set(statuses) <= STATUSES and "fail" not in statuses
     assert statuses.count("pass") >= 50
+    assert report["run"]["search"]["profile"] == "quick" and report["run"]["interrupted"] is None
+    assert report["run"]["exit_code"] == 0 and report["totals"]["steps"] > 0
     assert "ashmem.get-name.value" in (tmp_path / "report.md").read_text()
     html = (tmp_path / "report.html").read_text()
     assert html.lstrip().lower().startswith("<!doctype html") and "ashmem.get-name.value" in html
+    junit = (tmp_path / "junit.xml").read_text()
+    assert 'name="ashmem.get-name.value"' in junit and 'failures="0"' in junit
+    assert any(line.startswith("ashcheck: sim (ashmem), quick: 0 fail") for line in output.splitlines())
 
 
 def test_a_failing_run_exits_1_with_a_reproducer_that_replays(tmp_path: Path) -> None:
@@ -101,6 +109,8 @@ def test_a_failing_run_exits_1_with_a_reproducer_that_replays(tmp_path: Path) ->
     assert code == 1, output
     failed = by_rule(report)["ashmem.get-name.value"]
     assert failed["status"] == "fail"
+    assert f"FAIL ashmem.get-name.value: {failed['step']} → " in output
+    assert str(tmp_path / failed["reproducer"]) in output
     script = tmp_path / failed["reproducer"]
     assert script.exists()
     again = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
@@ -118,6 +128,8 @@ def test_a_declared_deviation_is_an_expected_failure(tmp_path: Path) -> None:
     code, report, output = run(f"{HERE}:DeclaresItsNameBug", tmp_path)
     assert code == 0, output
     assert by_rule(report)["ashmem.get-name.value"]["status"] == "xfail"
+    assert by_rule(report)["ashmem.get-name.value"]["label"] == "known deviation"
+    assert "known deviations seen (1): ashmem.get-name.value" in output
 
 
 def test_a_stale_deviation_fails_the_run(tmp_path: Path) -> None:
@@ -127,12 +139,22 @@ def test_a_stale_deviation_fails_the_run(tmp_path: Path) -> None:
     assert result["status"] == "fail" and "stale" in result["reason"]
 
 
-def test_merge_builds_a_grid_of_runs(tmp_path: Path) -> None:
-    assert run("sim", tmp_path / "a")[0] == 0
-    assert run(f"{HERE}:DeclaresItsNameBug", tmp_path / "b")[0] == 0
-    done = ashcheck("merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "grid"))
-    assert done.returncode == 0, done.stderr
-    grid = (tmp_path / "grid" / "grid.md").read_text()
-    row = next(line for line in grid.splitlines() if "ashmem.get-name.value" in line)
-    assert "pass" in row and "xfail" in row
+def test_merge_builds_the_difference_table_and_reruns_into_its_own_folder(tmp_path: Path) -> None:
+    reports = tmp_path / "reports"
+    assert run("sim", reports / "a")[0] == 0
+    assert run(f"{HERE}:DeclaresItsNameBug", reports / "b")[0] == 0
+    for _ in range(2):  # the output folder is among the inputs the second time, as with reports/*
+        inputs = sorted(str(p) for p in reports.iterdir())
+        done = ashcheck("merge", *inputs, "--out", str(reports / "table"))
+        assert done.returncode == 0, done.stderr
+    table = (reports / "table" / "differences.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| `ashmem.get-name.value`"))
+    assert "pass" in row and "known deviation[^1]" in row
+    assert "[^1]: mutant-default-name (ashmem): reports dev/ashmem/ (known bug 123)" in table
+    assert {"differences.html", "differences.json"} <= {p.name for p in (reports / "table").iterdir()}
+    checked_in = str(reports / "table" / "differences.md")
+    check = ashcheck("merge", str(reports / "a"), str(reports / "b"), "--check", checked_in)
+    assert check.returncode == 0, check.stderr
+    stale = ashcheck("merge", str(reports / "a"), "--check", checked_in)
+    assert stale.returncode == 1 and "out of date" in stale.stderr
     assert ashcheck("merge", str(tmp_path / "missing"), "--out", str(tmp_path / "g2")).returncode == 2

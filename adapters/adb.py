@@ -38,6 +38,8 @@ ABIS = {"arm64-v8a": "aarch64", "armeabi-v7a": "armv7", "x86_64": "x86_64", "x86
 class AdbAdapter(ExecutorAdapter):
     name: ClassVar[str] = "adb"
     profile: ClassVar[str] = "ashmem"  # replaced per instance by the probe or the option
+    max_workers = 1  # one device: a second test process would see the first one's purges
+    spontaneous_purge = True  # a phone under memory pressure may purge unpinned memory at any time
 
     def __init__(self, **options: str) -> None:
         adb = options.pop("adb", "")

@@ -62,6 +62,8 @@ class Adapter(abc.ABC):
         memory_bytes: RAM + swap of the machine that runs the implementation (MemTotal + SwapTotal),
             which bounds the first mmap of a region (shmem's overcommit check); None if unknown,
             and then large first mmaps may succeed or fail with ENOMEM.
+        max_workers: how many test processes may use this backend at once (None: as many as there
+            are CPUs); one device shared by two would see the other's purges.
         checks_per_step: how many observations the suite may add after each step that changed
             something: loads of mapped pages (does every live mapping still show what the spec
             says?) and pin-status queries of the regions touched. Each is one round trip: keep it
@@ -78,6 +80,7 @@ class Adapter(abc.ABC):
     spontaneous_purge: bool = False
     memory_bytes: int | None = None
     checks_per_step: int = 4
+    max_workers: int | None = None
 
     def __init__(self, **options: str) -> None:
         """`options` come from `--adapter-option key=value`; unknown keys must raise ValueError."""

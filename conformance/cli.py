@@ -26,11 +26,13 @@ Exit status of `merge`: 0 done (with --check: the file is up to date), 1 (--chec
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import shutil
 import sys
-import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -182,7 +184,7 @@ def _run(args: argparse.Namespace, interrupts: Interrupts) -> int:
         print(f"ashcheck: adapter {args.adapter!r} cannot run here: {reason}", file=sys.stderr)
         return 2
     profile = PROFILES[args.profile]
-    workers = default_workers(profile.shards) if args.workers is None else args.workers
+    workers = default_workers(profile.shards, cls.max_workers) if args.workers is None else args.workers
     try:
         prepare(args.report)
     except (ReportDirError, OSError) as exc:
@@ -190,7 +192,7 @@ def _run(args: argparse.Namespace, interrupts: Interrupts) -> int:
         return 2
     report_dir = args.report.resolve()
     started = datetime.now(UTC)
-    with tempfile.TemporaryDirectory(prefix="ashcheck-run-") as tmp, interrupts.deferred():
+    with _run_folder() as tmp, interrupts.deferred():
         command = runner.pytest_command(adapter=args.adapter, options=args.adapter_option, profile=args.profile,
                                         report=report_dir, workers=workers, tmp=Path(tmp), verbose=args.verbose)
         with console.Progress(report_dir / "evidence", f"{args.adapter} {args.profile}",
@@ -201,11 +203,24 @@ def _run(args: argparse.Namespace, interrupts: Interrupts) -> int:
         return finish(args, options, run, outcome)
 
 
-def default_workers(shards: int) -> int:
+def default_workers(shards: int, most: int | None = None) -> int:
     """pytest-xdist workers of a run: one per CPU this process may use, at most one per shard of the
-    exploration (the exhaustive tables run beside them)."""
+    exploration (the exhaustive tables run beside them), and at most what the adapter allows."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cpus, shards))
+    return max(1, min(cpus, shards, most or cpus))
+
+
+@contextlib.contextmanager
+def _run_folder() -> Iterator[str]:
+    """The run's temporary folder, named by its owner, so that a run killed with SIGKILL leaves it
+    for the next run to remove (adapters/vm/owned.py); removed here on every other exit."""
+    from ashcheck.adapters.vm.owned import make
+
+    folder = make("ashcheck-run-")
+    try:
+        yield str(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def run_settings(profile_name: str, workers: int, max_lost: float, started: datetime,

@@ -74,6 +74,7 @@ class Harness:
             self.quarantine.set_aside(self.model, op, lost=True)
             return observed
         self._judge(op, branches, observed)
+        self.recorder.maybe_dump()  # a long run's progress can be read from the evidence files
         return observed
 
     def _judge(self, op: Op, branches: list[Branch], observed: Outcome) -> None:

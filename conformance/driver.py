@@ -6,58 +6,28 @@ process): an operation through a stale fd is still a real call that must say EBA
 through a dead or set-aside process, or a forgotten mapping, is skipped, since there is nobody to
 ask. Every method returns None (or no handles) for an operation that was not performed.
 
-The driver also carries the observations made after steps (the machine's invariants): the fd
-tables of the processes whose table may have changed, the pin state of the regions a step touched
-(page by page), and the data of live mappings. A bug that changes state without changing the
-answer of the call that caused it shows there, at the next step, rather than by luck much later.
+The driver also feeds the looks made after every step (observe.py: `self.watch`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from hypothesis.stateful import multiple
 
 from ashcheck.adapters.base import Adapter, Capability
+from ashcheck.conformance.handles import FdRef, MapRef, Ref
 from ashcheck.conformance.harness import Harness
+from ashcheck.conformance.observe import Watch
 from ashcheck.conformance.quarantine import involved
 from ashcheck.conformance.strategies import AnyFd, AnyMap, Around, Focus, Units
 from ashcheck.spec import ops as o
-from ashcheck.spec.constants import PROT_READ, PROT_WRITE, page_align
+from ashcheck.spec.constants import PROT_WRITE, page_align
 from ashcheck.spec.outcome import Kind, Outcome
 from ashcheck.spec.state import Mapping
 
 WHOLE = -1  # a mmap length meaning "the region's size"
-FD_CHANGING = (o.CreateRegion, o.OpenAshmem, o.OpenPath, o.Dup, o.Close, o.BinderSend, o.BinderReply,
-               o.Spawn, o.Exit)
-# After these, mapped data may have changed somewhere: some pages are loaded again.
-DATA_CHANGING = (o.PurgeAllCaches, o.Exit, o.Close, o.Unpin, o.Store, o.Write, o.Munmap, o.Pin, o.BinderSend)
-# After these, every live mapping's data and every region's pin state is checked, within FULL_CHECK_LIMIT.
-FULL_CHECK = (o.PurgeAllCaches, o.Exit)
-FULL_CHECK_LIMIT = 64  # observations made by one full check at most
-# After these, the pin state of the regions they name may have changed (or gone with a release).
-PIN_CHANGING = (o.Pin, o.Unpin, o.Close, o.Dup, o.BinderSend, o.BinderReply, o.Mmap)
-PIN_CHECK_PAGES = 8  # pages of a region whose pin status is asked, at most
-
-
-@dataclass(frozen=True)
-class FdRef:
-    proc: int
-    fd: int
-
-    def __repr__(self) -> str:
-        return f"FdRef(proc={self.proc}, fd={self.fd})"
-
-
-@dataclass(frozen=True)
-class MapRef:
-    proc: int
-    map_id: int
-
-
-Ref = FdRef | MapRef | Focus | AnyFd | AnyMap  # what an operation's region or mapping argument may be
 
 
 class Driver:
@@ -69,13 +39,8 @@ class Driver:
         self.page = adapter.page_size
         self.next_proc = 0
         self.next_map = 0
-        self.changed_tables: set[int] = set()
-        self.data_dirty = False
-        self.full_check = False
-        self.cursor = 0  # where the next partial data check starts, over all mapped pages
         self.fills = 0
-        self.touched: set[int] = set()  # regions whose pin state a step may have changed
-        self.released: set[int] = set()  # regions a step released while a mapping still holds them
+        self.watch = Watch(self)
         self.recent: list[int] = []  # region ids, most recently used first
         self.fd_handles: list[FdRef] = []  # every fd handle made in this test case
         self.map_handles: list[MapRef] = []
@@ -132,16 +97,7 @@ class Driver:
         out = self.h.step(op)
         if out is None:
             return None
-        if isinstance(op, o.Close | o.Exit):
-            self.released |= {rid for rid in regions if self._released_while_mapped(rid)}
-        if isinstance(op, FD_CHANGING):
-            self.changed_tables |= {op.proc} | ({op.dst} if isinstance(op, o.BinderSend) else set())
-        self.data_dirty = self.data_dirty or isinstance(op, DATA_CHANGING)
-        self.full_check = self.full_check or isinstance(op, FULL_CHECK)
-        if isinstance(op, FULL_CHECK):
-            self.touched |= set(self.h.model.regions)
-        elif isinstance(op, PIN_CHANGING):
-            self.touched |= regions
+        self.watch.note(op, regions, out)
         if out.succeeded and isinstance(op, o.CreateRegion | o.OpenAshmem) and isinstance(out.value, int):
             regions = {e.rid for fd, e in self.h.model.procs[op.proc].fds.items() if fd == out.value}
         self.recent = [*sorted(regions), *(rid for rid in self.recent if rid not in regions)]
@@ -329,66 +285,6 @@ class Driver:
             if self.step(o.Store(ref.proc, ref.map_id, at, tag)) is None or self.mapping(ref) is None:
                 return
 
-    # observations (the machine's invariants) -------------------------------------------------
-    def observe(self) -> None:
-        """The observations after a step, in order, then a fresh start for the next step."""
-        self.check_fd_tables()
-        self.check_release()
-        self.check_pins()
-        self.check_data()
-        self.data_dirty = self.full_check = False
-        self.released = set()
-
-    def _released_while_mapped(self, rid: int) -> bool:
-        region = self.h.model.regions.get(rid)  # still there: something maps it
-        return region is not None and region.fd_refs == 0 and not region.untracked
-
-    def check_release(self) -> None:
-        """After the last fd of a mapped region went (a close, a dup's close, an exit): fill its
-        mappings with fresh data, purge everything that can be purged, then look at every page. A
-        released region's memory is no longer purgeable (its unpinned ranges went with the last
-        fd), however it was unpinned, so that data must all still be there."""
-        if not self.released or not self.can(Capability.PRIVILEGED):
-            return
-        for proc in self.live_procs():
-            for map_id, m in sorted(self.h.model.procs[proc].maps.items()):
-                if m.rid in self.released and m.shared:
-                    self.fill(MapRef(proc, map_id))
-        privileged = [p for p in self.live_procs() if self.h.model.procs[p].privileged]
-        for proc in privileged:
-            holder = next((FdRef(proc, fd) for fd, e in sorted(self.h.model.procs[proc].fds.items())
-                           if e.rid in self.h.model.regions), None)
-            if holder is not None:
-                self.step(o.PurgeAllCaches(holder.proc, holder.fd))
-                return
-        if privileged:  # PURGE_ALL_CACHES needs some ashmem fd: a region of one page for the purpose
-            for made in self.new_fds(o.CreateRegion(privileged[0], b"purge", self.page)).values:
-                self.step(o.PurgeAllCaches(made.proc, made.fd))
-                self.step(o.Close(made.proc, made.fd))
-
-    def check_fd_tables(self) -> None:
-        """Compare the fd table of every process whose table may have changed with the model."""
-        for proc in sorted(self.changed_tables):
-            if self.alive(proc):
-                self.step(o.ListFds(proc))
-        self.changed_tables.clear()
-
-    def check_pins(self) -> None:
-        """Ask GET_PIN_STATUS of every page (up to PIN_CHECK_PAGES) of the regions touched since the
-        last check, through an fd some usable process holds, within the step's budget."""
-        budget = FULL_CHECK_LIMIT if self.full_check else self.adapter.checks_per_step
-        touched, self.touched = sorted(self.touched), set()
-        for rid in touched:
-            region = self.h.model.regions.get(rid)
-            holder = self._holder(rid)
-            if region is None or region.untracked or not region.materialized or holder is None:
-                continue
-            for page in range(min(region.npages_file(self.page), PIN_CHECK_PAGES)):
-                if budget <= 0:
-                    return
-                budget -= 1
-                self.step(o.GetPinStatus(holder.proc, holder.fd, page * self.page, self.page))
-
     def fds_of(self, proc: int, rid: int) -> list[FdRef]:
         """The fds of region `rid` that `proc` holds, lowest first."""
         if not self.alive(proc):
@@ -399,36 +295,7 @@ class Driver:
         """The lowest fd of region `rid` in each usable process that holds one."""
         return [fds[0] for proc in self.live_procs() if (fds := self.fds_of(proc, rid))]
 
-    def _holder(self, rid: int) -> FdRef | None:
+    def holder(self, rid: int) -> FdRef | None:
+        """An fd of region `rid` that a usable process holds (the first process's lowest), or None."""
         holders = self._holders(rid)
         return holders[0] if holders else None
-
-    def check_data(self) -> None:
-        """Load mapped pages and let the spec judge their bytes: after a purge or an exit every
-        readable page of every live mapping (up to FULL_CHECK_LIMIT), after other steps that may
-        change data a few pages (the adapter's `checks_per_step`), in turn, so that over a test
-        case every page is seen."""
-        if not self.data_dirty:
-            return
-        pages = self._readable_pages()
-        budget = FULL_CHECK_LIMIT if self.full_check else self.adapter.checks_per_step
-        if not pages:
-            return
-        start = self.cursor % len(pages)
-        chosen = (pages[start:] + pages[:start])[:budget]
-        self.cursor = start + len(chosen)
-        for ref, offset in chosen:
-            m = self.mapping(ref)
-            if m is not None:  # an earlier load may have set the region aside
-                self.step(o.Load(ref.proc, ref.map_id, offset, min(self.page, self.span(m) - offset)))
-
-    def _readable_pages(self) -> list[tuple[MapRef, int]]:
-        out = []
-        for proc in sorted(self.h.model.procs):
-            if not self.alive(proc):
-                continue
-            for map_id, m in sorted(self.h.model.procs[proc].maps.items()):
-                region = self.h.model.regions.get(m.rid)
-                if m.prot & PROT_READ and region is not None and not region.untracked:
-                    out += [(MapRef(proc, map_id), at) for at in range(0, self.span(m), self.page)]
-        return out

@@ -45,7 +45,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from ashcheck.adapters.base import Adapter, Capability
 from ashcheck.conformance import scenarios
 from ashcheck.conformance import strategies as S
-from ashcheck.conformance.driver import WHOLE, Driver, MapRef, Ref
+from ashcheck.conformance.driver import WHOLE, Driver
+from ashcheck.conformance.handles import MapRef, Ref
 from ashcheck.spec import ops as o
 from ashcheck.spec.state import FdKind
 
@@ -433,7 +434,7 @@ class Conformance(RuleBasedStateMachine):
     def observe(self) -> None:
         """After every step: fd tables, then pin states, then mapped data (driver.py); and the most
         of each rare state reached so far, for target() at the end."""
-        self.d.observe()
+        self.d.watch.look()
         k = self.d.h.model
         holders: dict[int, set[int]] = {}
         for pid, p in k.procs.items():

@@ -9,7 +9,8 @@ catches each injected bug.
 
 from __future__ import annotations
 
-from ashcheck.conformance.driver import Driver, FdRef, MapRef
+from ashcheck.conformance.driver import Driver
+from ashcheck.conformance.handles import FdRef, MapRef
 from ashcheck.spec import ops as o
 from ashcheck.spec.constants import PROT_READ, PROT_WRITE, SEEK_CUR, SEEK_SET, page_align
 

@@ -498,13 +498,13 @@ MUTANTS: list[type[Mutant]] = [
 
 class ManyBugs(SetSizeAfterMmap, DefaultNameSlash, ProtMaskCanGrow, MmapSizeZero, PrivateIsShared,
                PinForgetsPurge, PurgeWithoutCapability, CloseUnmaps, ReceivedWithoutCloexec, IgnoresAcceptFds,
-               BinderNewFile, PurgeOverreaches):
+               UnpinIgnoresLenZero, PurgeOverreaches):
     """Twelve independent bugs in twelve areas at once (each mutant's perform wraps the next): what a
     new implementation looks like on its first run, and what one run must report in full."""
     name = "mutant-many-bugs"
     breaks = "many"
-    patches: ClassVar[Patches] = (*BinderNewFile.patches, *PurgeOverreaches.patches)
+    patches: ClassVar[Patches] = PurgeOverreaches.patches
     bugs: ClassVar[tuple[type[Mutant], ...]] = (
         SetSizeAfterMmap, DefaultNameSlash, ProtMaskCanGrow, MmapSizeZero, PrivateIsShared, PinForgetsPurge,
-        PurgeWithoutCapability, CloseUnmaps, ReceivedWithoutCloexec, IgnoresAcceptFds, BinderNewFile,
+        PurgeWithoutCapability, CloseUnmaps, ReceivedWithoutCloexec, IgnoresAcceptFds, UnpinIgnoresLenZero,
         PurgeOverreaches)

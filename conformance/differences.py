@@ -198,6 +198,17 @@ def markdown(table: Table) -> str:
     return "\n".join(out) + "\n"
 
 
+def _results_only(text: str) -> list[str]:
+    """The Markdown without the lines of its "Implementations" section (see `check`)."""
+    out, skipping = [], False
+    for line in text.splitlines():
+        if line.startswith("## "):
+            skipping = line == "## Implementations"
+        if not skipping:
+            out.append(line)
+    return out
+
+
 def _identity(column: Column) -> str:
     """The identity without file paths, which differ between machines (the Markdown is compared)."""
     return "; ".join(f"{k}: {v}" for k, v in sorted(column.identity.items()) if not str(v).startswith("/"))
@@ -255,10 +266,12 @@ def write(table: Table, out: Path) -> None:
 
 
 def check(table: Table, file: Path) -> str:
-    """'' if `file` holds exactly the Markdown of `table`, else a short diff saying how it differs."""
-    fresh = markdown(table)
+    """'' if `file` holds the Markdown of `table`, else a short diff saying how it differs. The
+    implementations' identity rows are left out of the comparison: they name the machine that ran
+    each adapter (the host's kernel, say), which is not what the table is about."""
+    fresh = "\n".join(_results_only(markdown(table)))
     try:
-        current = file.read_text()
+        current = "\n".join(_results_only(file.read_text()))
     except OSError as exc:
         return f"cannot read it: {exc}"
     if current == fresh:

@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -51,8 +52,9 @@ def test_an_adapter_that_cannot_start_says_why_once_and_exits_2(tmp_path: Path) 
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
     env = dict(os.environ, XDG_CACHE_HOME=str(blocker))
-    done = subprocess.run(["ashcheck", "run", "--adapter", "memfd", "--profile", "quick", "--report",
-                           str(tmp_path / "report")], capture_output=True, text=True, env=env, timeout=300)
+    command = [sys.executable, "-m", "ashcheck.conformance.cli", "run", "--adapter", "memfd", "--profile", "quick",
+               "--report", str(tmp_path / "report")]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     said = done.stdout + done.stderr
     assert done.returncode == 2, said[-2000:]
     assert "cache" in said and said.count("cannot be written") <= 2, said[-2000:]

@@ -91,6 +91,7 @@ OPERATORS = (
 STEP_SECONDS = 10.0      # one simulated operation takes microseconds; this long is a hang
 TIMEOUT_FACTOR = 3.0     # a mutant's check may take this many times the baseline's full run
 MIN_TIMEOUT = 60.0
+RECHECK_FACTOR = 4.0   # a mutant that timed out runs again with this many times the timeout
 MEMORY_LIMIT = 4 << 30   # address space of one check: a mutant that allocates without bound fails
 KILLED = ("violation", "crash", "hang", "timeout", "import-error", "suite-crash", "abnormal")
 VERDICT_TAG = "ashcheck-mutant-verdict: "
@@ -393,16 +394,22 @@ HEADER = """\
 
 
 def write_survivors(path: Path, run: dict[str, Any], verdicts: list[Verdict], old: Survivors) -> None:
+    """The survivors among `verdicts`, each with the status and reason `old` gave it (else open)."""
     known = old.statuses()
-    lines = [HEADER, "[run]"]
-    lines += [f"{k} = {_toml(v)}" for k, v in run.items()]
-    for v in sorted((v for v in verdicts if not v.killed), key=lambda v: (v.mutant.file, v.mutant.line,
-                                                                          v.mutant.operator, v.mutant.nth)):
+    entries = []
+    for v in sorted((v for v in verdicts if not v.killed),
+                    key=lambda v: (v.mutant.file, v.mutant.line, v.mutant.operator, v.mutant.nth)):
         m = v.mutant
         previous = known.get(m.key, {})
-        entry = {"file": m.file, "line": m.line, "function": m.function, "operator": m.operator,
-                 "code": m.code, "nth": m.nth, "mutant": v.mutated,
-                 "status": previous.get("status", "open"), "reason": previous.get("reason", "")}
+        entries.append({"file": m.file, "line": m.line, "function": m.function, "operator": m.operator,
+                        "code": m.code, "nth": m.nth, "mutant": v.mutated,
+                        "status": previous.get("status", "open"), "reason": previous.get("reason", "")})
+    dump_survivors(path, Survivors(run, entries))
+
+
+def dump_survivors(path: Path, survivors: Survivors) -> None:
+    lines = [HEADER, "[run]"] + [f"{k} = {_toml(v)}" for k, v in survivors.run.items()]
+    for entry in survivors.entries:
         lines += ["", "[[survivor]]"] + [f"{k} = {_toml(x)}" for k, x in entry.items()]
     path.write_text("\n".join(lines) + "\n")
 
@@ -482,6 +489,15 @@ def full_run(workers: int, survivors: Path, results: Path, limit: int | None = N
                 m = verdict.mutant
                 print(f"  [{sum(done.values())}/{len(items)}] {dict(done)}" + ("" if verdict.killed else
                       f"  survived: {m.file}:{m.line} {m.operator} {verdict.mutated}"), flush=True)
+        # A check stopped by the time-out without a hang (the watchdog names those) was slow, not
+        # stuck: on a loaded machine a survivor's full run can pass TIMEOUT_FACTOR × the baseline's.
+        # Those run again, alone in their copy, with RECHECK_FACTOR times the time.
+        again = [i for i, v in enumerate(verdicts_at) if v is not None and v.verdict == "timeout"]
+        if again:
+            print(f"{len(again)} mutants timed out: again with {RECHECK_FACTOR * timeout:.0f} s", flush=True)
+        for j, verdict, result in each_mutant([items[i] for i in again], RECHECK_FACTOR * timeout, ignore, workers):
+            verdicts_at[again[j]] = verdict
+            db.set_result(jobs[again[j]], result)
     verdicts = [v for v in verdicts_at if v is not None]
     survived = [v for v in verdicts if not v.killed]
     equivalent = old.equivalent() & {v.mutant.key for v in survived}

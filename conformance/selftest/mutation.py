@@ -33,7 +33,8 @@ Verdicts. Killed: `violation` (a rule reported violated), `crash` (the simulator
 `perform`: the suite noticed, as a real driver's crash would be noticed), `hang` (one operation ran
 past STEP_SECONDS) or `timeout` (the whole check ran past the timeout), `import-error` (the
 mutated reference does not load), `suite-crash` (the suite itself raised: counted as killed, but
-listed, as it may be a weakness of the suite rather than a catch). Survived: `survived`.
+listed, as it may be a weakness of the suite rather than a catch). Survived: `survived`. Left out
+of every count: `incompetent` (cosmic-ray wrote code that does not parse).
 
 The survivors file (mutation_survivors.toml, beside this module) lists every surviving mutant with a `status`:
 `equivalent` with a one-line `reason` (no behaviour any rule can see changes), or `open`. A run
@@ -93,6 +94,7 @@ TIMEOUT_FACTOR = 3.0     # a mutant's check may take this many times the baselin
 MIN_TIMEOUT = 60.0
 RECHECK_FACTOR = 4.0   # a mutant that timed out runs again with this many times the timeout
 MEMORY_LIMIT = 4 << 30   # address space of one check: a mutant that allocates without bound fails
+INCOMPETENT = "incompetent"  # the mutated file does not parse (e.g. `|` in a match pattern made `&`): left out
 KILLED = ("violation", "crash", "hang", "timeout", "import-error", "suite-crash", "abnormal")
 VERDICT_TAG = "ashcheck-mutant-verdict: "
 HERE = Path(__file__).resolve().parent
@@ -131,7 +133,7 @@ class Verdict:
 
     @property
     def killed(self) -> bool:
-        return self.verdict in KILLED
+        return self.verdict in KILLED  # INCOMPETENT is neither killed nor survived: callers leave it out
 
 
 # --- the source and its mutants --------------------------------------------------------------------
@@ -243,10 +245,14 @@ def parse_verdict(mutant: Mutant, output: str | None, diff: str | None, seconds:
 def run_mutants(items: list[tuple[Mutant, Any]], timeout: float, ignore: Iterable[str],
                 workers: int) -> list[Verdict]:
     """Each mutant through cosmic-ray's mutate_and_test, in `workers` copies of the reference at
-    once; the verdicts in the order of `items`."""
+    once (those that timed out once again, with RECHECK_FACTOR times the time); the verdicts in
+    the order of `items`."""
     verdicts: list[Verdict | None] = [None] * len(items)
     for index, verdict, _ in each_mutant(items, timeout, ignore, workers):
         verdicts[index] = verdict
+    again = [i for i, v in enumerate(verdicts) if v is not None and v.verdict == "timeout"]  # see full_run
+    for j, verdict, _ in each_mutant([items[i] for i in again], RECHECK_FACTOR * timeout, ignore, workers):
+        verdicts[again[j]] = verdict
     return [v for v in verdicts if v is not None]
 
 
@@ -309,6 +315,8 @@ def check(copy: Path, ignore: set[str], full: bool) -> int:
 
     try:
         _point_reference_at(copy)
+    except SyntaxError as e:  # cosmic-ray wrote code Python does not parse: not a mutant at all
+        return say("incompetent", detail=f"{type(e).__name__}: {e}")
     except BaseException as e:  # the mutant may break the import any way it likes
         return say("import-error", detail=f"{type(e).__name__}: {e}")
     from ashcheck.conformance.selftest.catching import violated_rules
@@ -499,11 +507,13 @@ def full_run(workers: int, survivors: Path, results: Path, limit: int | None = N
             verdicts_at[again[j]] = verdict
             db.set_result(jobs[again[j]], result)
     verdicts = [v for v in verdicts_at if v is not None]
+    verdicts = [v for v in verdicts if v.verdict != INCOMPETENT]
     survived = [v for v in verdicts if not v.killed]
     equivalent = old.equivalent() & {v.mutant.key for v in survived}
     run: dict[str, Any] = {
            "tool": f"cosmic-ray {version('cosmic-ray')}", "date": date.today().isoformat(), "adapter": "sim",
-           "profile": "ci", "operators": len(OPERATORS), "mutants": len(verdicts),
+           "profile": "ci", "operators": len(OPERATORS), "incompetent": len(items) - len(verdicts),
+           "mutants": len(verdicts),
            "killed": len(verdicts) - len(survived), "survived": len(survived), "equivalent": len(equivalent),
            "open": len(survived) - len(equivalent), "score": 0.0,
            "seconds": round(time.monotonic() - started), "workers": workers,

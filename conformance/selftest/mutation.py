@@ -37,10 +37,13 @@ listed, as it may be a weakness of the suite rather than a catch). Survived: `su
 of every count: `incompetent` (cosmic-ray wrote code that does not parse).
 
 The survivors file (mutation_survivors.toml, beside this module) lists every surviving mutant with a `status`:
-`equivalent` with a one-line `reason` (no behaviour any rule can see changes), or `open`. A run
+`equivalent` with a one-line `reason` (no behaviour changes that a rule could see), `unjudged`
+(the behaviour changes, but no rule of the spec judges it: a spec gap, the reason says which), or
+`open` (a rule would see it: the exploration does not reach it, or the baseline masks the rule). A run
 rewrites it, keeping the statuses of the mutants it already had; `--check` exits 1 when the list
 changed (a new survivor, or one now killed), so that the change is reviewed and committed.
-`mutation_score` = killed ÷ (mutants − equivalent).
+`mutation_score` = killed ÷ (mutants − equivalent − unjudged): the brief's "killed ÷ non-equivalent",
+equivalence meaning that no rule can see the change; `score_all` counts unjudged ones as survivors.
 """
 
 from __future__ import annotations
@@ -50,7 +53,6 @@ import hashlib
 import importlib.util
 import json
 import queue
-import re
 import resource
 import shlex
 import shutil
@@ -95,6 +97,7 @@ MIN_TIMEOUT = 60.0
 RECHECK_FACTOR = 4.0   # a mutant that timed out runs again with this many times the timeout
 MEMORY_LIMIT = 4 << 30   # address space of one check: a mutant that allocates without bound fails
 INCOMPETENT = "incompetent"  # the mutated file does not parse (e.g. `|` in a match pattern made `&`): left out
+NOT_SEEN = ("equivalent", "unjudged")  # survivor statuses left out of the score
 KILLED = ("violation", "crash", "hang", "timeout", "import-error", "suite-crash", "abnormal")
 VERDICT_TAG = "ashcheck-mutant-verdict: "
 HERE = Path(__file__).resolve().parent
@@ -377,7 +380,8 @@ class Survivors:
         return {_entry_key(e): e for e in self.entries}
 
     def equivalent(self) -> set[tuple[str, str, str, str, int]]:
-        return {k for k, e in self.statuses().items() if e.get("status") == "equivalent"}
+        """The mutants no rule can see: `equivalent` and `unjudged` (left out of the score and the sample)."""
+        return {k for k, e in self.statuses().items() if e.get("status") in NOT_SEEN}
 
 
 def _entry_key(e: dict[str, Any]) -> tuple[str, str, str, str, int]:
@@ -394,10 +398,15 @@ def load_survivors(path: Path = SURVIVORS) -> Survivors:
 HEADER = """\
 # Mutation testing of reference/ (conformance/selftest/mutation.py; `tox -e mutation` rewrites this
 # file): the mutants the suite (sim adapter, ci profile) did not kill. Each one is either
-#   status = "equivalent", with a one-line reason: no behaviour any rule can see changes; or
-#   status = "open": a gap, in the exploration or in the rules, until a change kills it.
+#   status = "equivalent", with a one-line reason: no behaviour changes that any rule could see;
+#   status = "unjudged", the reason starting "spec:": the behaviour changes, but the spec has no rule
+#     that judges it (or disagrees with the reference there), so no rule can see it; or
+#   status = "open": a rule would see it, until a change kills it; the reason says why it has not:
+#     "exploration: ..." the ci exploration never makes the sequence (given in the reason);
+#     "baseline: ..."    the rule that would catch it is ignored, the unmutated reference violating it.
 # An entry is matched by file, function, operator, code (the line before mutation) and nth, so it
-# keeps its status while its line stays as it is. mutation_score = killed / (mutants - equivalent).
+# keeps its status while its line stays as it is.
+# score = killed / (mutants - equivalent - unjudged); score_all = killed / (mutants - equivalent).
 """
 
 
@@ -433,30 +442,33 @@ def _toml(value: Any) -> str:
 
 
 def score(run: dict[str, Any]) -> float:
-    """killed ÷ (mutants − equivalent), from a survivors file's [run] table."""
-    return float(run["killed"]) / max(1, int(run["mutants"]) - int(run["equivalent"]))
+    """killed ÷ (mutants − equivalent − unjudged), from a survivors file's [run] table."""
+    return float(run["killed"]) / max(1, int(run["mutants"]) - int(run["equivalent"]) - int(run.get("unjudged", 0)))
 
 
 def figures(survivors: Survivors) -> dict[str, Any]:
-    """The last run's counts with the equivalent marks as the file has them now (they are made
-    after the run): mutants, killed, survived, equivalent, open, score."""
+    """The last run's counts with the marks as the file has them now (they are made after the run):
+    mutants, killed, survived, equivalent, unjudged, open, score, and score_all (unjudged counted
+    as survivors: what a spec that judged every behaviour of the reference would score)."""
     run = survivors.run
-    equivalent = len([e for e in survivors.entries if e.get("status") == "equivalent"])
+    marks = Counter(e.get("status", "open") for e in survivors.entries)
     out: dict[str, Any] = {"mutants": int(run["mutants"]), "killed": int(run["killed"]),
-                           "survived": len(survivors.entries), "equivalent": equivalent,
-                           "open": len(survivors.entries) - equivalent}
+                           "survived": len(survivors.entries), "equivalent": marks["equivalent"],
+                           "unjudged": marks["unjudged"], "open": marks["open"]}
     out["score"] = round(score(out), 4)
+    out["score_all"] = round(score(out | {"unjudged": 0}), 4)
     return out
 
 
 def rescore(path: Path) -> dict[str, Any]:
-    """Bring the [run] table's equivalent, open and score up to date with the marks in the file."""
+    """Bring the [run] table's counts and scores up to date with the marks in the file."""
     survivors = load_survivors(path)
     now = figures(survivors)
-    text = path.read_text()
-    for key in ("equivalent", "open", "score"):
-        text = re.sub(rf"^{key} = .*$", f"{key} = {_toml(now[key])}", text, count=1, flags=re.MULTILINE)
-    path.write_text(text)
+    run = dict(survivors.run)
+    at = list(run).index("equivalent") if "equivalent" in run else len(run)
+    keys = list(run)[:at] + [k for k in ("equivalent", "unjudged", "open", "score", "score_all")]
+    keys += [k for k in run if k not in keys]
+    dump_survivors(path, Survivors({k: now.get(k, run.get(k)) for k in keys}, survivors.entries))
     return now
 
 
@@ -509,21 +521,20 @@ def full_run(workers: int, survivors: Path, results: Path, limit: int | None = N
     verdicts = [v for v in verdicts_at if v is not None]
     verdicts = [v for v in verdicts if v.verdict != INCOMPETENT]
     survived = [v for v in verdicts if not v.killed]
-    equivalent = old.equivalent() & {v.mutant.key for v in survived}
     run: dict[str, Any] = {
            "tool": f"cosmic-ray {version('cosmic-ray')}", "date": date.today().isoformat(), "adapter": "sim",
            "profile": "ci", "operators": len(OPERATORS), "incompetent": len(items) - len(verdicts),
            "mutants": len(verdicts),
-           "killed": len(verdicts) - len(survived), "survived": len(survived), "equivalent": len(equivalent),
-           "open": len(survived) - len(equivalent), "score": 0.0,
+           "killed": len(verdicts) - len(survived), "survived": len(survived), "equivalent": 0, "unjudged": 0,
+           "open": len(survived), "score": 0.0, "score_all": 0.0,
            "seconds": round(time.monotonic() - started), "workers": workers,
            "baseline_violations": sorted(ignore),
            "verdicts": ", ".join(f"{k} {n}" for k, n in Counter(v.verdict for v in verdicts).most_common())}
-    run["score"] = round(score(run), 4)
     (results / "results.json").write_text(json.dumps(
         {"run": run, "mutants": [asdict(v) | {"killed": v.killed} for v in verdicts]}, indent=1))
     before = {k: e.get("status") for k, e in old.statuses().items()}
     write_survivors(survivors, run, verdicts, old)
+    run |= rescore(survivors)
     after = {k: e.get("status") for k, e in load_survivors(survivors).statuses().items()}
     return before != after, run
 

@@ -3,7 +3,8 @@
 
 The whole run (`tox -e mutation`) takes long; this sample of at least 30 mutants, spread over every
 file of reference/ and chosen by hash (so the same ones each time while their lines stay as they
-are), is what CI runs. Mutants marked equivalent in the survivors file are not drawn. A mutant
+are), is what CI runs. Mutants the survivors file marks equivalent or unjudged (no rule can see
+them) are not drawn. A mutant
 that runs past its timeout counts as killed (a hang), so the time bound is per mutant, never a
 timed assertion. The mutants run two at a time, each in its own copy of the reference.
 """

@@ -1,8 +1,10 @@
-"""Benchmarks: `python bench/run.py [--json] [--only sim,memfd,kernel]`.
+"""Benchmarks: `python bench/run.py [--json] [--only GROUP,...]`; groups: sim, memfd, kernel, fuzz,
+selftest, ci, mutation (all by default). `--json` prints one flat object.
 
 Figures are measured in the same run so that ratios survive a noisy machine:
-- floor_steps_per_s: a trivial RuleBasedStateMachine with as many rules as AshmemMachine
-  (Hypothesis's own cost per step); sim_steps_per_s: AshmemMachine on the sim adapter;
+- floor_steps_per_s: a RuleBasedStateMachine with the exploration's shape (one rule drawing the same
+  integers per step, one invariant) whose bodies do nothing: Hypothesis's own cost per step;
+  sim_steps_per_s: the exploration (machines.Conformance) on the sim adapter, observations included;
   sim_ratio = sim / floor (target ≥ 0.5).
 - memfd_steps_per_s, memfd_op_us (median round trip of one operation through an executor),
   pipe_rtt_us (a bare Python pipe round trip to a child process), memfd_ratio = op / pipe (≤ 2).
@@ -17,6 +19,21 @@ Figures are measured in the same run so that ratios survive a noisy machine:
   fuzz_hub_reply_*): crashes, hangs, desyncs (a reply taken for another request) and accepted
   (a malformed line taken as valid, or a valid one refused), all expected 0, and lines per second.
   reply_40mib_read_s: reading one 40 MiB reply line from a stand-in executor (linear time).
+- selftest: selftest_kill_ci, the self-test mutants (conformance/selftest/mutants.py) the `ci`
+  profile catches, as "k/n" (each return-value mutant as the rule it breaks, with scenarios; each
+  state mutant as any violation, scenarios off: test_mutants.py's criteria); and
+  median_time_to_kill_ci_s, the median CPU seconds from the start of the run to the first report
+  over the caught ones (target ≤ 3 s on the sim, 2 cores).
+- ci: sim_ci_run_s, the wall time of `ashcheck run --adapter sim --profile ci` (one process, as
+  `tox -e sim` runs it; target: no longer than before the exploration was rebuilt, ≈90 s);
+  sim_ci_cpu_s, the CPU seconds of the same suite in-process (catching.violated_rules).
+- mutation: mutation_score = killed ÷ (mutants − equivalent − unjudged) of reference/'s mutants
+  (target ≥ 0.95; unjudged: the change is real but no rule of the spec judges it), mutation_score_all
+  (unjudged counted as survivors), mutation_mutants, _killed, _survived, _equivalent, _unjudged, _open
+  and mutation_run_s, from the last
+  full run recorded in the survivors file (conformance/selftest/mutation_survivors.toml; its
+  equivalent marks as they are now); `--mutation-run` (or no recorded run) runs it first
+  (`tox -e mutation`, 89 min on 2 cores shared with other jobs).
 """
 
 from __future__ import annotations
@@ -29,58 +46,64 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
 
 from hypothesis import HealthCheck, settings
-from hypothesis.stateful import RULE_MARKER, RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from ashcheck.conformance import session
+from ashcheck.conformance import strategies as S
 from ashcheck.conformance.driver import Driver
-from ashcheck.conformance.machines import AshmemMachine
+from ashcheck.conformance.machines import Conformance
 from ashcheck.spec import ops as o
 
 SETTINGS = settings(max_examples=60, stateful_step_count=50, derandomize=True, database=None, deadline=None,
                     suppress_health_check=list(HealthCheck))
-
-
-def _floor_machine(n_rules: int) -> type[RuleBasedStateMachine]:
-    """A machine whose rules do nothing: what Hypothesis costs per step, with as many rules."""
-    def make(i: int) -> Callable[[Any], None]:
-        def body(self: Any) -> None:
-            pass
-        body.__name__ = f"noop_{i}"
-        return rule()(body)
-
-    namespace: dict[str, Any] = {f"noop_{i}": make(i) for i in range(n_rules)}
-    namespace["count"] = invariant()(lambda self: STEPS.__setitem__(0, STEPS[0] + 1))
-    return type("FloorMachine", (RuleBasedStateMachine,), namespace)
-
-
+GROUPS = ("sim", "memfd", "kernel", "fuzz", "selftest", "ci", "mutation")
 STEPS = [0]
 
 
-def steps_per_second(machine: type[RuleBasedStateMachine]) -> float:
+class FloorMachine(RuleBasedStateMachine):
+    """The exploration's shape with nothing in it: what Hypothesis costs per step."""
+
+    @initialize()
+    def start(self) -> None:
+        pass
+
+    @rule(choices=S.STEP)
+    def step(self, choices: list[int]) -> None:
+        pass
+
+    @invariant()
+    def observe(self) -> None:
+        STEPS[0] += 1
+
+
+def steps_per_second(factory: Callable[[], RuleBasedStateMachine]) -> float:
     STEPS[0] = 0
     start = time.perf_counter()
-    run_state_machine_as_test(machine, settings=SETTINGS)  # type: ignore[no-untyped-call,unused-ignore]
+    run_state_machine_as_test(factory, settings=SETTINGS)  # type: ignore[arg-type,unused-ignore]
     return STEPS[0] / (time.perf_counter() - start)
 
 
 def _count_driver_steps() -> None:
-    original = Driver.check_fd_table
+    """Count the exploration's steps where the floor counts its own: once per invariant run."""
+    original = Driver.observe
 
     def counting(self: Driver) -> None:
         STEPS[0] += 1
         original(self)
 
-    Driver.check_fd_table = counting  # type: ignore[method-assign]
+    Driver.observe = counting  # type: ignore[method-assign]
 
 
 def machine_rate(adapter: str) -> float:
     session.shutdown()
     session.configure(adapter, {})
     try:
-        return steps_per_second(AshmemMachine)
+        a = session.adapter()
+        seeds = iter(range(1 << 30))
+        return steps_per_second(lambda: Conformance(a, swarm_seed=next(seeds)))
     finally:
         session.shutdown()
 
@@ -128,33 +151,86 @@ def pipe_rtt_us(n: int = 2000) -> float:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--only", default="sim,memfd,kernel,fuzz", help="comma-separated: sim,memfd,kernel,fuzz")
+    parser.add_argument("--only", default=",".join(GROUPS), help=f"comma-separated: {','.join(GROUPS)}")
+    parser.add_argument("--mutation-run", action="store_true", help="run the full mutation run first")
     args = parser.parse_args(argv)
     parts = set(args.only.split(","))
-    if unknown := parts - {"sim", "memfd", "kernel", "fuzz"}:
+    if unknown := parts - set(GROUPS):
         parser.error(f"--only: unknown part(s) {sorted(unknown)}")
-    figures: dict[str, float] = {}
+    figures: dict[str, float | str] = {}
     _count_driver_steps()
-    if parts & {"sim", "memfd", "kernel"}:
-        n_rules = sum(1 for name in dir(AshmemMachine) if hasattr(getattr(AshmemMachine, name), RULE_MARKER))
-        figures["floor_steps_per_s"] = steps_per_second(_floor_machine(n_rules))
+    if parts & {"sim", "memfd"}:
+        floor = steps_per_second(FloorMachine)
+        figures["floor_steps_per_s"] = floor
     if "sim" in parts:
         figures["sim_steps_per_s"] = machine_rate("sim")
-        figures["sim_ratio"] = figures["sim_steps_per_s"] / figures["floor_steps_per_s"]
+        figures["sim_ratio"] = float(figures["sim_steps_per_s"]) / floor
     if "memfd" in parts:
         figures["memfd_steps_per_s"] = machine_rate("memfd")
         figures["memfd_op_us"], figures["memfd_child_ping_us"] = op_round_trip_us("memfd")
         figures["pipe_rtt_us"] = pipe_rtt_us()
-        figures["memfd_ratio"] = figures["memfd_op_us"] / figures["pipe_rtt_us"]
+        figures["memfd_ratio"] = float(figures["memfd_op_us"]) / float(figures["pipe_rtt_us"])
     if "kernel" in parts:
         figures.update(kernel_figures())
     if "fuzz" in parts:
         figures.update(fuzz_figures())
-    rounded = {k: round(v, 3) for k, v in figures.items()}
-    print(json.dumps(rounded) if args.json else "\n".join(f"{k:20} {v}" for k, v in rounded.items()))
+    if "selftest" in parts:
+        figures.update(selftest_figures())
+    if "ci" in parts:
+        figures.update(ci_figures())
+    if "mutation" in parts:
+        figures.update(mutation_figures(args.mutation_run))
+    rounded = {k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}
+    print(json.dumps(rounded) if args.json else "\n".join(f"{k:28} {v}" for k, v in rounded.items()))
     return 0
+
+
+def selftest_figures() -> dict[str, float | str]:
+    """Each self-test mutant under the ci profile, as test_mutants.py judges it."""
+    from ashcheck.conformance.selftest.catching import violated_rules
+    from ashcheck.conformance.selftest.mutants import MUTANTS, STATE_MUTANTS
+
+    times: list[float] = []
+    for mutant in MUTANTS:
+        state = mutant in STATE_MUTANTS
+        caught = violated_rules(f"{mutant.__module__}:{mutant.__name__}", stop_at="*" if state else mutant.breaks,
+                                scenarios=not state)
+        if caught.seconds is not None and (state or mutant.breaks in caught.rules):
+            times.append(caught.seconds)
+    return {"selftest_kill_ci": f"{len(times)}/{len(MUTANTS)}",
+            "median_time_to_kill_ci_s": statistics.median(times) if times else float("nan")}
+
+
+def ci_figures() -> dict[str, float | str]:
+    """The sim ci run as `tox -e sim` runs it (a fresh process, with its report), and in-process."""
+    from ashcheck.conformance.selftest.catching import violated_rules
+
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "from ashcheck.conformance.cli import main; raise SystemExit(main())",
+                        "run", "--adapter", "sim", "--profile", "ci", "--report", f"{tmp}/report"],
+                       cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        wall = time.perf_counter() - start
+    start_cpu = time.process_time()
+    violated_rules("sim")
+    return {"sim_ci_run_s": wall, "sim_ci_cpu_s": time.process_time() - start_cpu}
+
+
+def mutation_figures(run: bool) -> dict[str, float | str]:
+    """The last full mutation run's figures (running it first when asked, or when none is recorded)."""
+    from ashcheck.conformance.selftest import mutation
+
+    survivors = Path(__file__).resolve().parent.parent / "conformance" / "selftest" / "mutation_survivors.toml"
+    if run or not mutation.load_survivors(survivors).run:
+        with tempfile.TemporaryDirectory() as tmp:
+            mutation.full_run(2, survivors, Path(tmp))
+    recorded = mutation.load_survivors(survivors)
+    figures = mutation.figures(recorded)
+    return {"mutation_score": figures["score"], **{f"mutation_{k}": figures[k] for k in
+            ("score_all", "mutants", "killed", "survived", "equivalent", "unjudged", "open")},
+            "mutation_run_s": float(recorded.run["seconds"])}
 
 
 def kernel_figures() -> dict[str, float]:

@@ -53,7 +53,7 @@ class Driver:
             return 2**32 - self.page
         if units == "end":
             return page_align(region_size, self.page)
-        return {"unaligned": 100, "byte": 1, "neg": -1}[units]
+        return {"unaligned": 100, "byte": 1, "odd": self.page + 1, "neg": -1, "max": 2**63 - 1}[units]
 
     def span_of(self, ref: FdRef, span: Around | tuple[Units, Units]) -> tuple[int, int]:
         """(offset, length) in bytes for PIN/UNPIN/GET_PIN_STATUS: drawn in pages and edges, or
@@ -113,6 +113,19 @@ class Driver:
         self.next_proc += 1
         self.step(o.Spawn(proc, privileged, accepts_fds))
         return proc
+
+    def releasing_exits(self) -> list[int]:
+        """The live processes whose exit would release a region that another live process maps:
+        they hold every fd of it left."""
+        k = self.h.model
+        found = []
+        for proc in self.live_procs():
+            others = [p for p in self.live_procs() if p != proc]
+            held = {e.rid for e in k.procs[proc].fds.values() if e.rid >= 0}
+            if any(not any(self.fds_of(p, rid) for p in others)
+                   and any(m.rid == rid for p in others for m in k.procs[p].maps.values()) for rid in held):
+                found.append(proc)
+        return found
 
     def first_process(self) -> int:
         """Process 0, spawned by whichever initializer asks first (Hypothesis runs them in any order)."""

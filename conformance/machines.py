@@ -138,9 +138,14 @@ class Conformance(RuleBasedStateMachine):
                 privileged = not privileged
             self.d.spawn(privileged, accepts_fds)
 
-    @kind(weight=2, proc=PROC)
-    def exit(self, proc: int) -> None:
-        p = self.d.proc(proc)
+    @kind(weight=2, proc=PROC, holder=S.BOOL)
+    def exit(self, proc: int, holder: bool) -> None:
+        """A process exits: any one, or (`holder`) one whose exit releases a region under a mapping
+        another process keeps (else one that holds the region in focus), so that the lifetime
+        rules meet releases by exit, not only by close."""
+        releasing = self.d.releasing_exits() if holder else []
+        focus = self.d.focus(0) if holder else None
+        p = releasing[proc % len(releasing)] if releasing else focus.proc if focus else self.d.proc(proc)
         if p is not None and len(self.d.live_procs()) > 1:
             self.d.step(o.Exit(p))
 
@@ -173,7 +178,12 @@ class Conformance(RuleBasedStateMachine):
 
     @kind(r=REGION, size=S.SIZES)
     def ashmem_set_size(self, r: Ref, size: tuple[int, int]) -> None:
-        self.d.on_region(r, lambda p, f: o.SetSize(p, f, size[0] * self.d.page + size[1]))
+        """SET_SIZE, and GET_SIZE after it as a caller checks what it set: each size's trip through
+        ioctl's int result is read back (strategies.HUGE_SIZES has its edges)."""
+        fd = self.d.resolve(r)
+        bytes_ = size[0] * self.d.page + size[1]
+        if fd is not None and self.d.on_fd(fd, lambda p, f: o.SetSize(p, f, bytes_)) is not None:
+            self.d.on_fd(fd, o.GetSize)
 
     @kind(r=REGION)
     def ashmem_get_size(self, r: Ref) -> None:
@@ -211,25 +221,26 @@ class Conformance(RuleBasedStateMachine):
     def ashmem_get_pin_status(self, r: Ref, span: S.Around | tuple[S.Units, S.Units]) -> None:
         self._pin_like(r, span, o.GetPinStatus)
 
-    @kind(r=REGION)
-    def ashmem_pin_every_page(self, r: Ref) -> None:
+    @kind(r=REGION, order=S.PAGE_ORDERS)
+    def ashmem_pin_every_page(self, r: Ref, order: str) -> None:
         """PIN the region back one page at a time, as a cache does before it reuses its memory: each
         answer says whether that page's unpinned range was purged, so every range's purged flag
-        (split, merged, inherited or forgotten) is observed, page by page."""
-        fd = self.d.resolve(r)
-        if fd is not None:
-            for page in range(min(self.d.size_of(fd) // self.d.page, 16)):
-                if self.d.step(o.Pin(fd.proc, fd.fd, page * self.d.page, self.d.page)) is None:
-                    return
+        (split, merged, inherited or forgotten) is observed, page by page. Out of order, a pin
+        lands inside a range and splits it, and the pins after it ask each part."""
+        self._every_page(r, order, o.Pin)
 
-    @kind(r=REGION)
-    def ashmem_unpin_every_page(self, r: Ref) -> None:
+    @kind(r=REGION, order=S.PAGE_ORDERS)
+    def ashmem_unpin_every_page(self, r: Ref, order: str) -> None:
         """UNPIN the region one page at a time, as a cache that releases its entries one by one:
-        adjacent ranges that the driver must keep apart, each on the LRU in its turn."""
+        adjacent ranges that the driver must keep apart, each on the LRU in its turn (out of order,
+        also ranges that the next unpin overlaps on both sides)."""
+        self._every_page(r, order, o.Unpin)
+
+    def _every_page(self, r: Ref, order: str, make: Callable[[int, int, int, int], o.Op]) -> None:
         fd = self.d.resolve(r)
         if fd is not None:
-            for page in range(min(self.d.size_of(fd) // self.d.page, 16)):
-                if self.d.step(o.Unpin(fd.proc, fd.fd, page * self.d.page, self.d.page)) is None:
+            for page in S.page_order(order, min(self.d.size_of(fd) // self.d.page, 16)):
+                if self.d.step(make(fd.proc, fd.fd, page * self.d.page, self.d.page)) is None:
                     return
 
     @kind(r=REGION, cmd=S.PIN_COMMANDS)
@@ -338,19 +349,31 @@ class Conformance(RuleBasedStateMachine):
         if sender is not None:
             self.d.transfer(sender, self.d.other(sender, dst), tuple(fd.fd for fd in fds) + bogus)
 
-    @kind(r=REGION, dst=PROC, needs=XFER)
-    def hand_over(self, r: Ref, dst: int) -> None:
-        """The usual life of a shared region, as one step: send the region's fd over binder, the
-        receiver maps it whole, and the sender closes every fd it had of it (its mappings stay).
-        Who holds the region, and so when it is released (by a close, by an exit), changes hands."""
+    @kind(r=REGION, dst=PROC, gives_back=S.BOOL, then=S.RECEIVER_ENDS, needs=XFER)
+    def hand_over(self, r: Ref, dst: int, gives_back: bool, then: str) -> None:
+        """The usual life of a shared region, as one step: the sender maps it (unless it has) and
+        fills it, sends the region's fd over binder, the receiver maps it whole, and the sender
+        closes every fd it had of it (its mapping stays). Then the receiver may give the memory
+        back (UNPIN of all of it, as a cache entry no longer used) and keep its fd, close it, or
+        exit: the region changes hands, and is released (by a close, by an exit) under a mapping
+        another process keeps."""
         fd = self.d.resolve(r)
         region = None if fd is None else self.d.h.model.region_of(fd.proc, fd.fd)
         if fd is None or region is None:
             return
+        if not any(m.rid == region.rid for m in self.d.h.model.procs[fd.proc].maps.values()):
+            for mine in self.d.mmap(fd, WHOLE, 3, True, 0).values:
+                self.d.fill(mine)
         for got in self.d.transfer(fd.proc, self.d.other(fd.proc, dst), (fd.fd,)).values:
             self.d.mmap(got, WHOLE, 3, True, 0)
             for mine in self.d.fds_of(fd.proc, region.rid):
                 self.d.step(o.Close(mine.proc, mine.fd))
+            if gives_back:
+                self.d.step(o.Unpin(got.proc, got.fd, 0, 0))
+            if then == "closes":
+                self.d.step(o.Close(got.proc, got.fd))
+            elif then == "exits" and len(self.d.live_procs()) > 1:
+                self.d.step(o.Exit(got.proc))
 
     @kind(caller=PROC, sent=S.listing(REGION, 2), accept_fds=S.BOOL, needs=XFER)
     def binder_reply(self, caller: int, sent: list[Ref], accept_fds: bool) -> None:

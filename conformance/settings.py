@@ -30,7 +30,11 @@ class Profile:
         """Settings for one shard. Hypothesis never sees a failure (the harness records them), so
         its own shrinking never runs; `shrink` is kept False for clarity and speed."""
         phases = [Phase.explicit, Phase.generate, Phase.target] + ([Phase.shrink] if shrink else [])
-        return settings(max_examples=self.examples, stateful_step_count=self.steps, deadline=None,
+        # the parent is Hypothesis's own default, not whatever profile the environment loaded
+        # (Hypothesis loads a "ci" profile by itself when $CI is set: derandomize, print_blob),
+        # so that a run means the same on a laptop and on a CI machine
+        return settings(settings.get_profile("default"), derandomize=False,
+                        max_examples=self.examples, stateful_step_count=self.steps, deadline=None,
                         database=None, print_blob=False, phases=phases,
                         # stateful tests judge their own health: a step that is set aside or an
                         # adapter slower than a laptop is not a problem of the test

@@ -9,10 +9,12 @@ always asks for the same draws: fixed-shape draws keep that true, however the ki
 
 Offsets and lengths are in pages and become bytes with the adapter's page size
 (`Driver.bytes_of`), so a 16 KiB-page device gets the same program as a 4 KiB one. Named values
-stand for the edges: "unaligned" (100 bytes), "byte" (1), "neg" (-1), "top" (2^32 - page: offset +
-len overflows PIN's u32 check), "end" (the region's page-aligned size, known only when the step
-runs: UNPIN from there with len 0 makes the empty range the driver keeps; a mapping from there lies
-wholly past the end of the file), "whole" (a mapping length: the region's size).
+stand for the edges: "unaligned" (100 bytes), "byte" (1), "odd" (a page and a byte: misaligned in
+bit 0 only, so a check that masks the wrong bits lets it through), "neg" (-1), "max" (2^63 - 1,
+LONG_MAX and MAX_LFS_FILESIZE), "top" (2^32 - page: offset + len overflows PIN's u32 check),
+"end" (the region's page-aligned size, known only when the step runs: UNPIN from there with len 0
+makes the empty range the driver keeps; a mapping from there lies wholly past the end of the
+file), "whole" (a mapping length: the region's size).
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ MAPPING_REF = mixed((4, FOCUS), (1, lambda d: AnyMap(next(d))))
 MAYBE_MAPPING = mixed((1, pick([None])), (1, MAPPING_REF))
 PROC_REF: Domain = lambda draws: next(draws) % 4  # noqa: E731  (the index-th live process)
 BOGUS_FDS = pick([(), (), (), (99,)])
+RECEIVER_ENDS = pick(["keeps", "keeps", "closes", "exits"])  # what a process that received a region does last
 SHARED = pick([True, True, False])
 NAME_LIMITS = pick([249, 250, 255, 256, 300])
 
@@ -99,11 +102,15 @@ NAME_OR_NULL = mixed((6, NAMES), (1, pick([None])))
 
 # Region sizes as (pages, extra bytes): bytes = pages * page + extra.
 SMALL_SIZES = pick([(1, 0), (2, 0), (4, 0), (3, 100), (0, 1), (1, 1), (0, 0)])
-HUGE_SIZES = pick([(0, 2**31), (0, 2**32 + 4096), (0, 2**40 + 1), (0, 2**63 - 1), (0, 2**63 + 4096)])
+# Past 2 GiB: GET_SIZE's long result is cut to ioctl's int, so each bit and errno edge of that
+# cut is a size here (bit 30 only, bit 31, 2^32 - 4096 and - 4095 reading as -4096 and -4095,
+# exactly 2^32 and 2^63, and MAX_LFS_FILESIZE on each side).
+HUGE_SIZES = pick([(0, 2**30 + 4096), (0, 2**31), (0, 2**32 - 4096), (0, 2**32 - 4095), (0, 2**32),
+                   (0, 2**32 + 4096), (0, 2**40 + 1), (0, 2**63 - 1), (0, 2**63), (0, 2**63 + 4096)])
 SIZES = mixed((2, SMALL_SIZES), (1, HUGE_SIZES))
 
-PIN_OFFSETS = pick([0, 0, 1, 1, 2, 2, 3, 4, 5, "unaligned", "top", "end"])
-PIN_LENGTHS = pick([1, 1, 0, 0, 2, 2, 3, "unaligned", "top"])
+PIN_OFFSETS = pick([0, 0, 1, 1, 2, 2, 3, 4, 5, "unaligned", "byte", "top", "end"])
+PIN_LENGTHS = pick([1, 1, 0, 0, 2, 2, 3, "unaligned", "odd", "top"])
 
 
 @dataclass(frozen=True)
@@ -119,11 +126,25 @@ AROUND = ("inside", "exact", "over-start", "over-end", "cover", "below", "above"
 PIN_SPAN = mixed((1, lambda d: (PIN_OFFSETS(d), PIN_LENGTHS(d))),
                  (2, lambda d: Around(AROUND[next(d) % len(AROUND)], next(d))))
 PIN_COMMANDS = pick(["PIN", "UNPIN", "GET_PIN_STATUS"])
+PAGE_ORDERS = pick(["up", "up", "down", "odd-first", "middle-out"])
+
+
+def page_order(order: str, pages: int) -> list[int]:
+    """The pages 0..pages-1 in the order a page-by-page pin or unpin visits them: in the odd-first
+    and middle-out orders most visits land strictly inside a range left by the earlier ones."""
+    up = list(range(pages))
+    if order == "down":
+        return up[::-1]
+    if order == "odd-first":
+        return up[1::2] + up[0::2]
+    if order == "middle-out":
+        return sorted(up, key=lambda p: (abs(2 * p - (pages - 1)), p))
+    return up
 
 MAP_LENGTHS = pick(["whole", "whole", "whole", 0, 1, 2, 5, "unaligned"])
-MAP_OFFSETS = pick([0, 0, 0, 0, 1, 2, 3, "unaligned", "end"])
+MAP_OFFSETS = pick([0, 0, 0, 0, 1, 2, 3, "unaligned", "odd", "end"])
 
-PROT = pick([1, 1, 3, 3, 3, 5, 7, 0, 2, 4, 6])  # mostly readable: the data checks look through it
+PROT = pick([1, 1, 3, 3, 3, 5, 7, 0, 2, 4, 6, 9])  # mostly readable: the data checks look through it; 8 PROT_SEM
 MAP_PROT = pick([3, 3, 3, 1, 1, 0, 2, 4, 5, 6, 7])
 PROT_MASK_ARG = pick([0, 1, 2, 3, 4, 5, 6, 7, 8, 15])
 
@@ -133,7 +154,7 @@ POSITIONS = pick([0, 8, 4092, 4096, 4112, 8191, 12288, 16376])
 LOAD_LENGTHS = pick([1, 8, 64, 4096])
 DATA = mixed((3, fresh_bytes(1, 8)), (1, pick([b"\x00" * 8, b"\xff" * 8])))
 
-SEEK_OFFSETS = pick([0, 1, 3, "byte", "neg", "unaligned"])
-WHENCES = pick([0, 0, 1, 2, 7])
+SEEK_OFFSETS = pick([0, 1, 3, "byte", "neg", "unaligned", "max"])
+WHENCES = pick([0, 0, 1, 2, 5, 7, -1])  # not SEEK_DATA/SEEK_HOLE (3, 4): the spec does not model holes yet
 READ_COUNTS = pick([1, 16, 4104])
 UNKNOWN_IOCTLS = pick([0, 11, 12, 255])

@@ -12,7 +12,7 @@ The generic layer answers before the driver does, and that order is observable:
 - a driver without a `.write` gets EINVAL (FMODE_CAN_WRITE clear), without `.mmap` ENODEV,
   without an ioctl handler ENOTTY, without `.llseek` ESPIPE (no_llseek): the defaults below;
 - lseek with whence > SEEK_MAX is EINVAL before the driver is asked; read/write counts are
-  clamped to MAX_RW_COUNT.
+  clamped to MAX_RW_COUNT, and an end (position + count) past LONG_MAX is EINVAL (rw_verify_area).
 """
 
 from __future__ import annotations
@@ -158,6 +158,10 @@ def sys_read(files: FdTable, fd: int, count: int) -> bytes:
 
 def sys_write(files: FdTable, fd: int, data: bytes) -> int:
     file = files.get(fd)
+    if type(file.fops).write is FileOperations.write:  # a NULL .write: FMODE_CAN_WRITE, before
+        return file.fops.write(file, data)              # rw_verify_area (the default answers)
+    if file.pos + len(data) > LONG_MAX:  # rw_verify_area: the end must be a loff_t
+        raise SyscallError(errno.EINVAL)
     return file.fops.write(file, data[:MAX_RW_COUNT])
 
 

@@ -10,6 +10,8 @@ ashmem.md §1.4; memfd = mm/shmem.c shmem_file_write_iter / shmem_write_begin):
   lseek with a whence above SEEK_MAX is EINVAL before the driver is asked (fs/read_write.c
   ksys_lseek), then size 0 is EINVAL, before the first mmap EBADF, then ordinary SEEK_SET/CUR/END.
 - ashmem has no write operation: write() is EINVAL (vfs_write without FMODE_CAN_WRITE).
+- Before any file's own read or write, rw_verify_area: an end (position + count) past LONG_MAX is
+  EINVAL (a read at position 2^63 - 1 is not EOF).
 - memfd: write() stores data at the position, page chunk by page chunk; a chunk that would grow
   the file is EPERM under F_SEAL_GROW (a partial write returns what it wrote); any write after
   F_SEAL_FUTURE_WRITE is EPERM.
@@ -37,6 +39,8 @@ declare(
          profiles=A),
     Rule("fd.read.data", "read() returns the bytes at the position, up to the size, and advances it",
          C + " ashmem_read_iter; " + OBS),
+    Rule("fd.rw.range", "read() or write() whose end (the position plus the count) passes LONG_MAX is EINVAL, "
+         "before the file's own read or write", "fs/read_write.c vfs_read, vfs_write, rw_verify_area, 5.10"),
     Rule("ashmem.lseek.size-zero", "lseek() on a size-0 region is EINVAL", C + " ashmem_llseek, 5.10; " + OBS,
          profiles=A),
     Rule("ashmem.lseek.not-mapped", "lseek() before the first mmap is EBADF", C + " ashmem_llseek, 5.10",
@@ -60,6 +64,11 @@ def _loff_t(value: int) -> int:
     return value - (1 << 64) if value >> 63 else value
 
 
+def _past_loff_t(pos: int, count: int) -> bool:
+    """rw_verify_area's check: the count as a ssize_t, and the end as a loff_t, must not go negative."""
+    return count > MAX_LFS_FILESIZE or pos + count > MAX_LFS_FILESIZE  # MAX_LFS_FILESIZE is LONG_MAX
+
+
 def _region(k: Kernel, proc: int, fd: int) -> Region | None:
     return k.region_of(proc, fd)
 
@@ -74,6 +83,8 @@ def read(k: Kernel, op: Read) -> list[Branch]:
     region = _region(k, op.proc, op.fd)
     if region is None:
         return ebadf()
+    if _past_loff_t(region.pos, op.count):
+        return fails("fd.rw.range", errno.EINVAL)
     if k.profile.fd_io_needs_mapping:
         if region.size == 0:
             return [Branch("ashmem.read.size-zero", ok(b""))]
@@ -97,7 +108,7 @@ def lseek(k: Kernel, op: Lseek) -> list[Branch]:
     region = _region(k, op.proc, op.fd)
     if region is None:
         return ebadf()
-    if op.whence > SEEK_MAX:  # ksys_lseek rejects it before f_op->llseek runs
+    if not 0 <= op.whence <= SEEK_MAX:  # ksys_lseek rejects it (an unsigned int) before f_op->llseek runs
         return fails("fd.lseek.position", errno.EINVAL)
     if k.profile.fd_io_needs_mapping:
         if region.size == 0:
@@ -121,6 +132,8 @@ def write(k: Kernel, op: Write) -> list[Branch]:
         return ebadf()
     if not k.profile.fd_write:
         return fails("ashmem.write.einval", errno.EINVAL)
+    if _past_loff_t(region.pos, len(op.data)):
+        return fails("fd.rw.range", errno.EINVAL)
     if not region.prot_mask & PROT_WRITE:
         return fails("memfd.seal.write", errno.EPERM)
     written = 0

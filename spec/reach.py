@@ -103,6 +103,7 @@ OPS_OF: dict[str, tuple[str, ...]] = {
     'fd.lseek.position': ('Lseek',),
     'fd.open-path': ('OpenPath',),
     'fd.read.data': ('Read',),
+    'fd.rw.range': ('Read', 'Write'),
     'fd.table': ('ListFds',),
     'mem.load.segv': ('Load',),
     'mem.load.shared': ('Load',),

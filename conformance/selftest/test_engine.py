@@ -159,21 +159,33 @@ def test_a_failing_program_shrinks_to_its_few_steps() -> None:
 
 
 def test_the_plugin_leaves_other_test_suites_alone(tmp_path: Path) -> None:
+    """The same foreign suite, with ashcheck's plugin loaded and without it, sees the same Hypothesis
+    settings (whatever the environment loaded: Hypothesis picks a "ci" profile by itself under $CI);
+    the plugin only adds its own command-line options."""
     (tmp_path / "test_other.py").write_text(textwrap.dedent("""
         from hypothesis import given, settings, strategies as st
 
-        def test_defaults() -> None:
-            s = settings()
-            assert s.max_examples == 100 and s.deadline is not None and not s.suppress_health_check
+        def test_defaults(pytestconfig) -> None:
+            print("SETTINGS", repr(settings()))
+            print("OPTIONS", sorted(k for k in vars(pytestconfig.option) if "ashcheck" in k))
 
         @given(st.integers())
         def test_runs(n: int) -> None:
             assert isinstance(n, int)
     """))
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_other.py"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-2000:]
-    assert "ashcheck" not in done.stdout
+
+    def run(*extra: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", *extra,
+                               "test_other.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-2000:]
+        return done.stdout
+
+    def settings_line(out: str) -> str:
+        return next(line for line in out.splitlines() if line.startswith("SETTINGS"))
+
+    with_plugin, without = run(), run("-p", "no:ashcheck")
+    assert settings_line(with_plugin) == settings_line(without)
+    assert "ashcheck_profile" in with_plugin and "ashcheck_profile" not in without  # it was loaded, then not
 
 
 def test_an_error_answer_is_judged_like_any_other() -> None:

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from hypothesis import seed
+from hypothesis.internal.conjecture import providers
+from hypothesis.internal.constants_ast import Constants
 from hypothesis.stateful import run_state_machine_as_test
 
 from ashcheck.adapters.base import Adapter
@@ -39,8 +43,29 @@ def explore(adapter: Adapter, profile: Profile, shard: int = 0, *, scenarios: bo
         return m
 
     factory = seed(SEED_BASE + shard)(machine) if profile.seeded else machine
-    run_state_machine_as_test(factory, settings=profile.hypothesis())  # type: ignore[arg-type,unused-ignore]
+    with _no_local_constants():
+        run_state_machine_as_test(factory, settings=profile.hypothesis())  # type: ignore[arg-type,unused-ignore]
     return _finish(adapter, profile, before, shrink)
+
+
+@contextmanager
+def _no_local_constants() -> Iterator[None]:
+    """Hypothesis mixes into its draws the literals it finds in the source of "local" modules (any
+    not installed under site-packages: an editable install of ashcheck, the user's adapter), so a
+    seeded ci run would take other programs depending on where the code lives (measured: an
+    editable and a plain install of one commit differed in a rule's verdict). For the length of
+    one shard, the pool of local constants is empty, so every install and every adapter gets the
+    same programs. (An internal of Hypothesis: where it is gone, nothing is changed.)"""
+    original = getattr(providers, "_get_local_constants", None)
+    if original is None:
+        yield
+        return
+    empty = Constants()
+    providers._get_local_constants = lambda: empty
+    try:
+        yield
+    finally:
+        providers._get_local_constants = original
 
 
 def tables(adapter: Adapter, profile: Profile, *, shrink: bool = True) -> list[str]:

@@ -53,8 +53,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from ashcheck.conformance import session
 from ashcheck.conformance import strategies as S
-from ashcheck.conformance.driver import Driver
 from ashcheck.conformance.machines import Conformance
+from ashcheck.conformance.observe import Watch
 from ashcheck.spec import ops as o
 
 SETTINGS = settings(max_examples=60, stateful_step_count=50, derandomize=True, database=None, deadline=None,
@@ -88,13 +88,13 @@ def steps_per_second(factory: Callable[[], RuleBasedStateMachine]) -> float:
 
 def _count_driver_steps() -> None:
     """Count the exploration's steps where the floor counts its own: once per invariant run."""
-    original = Driver.observe
+    original = Watch.look
 
-    def counting(self: Driver) -> None:
+    def counting(self: Watch) -> None:
         STEPS[0] += 1
         original(self)
 
-    Driver.observe = counting  # type: ignore[method-assign]
+    Watch.look = counting  # type: ignore[method-assign]
 
 
 def machine_rate(adapter: str) -> float:

@@ -53,7 +53,8 @@ class Driver:
             return 2**32 - self.page
         if units == "end":
             return page_align(region_size, self.page)
-        return {"unaligned": 100, "byte": 1, "odd": self.page + 1, "neg": -1, "max": 2**63 - 1}[units]
+        return {"unaligned": 100, "byte": 1, "odd": self.page + 1, "neg": -1, "neg-page": -self.page,
+                "max": 2**63 - 1}[units]
 
     def span_of(self, ref: FdRef, span: Around | tuple[Units, Units]) -> tuple[int, int]:
         """(offset, length) in bytes for PIN/UNPIN/GET_PIN_STATUS: drawn in pages and edges, or

@@ -15,7 +15,6 @@ from contextlib import contextmanager
 
 from hypothesis import seed
 from hypothesis.internal.conjecture import providers
-from hypothesis.internal.constants_ast import Constants
 from hypothesis.stateful import run_state_machine_as_test
 
 from ashcheck.adapters.base import Adapter
@@ -57,6 +56,10 @@ def _no_local_constants() -> Iterator[None]:
     one shard, the pool of local constants is empty, so every install and every adapter gets the
     same programs. (An internal of Hypothesis: where it is gone, nothing is changed.)"""
     original = getattr(providers, "_get_local_constants", None)
+    try:
+        from hypothesis.internal.constants_ast import Constants  # Hypothesis 6.131 and later
+    except ImportError:
+        original = None
     if original is None:
         yield
         return

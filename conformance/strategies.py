@@ -10,11 +10,12 @@ always asks for the same draws: fixed-shape draws keep that true, however the ki
 Offsets and lengths are in pages and become bytes with the adapter's page size
 (`Driver.bytes_of`), so a 16 KiB-page device gets the same program as a 4 KiB one. Named values
 stand for the edges: "unaligned" (100 bytes), "byte" (1), "odd" (a page and a byte: misaligned in
-bit 0 only, so a check that masks the wrong bits lets it through), "neg" (-1), "max" (2^63 - 1,
-LONG_MAX and MAX_LFS_FILESIZE), "top" (2^32 - page: offset + len overflows PIN's u32 check),
-"end" (the region's page-aligned size, known only when the step runs: UNPIN from there with len 0
-makes the empty range the driver keeps; a mapping from there lies wholly past the end of the
-file), "whole" (a mapping length: the region's size).
+bit 0 only, so a check that masks the wrong bits lets it through), "neg" (-1: SIZE_MAX as a
+length), "neg-page" (minus a page: a page-aligned offset that is huge as an unsigned long), "max"
+(2^63 - 1, LONG_MAX and MAX_LFS_FILESIZE), "top" (2^32 - page: offset + len overflows PIN's u32
+check), "end" (the region's page-aligned size, known only when the step runs: UNPIN from there
+with len 0 makes the empty range the driver keeps; a mapping from there lies wholly past the end
+of the file), "whole" (a mapping length: the region's size).
 """
 
 from __future__ import annotations
@@ -141,8 +142,8 @@ def page_order(order: str, pages: int) -> list[int]:
         return sorted(up, key=lambda p: (abs(2 * p - (pages - 1)), p))
     return up
 
-MAP_LENGTHS = pick(["whole", "whole", "whole", 0, 1, 2, 5, "unaligned"])
-MAP_OFFSETS = pick([0, 0, 0, 0, 1, 2, 3, "unaligned", "odd", "end"])
+MAP_LENGTHS = pick(["whole", "whole", "whole", 0, 1, 2, 5, "unaligned", "neg", "max"])
+MAP_OFFSETS = pick([0, 0, 0, 0, 1, 2, 3, "unaligned", "odd", "end", "neg", "neg-page"])
 
 PROT = pick([1, 1, 3, 3, 3, 5, 7, 0, 2, 4, 6, 9])  # mostly readable: the data checks look through it; 8 PROT_SEM
 MAP_PROT = pick([3, 3, 3, 1, 1, 0, 2, 4, 5, 6, 7])

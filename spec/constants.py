@@ -28,6 +28,11 @@ SEEK_SET, SEEK_CUR, SEEK_END = 0, 1, 2
 SEEK_MAX = 4  # SEEK_HOLE; include/uapi/linux/fs.h
 MAX_ERRNO = 4095  # a syscall result in [-4095, -1] is an error (include/linux/err.h)
 MAX_LFS_FILESIZE = (1 << 63) - 1  # include/linux/fs.h, 64-bit
+SIZE_MAX = (1 << 64) - 1  # size_t and unsigned long, 64-bit (ULONG_MAX)
+# A mapping longer than the process's address space (TASK_SIZE) is ENOMEM (get_unmapped_area).
+# TASK_SIZE depends on the kernel: at least 2^39 (arm64 with 39-bit addresses), at most 2^56
+# (x86_64 with 5-level paging; arm64 with 52-bit addresses has 2^52).
+TASK_SIZE_LEAST, TASK_SIZE_MOST = 1 << 39, 1 << 56
 
 ASHMEM_NAME_LEN = 256  # the user buffer, NUL included: at most 255 name bytes
 ASHMEM_NAME_DEF = b"dev/ashmem"

@@ -3,7 +3,11 @@
 Rules (C driver = drivers/staging/android/ashmem.c ashmem_mmap, Linux 5.10; generic = mm/mmap.c
 do_mmap and mm/mprotect.c; memfd = mm/shmem.c + memfd seals; ashmem.md §2, §6.4; K510-OBS):
 
-- Generic checks run first: length 0 or an unaligned offset is EINVAL; a bad fd is EBADF.
+- Generic checks run first: an unaligned offset is EINVAL, then a bad fd EBADF, then length 0
+  EINVAL; a length whose PAGE_ALIGN wraps to 0 (-1 as a size_t) or longer than the address space
+  ENOMEM; an offset (an unsigned long) whose page number plus the length's pages overflows, or
+  passes what the file may map (file_mmap_ok: ULONG_MAX for /dev/ashmem, a char device;
+  MAX_LFS_FILESIZE for a memfd), EOVERFLOW. A negative page-aligned offset is the last case.
 - The C driver then checks, in order: size 0 → EINVAL; PAGE_ALIGN(length) > PAGE_ALIGN(size) →
   EINVAL (the offset is not checked); a prot bit outside the mask → EPERM, for MAP_PRIVATE too.
   The first mmap then creates the backing file (shmem_file_setup): a size beyond MAX_LFS_FILESIZE
@@ -35,10 +39,20 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
+from dataclasses import replace
 
 from ashcheck.spec import pins
 from ashcheck.spec.branch import Branch, ebadf, fails
-from ashcheck.spec.constants import MAX_LFS_FILESIZE, PROT_MASK, PROT_READ, PROT_WRITE, page_align
+from ashcheck.spec.constants import (
+    MAX_LFS_FILESIZE,
+    PROT_MASK,
+    PROT_READ,
+    PROT_WRITE,
+    SIZE_MAX,
+    TASK_SIZE_LEAST,
+    TASK_SIZE_MOST,
+    page_align,
+)
 from ashcheck.spec.ops import Load, MapsName, Mmap, Mprotect, Munmap, Store
 from ashcheck.spec.outcome import SIGBUS, SIGSEGV, Outcome, err, fault, ok
 from ashcheck.spec.rules import Rule, declare
@@ -52,6 +66,11 @@ declare(
     Rule("mem.mmap.generic-einval", "mmap with an unaligned offset is EINVAL even on a bad fd; "
          "length 0 is EINVAL after the fd lookup",
          "arch/x86/kernel/sys_x86_64.c sys_mmap (offset first); mm/mmap.c ksys_mmap_pgoff, do_mmap, 5.10"),
+    Rule("mem.mmap.range", "mmap whose length page-aligns to 0 (wraps) or exceeds the address space is ENOMEM; "
+         "one whose offset's page number plus the length passes what the file may map is EOVERFLOW "
+         "(a negative page-aligned offset included), before the driver is asked",
+         "mm/mmap.c do_mmap, file_mmap_size_max, file_mmap_ok, get_unmapped_area; "
+         "arch/x86/kernel/sys_x86_64.c sys_mmap (an unsigned long offset), 5.10"),
     Rule("ashmem.mmap.size-zero", "mmap of a region whose size is 0 is EINVAL", C + "; " + OBS, profiles=A),
     Rule("ashmem.mmap.too-long", "mmap longer than PAGE_ALIGN(size) is EINVAL", C + "; " + OBS, profiles=A),
     Rule("ashmem.mmap.prot-outside-mask", "mmap asking for a prot bit outside the mask is EPERM, "
@@ -111,8 +130,26 @@ def mmap(k: Kernel, op: Mmap) -> list[Branch]:
     region = k.region_of(op.proc, op.fd)
     if region is None:
         return ebadf()
-    if op.length <= 0 or op.offset < 0:
+    length, offset = op.length & SIZE_MAX, op.offset & SIZE_MAX  # size_t, unsigned long
+    if length == 0:
         return fails("mem.mmap.generic-einval", errno.EINVAL)
+    pages = page_align(length, k.page) // k.page
+    if pages * k.page > SIZE_MAX:  # PAGE_ALIGN wrapped to 0
+        return fails("mem.mmap.range", errno.ENOMEM)
+    pgoff, size, limit = offset // k.page, pages * k.page, k.profile.mmap_file_max
+    if pgoff + pages > SIZE_MAX:  # do_mmap's overflow check, in page numbers
+        return fails("mem.mmap.range", errno.EOVERFLOW)
+    if size > TASK_SIZE_MOST:  # get_unmapped_area, before file_mmap_ok
+        return fails("mem.mmap.range", errno.ENOMEM)
+    # between the least and the most TASK_SIZE the spec does not know this kernel's: ENOMEM may come first
+    maybe = [Branch("mem.mmap.range", err(errno.ENOMEM))] if size > TASK_SIZE_LEAST else []
+    if size > limit or pgoff > (limit - size) // k.page:  # file_mmap_ok
+        return [*maybe, Branch("mem.mmap.range", err(errno.EOVERFLOW))]
+    return maybe + _mmap_checked(k, replace(op, length=length, offset=offset), region)
+
+
+def _mmap_checked(k: Kernel, op: Mmap, region: Region) -> list[Branch]:
+    """mmap after the generic checks: the driver's (or shmem's) own."""
     profile = k.profile
     aligned_size = page_align(region.size, k.page)
     if profile.mmap_checks_size:

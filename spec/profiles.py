@@ -14,7 +14,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ashcheck.spec.constants import ASHMEM_NAME_DEF, MEMFD_NAME_MAX, PROT_EXEC, PROT_MASK, PROT_READ
+from ashcheck.spec.constants import (
+    ASHMEM_NAME_DEF,
+    MAX_LFS_FILESIZE,
+    MEMFD_NAME_MAX,
+    PROT_EXEC,
+    PROT_MASK,
+    PROT_READ,
+    SIZE_MAX,
+)
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,8 @@ class Profile:
     fd_io_needs_mapping: bool   # read/lseek say EBADF before the first mmap, EINVAL/EOF at size 0
     ioctl_returns_int: bool     # GET_SIZE comes back through sys_ioctl's `int` (else a long: fstat)
     mask_is_seal: bool          # removing WRITE is F_SEAL_FUTURE_WRITE: its contract is memfd.seal.*
+    mmap_file_max: int          # file_mmap_size_max of the file mmap is asked on: /dev/ashmem, a char
+                                # device, ULONG_MAX; a memfd, a regular file, MAX_LFS_FILESIZE
 
 
 ASHMEM = Profile(
@@ -43,7 +53,7 @@ ASHMEM = Profile(
     default_name=ASHMEM_NAME_DEF, maps_prefix=b"/dev/ashmem", prot_unremovable=0, prot_ignored=0,
     mmap_checks_size=True, private_checks_mask=True, maps_separator=b"/", private_is_anonymous=True,
     pinning=True, fd_write=False,
-    fd_io_needs_mapping=True, ioctl_returns_int=True, mask_is_seal=False,
+    fd_io_needs_mapping=True, ioctl_returns_int=True, mask_is_seal=False, mmap_file_max=SIZE_MAX,
 )
 
 MEMFD = Profile(
@@ -52,6 +62,7 @@ MEMFD = Profile(
     prot_ignored=~PROT_MASK, mmap_checks_size=False, private_checks_mask=False, maps_separator=b"",
     private_is_anonymous=False, pinning=False,
     fd_write=True, fd_io_needs_mapping=False, ioctl_returns_int=False, mask_is_seal=True,
+    mmap_file_max=MAX_LFS_FILESIZE,
 )
 
 PROFILES = {p.name: p for p in (ASHMEM, MEMFD)}

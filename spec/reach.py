@@ -108,6 +108,7 @@ OPS_OF: dict[str, tuple[str, ...]] = {
     'mem.load.segv': ('Load',),
     'mem.load.shared': ('Load',),
     'mem.mmap.generic-einval': ('Mmap',),
+    'mem.mmap.range': ('Mmap',),
     'mem.mprotect.ok': ('Mprotect',),
     'mem.munmap.ok': ('Munmap',),
     'mem.sigbus-beyond-eof': ('Load', 'Store'),

@@ -72,3 +72,12 @@ def test_the_kernel_table_names_every_ashmem_rule_once() -> None:
     assert len(named) == len(set(named)), "a rule is listed twice"
     assert set(named) == expected, (f"missing: {sorted(expected - set(named))}; "
                                     f"not ashmem-profile rules: {sorted(set(named) - expected)}")
+
+
+def test_the_bench_runs_and_prints_its_figures() -> None:
+    """`python bench/run.py --json` (the README's figures) still runs against the engine as it is."""
+    done = subprocess.run([sys.executable, str(source_root() / "bench" / "run.py"), "--json", "--only", "sim"],
+                          capture_output=True, text=True, timeout=600, cwd=source_root())
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["floor_steps_per_s"] > 0 and figures["sim_steps_per_s"] > 0, figures

@@ -65,10 +65,18 @@ def _no_local_constants() -> Iterator[None]:
         return
     empty = Constants()
     providers._get_local_constants = lambda: empty
+    _forget_cached_constants()  # drawn before, outside: they may hold local constants
     try:
         yield
     finally:
         providers._get_local_constants = original
+        _forget_cached_constants()  # so that other tests in this process see theirs again
+
+
+def _forget_cached_constants() -> None:
+    cache = getattr(getattr(providers, "CONSTANTS_CACHE", None), "cache", None)
+    if isinstance(cache, dict):
+        cache.clear()
 
 
 def tables(adapter: Adapter, profile: Profile, *, shrink: bool = True) -> list[str]:

@@ -233,8 +233,11 @@ def test_no_qemu_after_the_vm_is_dropped(assets: VmAssets, executor: Path) -> No
 
 
 CHILD = textwrap.dedent("""
-    import sys, time
+    import signal, sys, time
     from pathlib import Path
+    # Python's own SIGINT handler, even when this test runs where SIGINT is ignored (a background
+    # job of a non-interactive shell), which children inherit
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from ashcheck.adapters.vm.fetch import fetch
     from ashcheck.adapters.vm.qemu import Vm
     vm = Vm.boot(fetch(), executor=Path(sys.argv[1]))

@@ -115,16 +115,20 @@ class Driver:
         self.step(o.Spawn(proc, privileged, accepts_fds))
         return proc
 
+    def maps(self, proc: int, rid: int) -> bool:
+        """Whether `proc` has a mapping of region `rid`."""
+        return any(m.rid == rid for m in self.h.model.procs[proc].maps.values())
+
     def releasing_exits(self) -> list[int]:
         """The live processes whose exit would release a region that another live process maps:
         they hold every fd of it left."""
-        k = self.h.model
+        live = self.live_procs()
         found = []
-        for proc in self.live_procs():
-            others = [p for p in self.live_procs() if p != proc]
-            held = {e.rid for e in k.procs[proc].fds.values() if e.rid >= 0}
-            if any(not any(self.fds_of(p, rid) for p in others)
-                   and any(m.rid == rid for p in others for m in k.procs[p].maps.values()) for rid in held):
+        for proc in live:
+            others = [p for p in live if p != proc]
+            held = {e.rid for e in self.h.model.procs[proc].fds.values() if e.rid >= 0}
+            if any(not any(self.fds_of(p, rid) for p in others) and any(self.maps(p, rid) for p in others)
+                   for rid in held):
                 found.append(proc)
         return found
 

@@ -144,7 +144,7 @@ class Conformance(RuleBasedStateMachine):
         another process keeps (else one that holds the region in focus), so that the lifetime
         rules meet releases by exit, not only by close."""
         releasing = self.d.releasing_exits() if holder else []
-        focus = self.d.focus(0) if holder else None
+        focus = self.d.focus(0) if holder and not releasing else None
         p = releasing[proc % len(releasing)] if releasing else focus.proc if focus else self.d.proc(proc)
         if p is not None and len(self.d.live_procs()) > 1:
             self.d.step(o.Exit(p))
@@ -361,7 +361,7 @@ class Conformance(RuleBasedStateMachine):
         region = None if fd is None else self.d.h.model.region_of(fd.proc, fd.fd)
         if fd is None or region is None:
             return
-        if not any(m.rid == region.rid for m in self.d.h.model.procs[fd.proc].maps.values()):
+        if not self.d.maps(fd.proc, region.rid):
             for mine in self.d.mmap(fd, WHOLE, 3, True, 0).values:
                 self.d.fill(mine)
         for got in self.d.transfer(fd.proc, self.d.other(fd.proc, dst), (fd.fd,)).values:

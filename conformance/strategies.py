@@ -142,6 +142,7 @@ def page_order(order: str, pages: int) -> list[int]:
         return sorted(up, key=lambda p: (abs(2 * p - (pages - 1)), p))
     return up
 
+
 MAP_LENGTHS = pick(["whole", "whole", "whole", 0, 1, 2, 5, "unaligned", "neg", "max"])
 MAP_OFFSETS = pick([0, 0, 0, 0, 1, 2, 3, "unaligned", "odd", "end", "neg", "neg-page"])
 

@@ -33,6 +33,7 @@ from ashcheck.spec.constants import (
     ASHMEM_IS_UNPINNED,
     ASHMEM_NOT_PURGED,
     ASHMEM_WAS_PURGED,
+    SIZE_MAX,
     page_align,
 )
 from ashcheck.spec.ops import GetPinStatus, IoctlNullArg, Pin, PurgeAllCaches, Unpin
@@ -101,7 +102,7 @@ def _range(k: Kernel, region: Region, offset: int, length: int) -> tuple[int, in
     if aligned_size < offset + length:
         return fails("ashmem.pin.beyond-size", errno.EINVAL)
     first = offset // k.page
-    return first, (first + length // k.page - 1) & pins.SIZE_MAX  # size_t: len 0 after the u32 cut is [0, SIZE_MAX]
+    return first, (first + length // k.page - 1) & SIZE_MAX  # size_t: len 0 after the u32 cut is [0, SIZE_MAX]
 
 
 def _by_outcome(region: Region, step: Callable[[Mem], tuple[Outcome, Mem]],

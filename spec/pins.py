@@ -25,8 +25,9 @@ It overlaps everything, counts 0 pages on the LRU, and a purge of it frees the w
 
 from __future__ import annotations
 
+from ashcheck.spec.constants import SIZE_MAX  # page numbers are size_t in the driver
+
 Range = tuple[int, int, bool]  # (first page, last page, purged)
-SIZE_MAX = (1 << 64) - 1  # page numbers are size_t in the driver
 Ranges = tuple[Range, ...]     # descending, as the C list
 
 

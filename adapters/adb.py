@@ -12,7 +12,10 @@ as libcutils would choose on a device without the ashmem driver). fds travel by 
 the hub with binder's rules applied: the device's /dev/binder belongs to its servicemanager, so
 the executor cannot become context manager there. Capabilities are probed on the device.
 
-Options: serial=, profile=, adb=PATH (the adb tool), timeout=SECONDS (default 30).
+Options: serial=, profile=, adb=PATH (the adb tool), timeout=SECONDS (default 30), and
+stand_in=qemu-user for the self-tests' stand-in device, which runs Android binaries under qemu-user:
+unknown ioctls are then left out, and mmap's EINVAL for length 0 before EBADF is declared (qemu
+answers both itself).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from ashcheck.adapters.base import AdapterUnavailable, Capability
 from ashcheck.adapters.executor_adapter import ExecutorAdapter, TransportLost
 from ashcheck.adapters.executor_ops import AshmemRegions, MemfdRegions, first_int, outcome
 from ashcheck.adapters.hub import HubTransport
+from ashcheck.spec import ops as o
 from ashcheck.spec.constants import F_ADD_SEALS, F_SEAL_FUTURE_WRITE
 
 REMOTE_DIR = "/data/local/tmp"
@@ -49,8 +53,17 @@ class AdbAdapter(ExecutorAdapter):
         self.serial = options.pop("serial", "") or None
         self.wanted_profile = options.pop("profile", None)
         self.timeout = float(options.pop("timeout", "30"))
+        self.stand_in = options.pop("stand_in", "")
         if self.wanted_profile not in (None, "ashmem", "memfd"):
             raise ValueError(f"profile must be ashmem or memfd, not {self.wanted_profile!r}")
+        if self.stand_in not in ("", "qemu-user"):
+            raise ValueError(f"stand_in must be qemu-user (or absent), not {self.stand_in!r}")
+        if self.stand_in:  # the self-tests' stand-in device (conformance/selftest/fake_adb.py): what
+            # qemu-user answers itself, before the kernel is asked
+            self.unsupported = {o.UnknownIoctl: "the stand-in device runs the executor under qemu-user, which "
+                                "answers an ioctl it does not know itself (ENOSYS) instead of asking the kernel"}
+            self.deviations = {"fd.ebadf": "stand-in under qemu-user: its mmap refuses length 0 (EINVAL) "
+                               "before the kernel looks the fd up (EBADF)"}
         super().__init__(**options)
         self.remote = f"{REMOTE_DIR}/ashcheck-exec.{os.getpid()}"
         self.pushed = False
@@ -108,6 +121,10 @@ class AdbAdapter(ExecutorAdapter):
         abi = self._adb("shell", "getprop", "ro.product.cpu.abi").strip()
         if abi not in ABIS:
             raise AdapterUnavailable(f"unknown device ABI {abi!r} on {self.serial}; known: {', '.join(ABIS)}")
+        model = self._adb("shell", "getprop", "ro.product.model", check=False).strip()
+        kernel = self._adb("shell", "uname", "-r", check=False).strip()
+        self._identity = {k: v for k, v in (("serial", str(self.serial)), ("abi", abi), ("model", model),
+                                            ("kernel", kernel)) if v}
         try:
             binary = executor_path(ABIS[abi])
         except BuildError as exc:
@@ -125,6 +142,10 @@ class AdbAdapter(ExecutorAdapter):
         except TransportLost as exc:
             raise AdapterUnavailable(f"the executor hub does not run on {self.serial} ({abi}): {exc}"
                                      f"{self._stderr_tail()}") from exc
+
+    def identity(self) -> dict[str, str]:
+        """The device: serial, ABI (ro.product.cpu.abi), model (ro.product.model), kernel (uname -r)."""
+        return dict(getattr(self, "_identity", {}))
 
     def _stderr_tail(self) -> str:
         if self.shell is not None and self.shell_stderr is not None:
@@ -153,11 +174,12 @@ class AdbAdapter(ExecutorAdapter):
                 if not sealed:
                     raise AdapterUnavailable("the device has neither a usable /dev/ashmem nor memfd with "
                                              f"F_SEAL_FUTURE_WRITE (ashmem: {ashmem}, memfd: {fd})")
-            uid = outcome(t.request(-1, "info"), lambda f: int(f[1])).value
+            uid, self.page_size, self.long_bits = outcome(
+                t.request(-1, "info"), lambda f: (int(f[1]), int(f[2]), int(f[3]))).value
         finally:
             t.kill(-1)
         self.profile = profile  # type: ignore[misc]
-        self.regions = AshmemRegions() if profile == "ashmem" else MemfdRegions()
+        self.regions = AshmemRegions(long_bits=self.long_bits) if profile == "ashmem" else MemfdRegions()
         caps = {Capability.MULTI_PROCESS, Capability.FD_TRANSFER, Capability.MAPS_NAME}
         caps |= {Capability.PRIVILEGED, Capability.UNPRIVILEGED} if uid == 0 else {Capability.UNPRIVILEGED}
         if profile == "ashmem":

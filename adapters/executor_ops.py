@@ -39,6 +39,7 @@ from ashcheck.spec.constants import (
     PROT_READ,
     PROT_WRITE,
     AshmemIoctl,
+    abi_number,
     ashmem_io,
 )
 from ashcheck.spec.outcome import SIGBUS, SIGSEGV, Outcome, emulated, err, fault, indeterminate, ok
@@ -82,10 +83,12 @@ def _pin_arg(offset: int, length: int) -> str:
 
 
 class AshmemRegions:
-    """Regions through the real /dev/ashmem driver."""
+    """Regions through the real /dev/ashmem driver, with the request numbers of the executor's ABI
+    (`long_bits` 32: the compat numbers a 32-bit process sends)."""
 
-    def __init__(self, device: bytes = b"/dev/ashmem") -> None:
+    def __init__(self, device: bytes = b"/dev/ashmem", long_bits: int = 64) -> None:
         self.device = device
+        self.long_bits = long_bits
 
     def perform(self, send: Send, op: o.Op) -> Outcome:
         p = op.proc
@@ -102,11 +105,11 @@ class AshmemRegions:
                 reply = send(p, f"ioctl {fd} {int(AshmemIoctl.GET_NAME)} inout {'00' * 256}")
                 return outcome(reply, lambda f: unhex(f[1]).split(b"\0", 1)[0])
             case o.SetSize(fd=fd, size=size):
-                return _ioctl(send, p, fd, AshmemIoctl.SET_SIZE, f"int {size}")
+                return _ioctl(send, p, fd, abi_number(AshmemIoctl.SET_SIZE, self.long_bits), f"int {size}")
             case o.GetSize(fd=fd):
                 return _ioctl(send, p, fd, AshmemIoctl.GET_SIZE, "int 0")
             case o.SetProtMask(fd=fd, prot=prot):
-                return _ioctl(send, p, fd, AshmemIoctl.SET_PROT_MASK, f"int {prot}")
+                return _ioctl(send, p, fd, abi_number(AshmemIoctl.SET_PROT_MASK, self.long_bits), f"int {prot}")
             case o.GetProtMask(fd=fd):
                 return _ioctl(send, p, fd, AshmemIoctl.GET_PROT_MASK, "int 0")
             case o.Pin(fd=fd, offset=off, length=n):

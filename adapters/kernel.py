@@ -19,19 +19,27 @@ Options:
   modules=DIR           its .ko files;
   regions=auto|ashmem|memfd  where regions come from: the ashmem driver when the guest has one
                         (auto), required (ashmem), or memfd with ashmem_linux not even loaded;
+  abi=x86_64|x86         the executor's ABI (default x86_64). x86: a static 32-bit executor runs
+                        every process through the kernel's IA32 emulation, as Android's 32-bit
+                        apps do on a 64-bit kernel: ASHMEM_SET_SIZE and SET_PROT_MASK go through
+                        the driver's compat_ioctl with their 32-bit numbers, binder through its
+                        32-bit entry, and the spec judges with 32-bit longs. Built with ziglang
+                        (pip install 'ashcheck[cross]').
   timeout=SECONDS       per request (default 30).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 from ashcheck.adapters.base import AdapterUnavailable, Capability
 from ashcheck.adapters.executor_adapter import ExecutorAdapter
-from ashcheck.adapters.executor_ops import MemfdRegions
+from ashcheck.adapters.executor_ops import AshmemRegions, MemfdRegions, outcome
 from ashcheck.adapters.hub import HubTransport
 
 REGIONS = ("auto", "ashmem", "memfd")
+ABIS = {"x86_64": "x86_64", "x86": "x86"}  # abi option → executor build target
 ASHMEM_MODULE = "ashmem_linux"
 
 
@@ -46,9 +54,12 @@ class KernelAdapter(ExecutorAdapter):
         self.modules_path = options.pop("modules", None)
         self.regions_option = options.pop("regions", "auto")
         self.timeout = float(options.pop("timeout", "30"))
+        self.abi = options.pop("abi", "x86_64")
         super().__init__(**options)
         if self.regions_option not in REGIONS:
             raise ValueError(f"regions={self.regions_option!r}: expected one of {', '.join(REGIONS)}")
+        if self.abi not in ABIS:
+            raise ValueError(f"abi={self.abi!r}: expected one of {', '.join(ABIS)}")
         self.choice = kernel_choice(self.kernel_option, self.modules_path)  # ValueError: a usage error
         self.vm: object | None = None
         self._identity: dict[str, str] = {}
@@ -60,6 +71,7 @@ class KernelAdapter(ExecutorAdapter):
         return unavailable_reason()
 
     def start(self) -> None:
+        from ashcheck.adapters.build import executor_path
         from ashcheck.adapters.channel import Hub
         from ashcheck.adapters.vm import known_bugs
         from ashcheck.adapters.vm.assets import VmError
@@ -70,7 +82,7 @@ class KernelAdapter(ExecutorAdapter):
             assets = prepare(self.choice, self.modules_path, progress=print)
             if self.regions_option == "memfd" and any(m.name == f"{ASHMEM_MODULE}.ko" for m in assets.modules):
                 assets = without_modules(assets, [ASHMEM_MODULE])
-            vm = Vm.boot(assets)
+            vm = Vm.boot(assets, executor=Path(executor_path(ABIS[self.abi])))
         except VmError as exc:
             raise AdapterUnavailable(str(exc)) from exc
         self.vm = vm
@@ -80,9 +92,11 @@ class KernelAdapter(ExecutorAdapter):
                                      f"(kernel {vm.guest.get('release')}: ashmem left Linux in 5.18)")
         self.memory_bytes = vm.memory_bytes
         self.transport = HubTransport(Hub(vm.socket), self.timeout)
+        self.page_size, self.long_bits = self._abi_of_processes()
         caps = {Capability.MULTI_PROCESS, Capability.MAPS_NAME, Capability.PRIVILEGED, Capability.UNPRIVILEGED}
         if vm.has_ashmem:
             caps.add(Capability.ASHMEM_DEVICE)
+            self.regions = AshmemRegions(long_bits=self.long_bits)
         else:  # binder only (6.x, or regions=memfd): regions as libcutils makes them there, from memfd
             self.profile = "memfd"  # type: ignore[misc]
             self.regions = MemfdRegions()
@@ -96,12 +110,27 @@ class KernelAdapter(ExecutorAdapter):
         self.deviations = known_bugs.deviations(release, self.profile)
         self._identity = _identity(assets.origin, assets.package, vm.guest, self.profile)
 
+    def _abi_of_processes(self) -> tuple[int, int]:
+        """(page size, bits of a long) as a process of the guest reports them (`info`)."""
+        t = self.transport
+        assert isinstance(t, HubTransport)
+        t.spawn(-1, None)
+        try:
+            got = outcome(t.request(-1, "info"), lambda f: (int(f[2]), int(f[3])))
+        finally:
+            t.kill(-1)
+        if not got.succeeded or not isinstance(got.value, tuple):
+            self.close()
+            raise AdapterUnavailable(f"the guest's executor does not say its ABI: {got}")
+        return got.value
+
     def identity(self) -> dict[str, str]:
         """The guest's kernel: `release` (uname -r), `version` (uname -v, which names the Debian
         package version of Debian's kernels), `package` (the image package and version, when the
         kernel came from Debian), `kernel` (where it came from), `regions` (ashmem driver or memfd),
         and `known_bugs` (the rule ids the release is known to break, declared as deviations)."""
-        return dict(self._identity, known_bugs=" ".join(sorted(self.deviations)))
+        abi = {"abi": f"{self.abi} ({self.long_bits}-bit long)"} if self.abi != "x86_64" else {}
+        return dict(self._identity, **abi, known_bugs=" ".join(sorted(self.deviations)))
 
     def close(self) -> None:
         super().close()

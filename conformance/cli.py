@@ -300,8 +300,9 @@ def finish(args: argparse.Namespace, options: dict[str, str], run: dict[str, Any
     else:
         code, why = 0, "every rule passes or is a known deviation"
     run.update(exit_code=code, exit_reason=why)
+    flows = {name: asdict(f) for name, f in Recorder.load_flows(evidence_dir).items()}
     report = reporting.build(adapter=args.adapter, options=options, meta=meta, results=results,
-                             totals=asdict(totals), run=run)
+                             totals=asdict(totals), run=run, flows=flows)
     reporting.write(args.report, report)
     for line in console.final_lines(report, args.report):
         print(line)

@@ -22,6 +22,7 @@ from rich.text import Text
 
 from ashcheck.conformance import progress
 from ashcheck.conformance.report import LABELS
+from ashcheck.conformance.results import FLOW_ORDER
 
 EVERY = 5.0      # seconds between plain progress lines
 SHORT = 100      # characters kept of an observed or allowed value on the console
@@ -86,7 +87,7 @@ def _short(text: str) -> str:
 
 def final_lines(report: dict[str, Any], report_dir: Path) -> list[str]:
     """The end of a run: one line per failing rule, the known deviations seen, the lost outcomes,
-    problems of the run, and the summary."""
+    the callers' flows, problems of the run, and the summary."""
     out = []
     for r in sorted(report["results"], key=lambda r: r["rule"]):
         if r["status"] != "fail":
@@ -107,6 +108,14 @@ def final_lines(report: dict[str, Any], report_dir: Path) -> list[str]:
         share = totals["lost"] / totals["steps"] if totals.get("steps") else 1.0
         out.append(f"lost outcomes: {totals['lost']:,} of {totals['steps']:,} operations ({share:.2%}), "
                    f"in {len(report['lost_by_rule'])} rules (see the report)")
+    flows = report.get("flows", [])
+    if flows:
+        by: dict[str, list[str]] = {}
+        for f in flows:
+            by.setdefault(f["status"], []).append(f["flow"])
+        out.append("callers' flows: " + "; ".join(
+            f"{len(names)} {status}" + ("" if status == "pass" else f" ({', '.join(names)})")
+            for status, names in sorted(by.items(), key=lambda kv: FLOW_ORDER.index(kv[0]))))
     run = report["run"]
     if run["interrupted"]:
         out.append(f"interrupted ({run['interrupted']}): the report covers the part of the run before it")

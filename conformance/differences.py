@@ -55,12 +55,14 @@ class Column:
     identity: dict[str, str]
     options: dict[str, str]
     cells: dict[str, Cell] = field(default_factory=dict)  # rule → cell, for the rules of its report
+    flows: dict[str, str] = field(default_factory=dict)  # callers' flow → its result in that report
 
 
 @dataclass
 class Table:
     columns: list[Column]
     rules: list[str]
+    flows: list[str] = field(default_factory=list)  # the callers' flows of any report, in their order
 
     def cell(self, rule: str, column: Column) -> Cell:
         return column.cells.get(rule, Cell(NOT_APPLICABLE))
@@ -113,12 +115,13 @@ def load(paths: list[Path], skip: Path | None = None) -> Table:
     for data in reports:
         cells = {r["rule"]: Cell(label(r), r.get("reason", "") if r["status"] in ("xfail", "skip") else "")
                  for r in data["results"]}
+        flows = {f["flow"]: f["status"] for f in data.get("flows", [])}
         columns.append(Column(header(data), data["adapter"], data["profile"], data.get("hypothesis_profile", ""),
-                              dict(data.get("identity") or {}), dict(data.get("options") or {}), cells))
+                              dict(data.get("identity") or {}), dict(data.get("options") or {}), cells, flows))
     columns.sort(key=lambda c: (c.header, sorted(c.options.items()), c.search))
     _unique_headers(columns)
     rules = sorted({rule for c in columns for rule in c.cells})
-    return Table(columns, rules)
+    return Table(columns, rules, list(dict.fromkeys(f for c in columns for f in c.flows)))
 
 
 def _unique_headers(columns: list[Column]) -> None:
@@ -191,11 +194,20 @@ def markdown(table: Table) -> str:
             "|---|" + "---|" * len(table.columns)]
     totals = [table.totals(c) for c in table.columns]
     out += [f"| {MARK[name]} {name} | " + " | ".join(str(t[name]) for t in totals) + " |" for name in CELLS]
+    if table.flows:
+        out += ["", "## Callers' flows", "", "| flow | " + " | ".join(_md(c.header) for c in table.columns) + " |",
+                "|---|" + "---|" * len(table.columns)]
+        out += [f"| {flow} | " + " | ".join(_flow_cell(c.flows.get(flow)) for c in table.columns) + " |"
+                for flow in table.flows]
     out += ["", "## Every rule", "", *grid(table.rules)]
     if notes:
         out += ["", "## Known deviations", ""]
         out += [f"[^{n}]: {_md(col)}: {_md(reason)}" for (col, reason), n in notes.items()]
     return "\n".join(out) + "\n"
+
+
+def _flow_cell(status: str | None) -> str:
+    return f"{MARK[status]} {status}" if status else "— not run"
 
 
 def _results_only(text: str) -> list[str]:
@@ -240,6 +252,11 @@ def html(table: Table) -> str:
             + "".join(f"<th>{h.escape(c.header)}</th>" for c in table.columns) + "</tr>"
             + "".join(f"<tr><td>{MARK[name]} {name}</td>" + "".join(f"<td>{t[name]}</td>" for t in totals) + "</tr>"
                       for name in CELLS) + "</table>",
+            *(["<h2>Callers' flows</h2><table><tr><th>flow</th>"
+               + "".join(f"<th>{h.escape(c.header)}</th>" for c in table.columns) + "</tr>"
+               + "".join(f"<tr><td>{h.escape(flow)}</td>" + "".join(
+                   f"<td>{h.escape(_flow_cell(c.flows.get(flow)))}</td>" for c in table.columns) + "</tr>"
+                         for flow in table.flows) + "</table>"] if table.flows else []),
             "<h2>Every rule</h2>", grid(table.rules)]
     if notes:
         items = [f"<li value='{n}'>{h.escape(col)}: {h.escape(reason)}</li>" for (col, reason), n in notes.items()]
@@ -254,6 +271,7 @@ def as_json(table: Table) -> dict[str, Any]:
             "rules": {rule: {c.header: {"cell": table.cell(rule, c).label, "reason": table.cell(rule, c).reason}
                              for c in table.columns} for rule in table.rules},
             "totals": {c.header: table.totals(c) for c in table.columns},
+            "flows": {flow: {c.header: c.flows.get(flow) for c in table.columns} for flow in table.flows},
             "differences": table.differing()}
 
 

@@ -21,7 +21,7 @@ from ashcheck.conformance.handles import FdRef, MapRef, Ref
 from ashcheck.conformance.harness import Harness
 from ashcheck.conformance.observe import Watch
 from ashcheck.conformance.quarantine import involved
-from ashcheck.conformance.strategies import AnyFd, AnyMap, Around, Focus, Units
+from ashcheck.conformance.strategies import AnyFd, AnyMap, Around, Focus, NameInUse, Units
 from ashcheck.spec import ops as o
 from ashcheck.spec.constants import PROT_WRITE, page_align
 from ashcheck.spec.outcome import Kind, Outcome
@@ -79,6 +79,13 @@ class Driver:
         if span.how == "inside" and e - s >= 2:  # one page strictly inside, chosen by the index
             first = last = s + 1 + span.index % (e - s - 1)
         return first * self.page, (last - first + 1) * self.page
+
+    def name(self, drawn: bytes | NameInUse) -> bytes:
+        """A drawn name as it is, or the name of a region in use (the index-th most recently used)."""
+        if isinstance(drawn, bytes):
+            return drawn
+        regions = [self.h.model.regions[rid] for rid in self.recent if rid in self.h.model.regions]
+        return regions[drawn.index % len(regions)].name if regions else b""
 
     def size_of(self, ref: FdRef) -> int:
         """The size of the region behind `ref` as the model knows it (0 if none)."""

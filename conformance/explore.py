@@ -1,5 +1,5 @@
 """Running the conformance tests against one adapter: the exploration shards, the exhaustive
-small-domain tables, and what a test reports afterwards.
+small-domain tables, the callers' flows, and what a test reports afterwards.
 
 Each function runs to the end whatever it finds (the harness records violations and sets aside
 what they made uncertain), shrinks the program of each rule it newly found violated, and returns
@@ -18,11 +18,11 @@ from hypothesis.internal.conjecture import providers
 from hypothesis.stateful import run_state_machine_as_test
 
 from ashcheck.adapters.base import Adapter
-from ashcheck.conformance import exhaustive
+from ashcheck.conformance import exhaustive, flows
 from ashcheck.conformance.harness import Harness
 from ashcheck.conformance.machines import Conformance
 from ashcheck.conformance.replay import addressable
-from ashcheck.conformance.results import RECORDER, Recorder
+from ashcheck.conformance.results import RECORDER, FlowResult, Recorder
 from ashcheck.conformance.settings import Profile
 from ashcheck.conformance.shrink import shrink_evidence
 
@@ -94,6 +94,13 @@ def tables(adapter: Adapter, profile: Profile, *, shrink: bool = True) -> list[s
             if fd < 0 and out is not None and out.succeeded and isinstance(out.value, int):
                 fd = out.value
     return _finish(adapter, profile, before, shrink)
+
+
+def flow(adapter: Adapter, profile: Profile, name: str, *, shrink: bool = True) -> tuple[FlowResult, list[str]]:
+    """One named flow (flows.py): its result, kept by the recorder, and the rules it newly found violated."""
+    before = _violated(RECORDER)
+    result = RECORDER.flows[name] = flows.run(adapter, name)
+    return result, _finish(adapter, profile, before, shrink)
 
 
 def _violated(recorder: Recorder) -> set[str]:

@@ -38,6 +38,10 @@ class Harness:
         self.trace: list[tuple[Op, Outcome]] = []
         self.quarantine = Quarantine()
         self.violated: list[str] = []  # rules violated in this test case, in order (deviations not included)
+        self.deviated: list[str] = []  # declared deviations seen in this test case
+        self.judged: dict[str, int] = {}  # rule → steps it allowed in this test case, first judged first
+        self.not_performed = 0  # steps not performed: unsupported, set aside, or past what the spec follows
+        self.lost = 0  # steps whose transport was lost
         recorder.totals.examples += 1
 
     @property
@@ -52,23 +56,28 @@ class Harness:
     def step(self, op: Op) -> Outcome | None:
         """Perform and judge `op`; its outcome, or None when it was not performed."""
         if type(op) in self.adapter.unsupported:
+            self.not_performed += 1
             return None
         if self.quarantine.blocks(self.model, op):
             self.recorder.totals.set_aside += 1
+            self.not_performed += 1
             return None
         try:
             branches = self.spec.allowed(op)
         except SpecLimit:
             self.quarantine.set_aside(self.model, op)
+            self.not_performed += 1
             return None
         if self.quarantine.blocks(self.model, op):  # allowed() may have set a region aside
             self.recorder.totals.set_aside += 1
+            self.not_performed += 1
             return None
         observed = self.adapter.perform(op)
         self.trace.append((op, observed))
         self.recorder.totals.steps += 1
         if observed.kind is Kind.INDETERMINATE:
             self.recorder.totals.lost += 1
+            self.lost += 1
             for rule in dict.fromkeys(b.rule for b in branches):
                 self.recorder.get(rule).lost += 1
             self.quarantine.set_aside(self.model, op, lost=True)
@@ -85,6 +94,7 @@ class Harness:
             return
         evidence = self.recorder.get(verdict.rule)
         if verdict.ok:
+            self.judged[verdict.rule] = self.judged.get(verdict.rule, 0) + 1
             if observed.emulated:
                 evidence.emulated += 1
             else:
@@ -94,6 +104,8 @@ class Harness:
         self.quarantine.set_aside(self.model, op)
         if verdict.rule in self.adapter.deviations:
             evidence.deviated += 1
+            if verdict.rule not in self.deviated:
+                self.deviated.append(verdict.rule)
             return
         evidence.violated += 1
         if verdict.rule not in self.violated:

@@ -6,6 +6,8 @@ JUnit has pass, failure, error and skipped; the labels map to them as:
     fail                    <failure>, with the violating step, the steps and the reproducer
     known deviation         <skipped type="known deviation"> with the declared reason
     skip, not exercised     <skipped> with the reason
+    (a callers' flow)       a test case `flow.<name>`: failed (its steps, the rules violated), skipped
+                            (skip, lost, incomplete: with the reason), or passed
     (the run itself)        an <error> test case `ashcheck.run` when the run was interrupted, lost too
                             many outcomes, or failed outside any rule; absent otherwise
 """
@@ -61,6 +63,16 @@ def xml(report: dict[str, Any]) -> str:
                  else []) + ([f"lost outcomes: {r['lost']}"] if r.get("lost") else [])
         if notes:
             ET.SubElement(case, "system-out").text = "\n".join(notes)
+    flows = report.get("flows", [])
+    for f in flows:
+        case = ET.SubElement(suite, "testcase", classname="flow", name=f["flow"], time="0")
+        if f["status"] == "fail":
+            failures += 1
+            ET.SubElement(case, "failure", message=_text(f["reason"]), type="ashcheck.flow").text = _text(
+                "\n".join([f["doc"], "", "steps:", *steps_as_lines(f.get("steps", []))]))
+        elif f["status"] != "pass":
+            skipped += 1
+            ET.SubElement(case, "skipped", type=f["status"], message=_text(f["reason"]))
     problems = ([f"interrupted: {run['interrupted']}"] if run["interrupted"] else []) + run.get("problems", [])
     if report.get("error"):
         problems.insert(0, f"the adapter could not start: {report['error']}")
@@ -68,7 +80,7 @@ def xml(report: dict[str, Any]) -> str:
         errors += 1
         case = ET.SubElement(suite, "testcase", classname="ashcheck", name="run", time="0")
         ET.SubElement(case, "error", message=_text(problems[0]), type="ashcheck.run").text = _text("\n".join(problems))
-    suite.set("tests", str(len(report["results"]) + (1 if problems else 0)))
+    suite.set("tests", str(len(report["results"]) + len(flows) + (1 if problems else 0)))
     suite.set("failures", str(failures))
     suite.set("errors", str(errors))
     suite.set("skipped", str(skipped))

@@ -48,6 +48,7 @@ from ashcheck.conformance import strategies as S
 from ashcheck.conformance.driver import WHOLE, Driver
 from ashcheck.conformance.handles import MapRef, Ref
 from ashcheck.spec import ops as o
+from ashcheck.spec.constants import SEEK_DATA, SEEK_HOLE
 from ashcheck.spec.state import FdKind
 
 
@@ -151,10 +152,10 @@ class Conformance(RuleBasedStateMachine):
 
     # regions ---------------------------------------------------------------------------------
     @kind(weight=2, proc=PROC, name=S.NAMES, size=S.SMALL_SIZES)
-    def ashmem_create_region(self, proc: int, name: bytes, size: tuple[int, int]) -> None:
+    def ashmem_create_region(self, proc: int, name: bytes | S.NameInUse, size: tuple[int, int]) -> None:
         p = self.d.proc(proc)
         if p is not None:
-            self.d.new_fds(o.CreateRegion(p, name, size[0] * self.d.page + size[1]))
+            self.d.new_fds(o.CreateRegion(p, self.d.name(name), size[0] * self.d.page + size[1]))
 
     @kind(proc=PROC, needs=(Capability.ASHMEM_DEVICE,))
     def open_ashmem(self, proc: int) -> None:
@@ -169,8 +170,9 @@ class Conformance(RuleBasedStateMachine):
             self.d.new_fds(o.OpenPath(p))
 
     @kind(r=REGION, name=S.NAME_OR_NULL)
-    def ashmem_set_name(self, r: Ref, name: bytes | None) -> None:
-        self.d.on_region(r, lambda p, f: o.SetName(p, f, name))
+    def ashmem_set_name(self, r: Ref, name: bytes | S.NameInUse | None) -> None:
+        chosen = None if name is None else self.d.name(name)
+        self.d.on_region(r, lambda p, f: o.SetName(p, f, chosen))
 
     @kind(r=REGION)
     def ashmem_get_name(self, r: Ref) -> None:
@@ -322,9 +324,30 @@ class Conformance(RuleBasedStateMachine):
             if self.d.on_fd(other, o.Close) is None:
                 return
 
-    @kind(r=REGION, offset=S.SEEK_OFFSETS, whence=S.WHENCES)
-    def lseek(self, r: Ref, offset: S.Units, whence: int) -> None:
-        self.d.on_region(r, lambda p, f: o.Lseek(p, f, self.d.bytes_of(offset), whence))
+    @kind(weight=2, r=REGION, offset=S.SEEK_OFFSETS, whence=S.WHENCES, count=S.READ_COUNTS)
+    def lseek(self, r: Ref, offset: S.Units, whence: int, count: int) -> None:
+        """lseek, and where it moved the position, a read from there: a caller seeks to read (so
+        positions at the edges, LONG_MAX included, meet read's own checks)."""
+        fd = self.d.resolve(r)
+        if fd is not None:
+            at = self.d.bytes_of(offset, self.d.size_of(fd))
+            out = self.d.on_fd(fd, lambda p, f: o.Lseek(p, f, at, whence))
+            if out is not None and out.succeeded:
+                self.d.on_fd(fd, lambda p, f: o.Read(p, f, count))
+
+    @kind(r=REGION)
+    def seek_data_and_holes(self, r: Ref) -> None:
+        """Walk the region as a sparse copy does (cp, rsync): SEEK_DATA from where the last hole
+        began, then SEEK_HOLE from the data found, to the end. Every page the backing file holds,
+        and every hole a purge punched, is found in turn."""
+        fd = self.d.resolve(r)
+        pos = 0
+        for _ in range(S.SEEK_WALK):
+            for whence in (SEEK_DATA, SEEK_HOLE):
+                out = None if fd is None else self.d.step(o.Lseek(fd.proc, fd.fd, pos, whence))
+                if out is None or not out.succeeded or not isinstance(out.value, int):
+                    return
+                pos = out.value
 
     @kind(r=REGION, count=S.READ_COUNTS)
     def read(self, r: Ref, count: int) -> None:
@@ -387,10 +410,10 @@ class Conformance(RuleBasedStateMachine):
 
     # scenarios -------------------------------------------------------------------------------
     @kind(r=REGION, name=S.NAMES, scenario=True)
-    def ashmem_set_name_and_read_back(self, r: Ref, name: bytes) -> None:
+    def ashmem_set_name_and_read_back(self, r: Ref, name: bytes | S.NameInUse) -> None:
         fd = self.d.resolve(r)
         if fd is not None:
-            scenarios.set_name_and_read_back(self.d, fd, name)
+            scenarios.set_name_and_read_back(self.d, fd, self.d.name(name))
 
     @kind(r=REGION, length=S.NAME_LIMITS, scenario=True)
     def ashmem_name_at_the_limit(self, r: Ref, length: int) -> None:

@@ -9,7 +9,9 @@ by luck much later. After each step, in this order:
    mappings are filled with fresh data, everything purgeable is purged, and every page is looked
    at: a released region's memory is no longer purgeable, however it was unpinned;
 3. pins: GET_PIN_STATUS of every page of the regions a step touched;
-4. data: loads of mapped pages, judged against what the spec knows (the bytes, or zero where
+4. new mappings: the first page of each mapping a step made is loaded at once: a mapping must show
+   the region's data from its first load (not another region's pages, not stale or shifted ones);
+5. data: loads of mapped pages, judged against what the spec knows (the bytes, or zero where
    purged): a few pages after a step that may change data (the adapter's `checks_per_step`, in
    turn, so that over a test case every page is seen), every page after a purge or an exit.
 
@@ -52,12 +54,15 @@ class Watch:
         self.touched: set[int] = set()   # regions whose pin state a step may have changed
         self.released: set[int] = set()  # regions a step released while a mapping still holds them
         self.cursor = 0  # where the next partial data check starts, over all mapped pages
+        self.new_maps: list[MapRef] = []  # mappings made since the last look
 
     def note(self, op: o.Op, regions: set[int], out: Outcome) -> None:
         """`op` was performed; `regions` are those it named (taken before it ran)."""
         model = self.d.h.model
         if isinstance(op, o.Close | o.Exit):
             self.released |= {rid for rid in regions if self._released_while_mapped(rid)}
+        if isinstance(op, o.Mmap) and out.succeeded:
+            self.new_maps.append(MapRef(op.proc, op.map_id))
         if isinstance(op, FD_CHANGING):
             self.changed_tables |= {op.proc} | ({op.dst} if isinstance(op, o.BinderSend) else set())
         self.data_dirty = self.data_dirty or isinstance(op, DATA_CHANGING)
@@ -72,6 +77,7 @@ class Watch:
         self.fd_tables()
         self.release()
         self.pins()
+        self.first_pages()
         self.data()
         self.data_dirty = self.full_check = False
         self.released = set()
@@ -124,6 +130,16 @@ class Watch:
                     return
                 budget -= 1
                 d.step(o.GetPinStatus(holder.proc, holder.fd, page * d.page, d.page))
+
+    def first_pages(self) -> None:
+        """Load the first page of every readable mapping made since the last look."""
+        d = self.d
+        made, self.new_maps = self.new_maps, []
+        for ref in made:
+            m = d.mapping(ref)
+            region = None if m is None else d.h.model.regions.get(m.rid)
+            if m is not None and m.prot & PROT_READ and region is not None and not region.untracked:
+                d.step(o.Load(ref.proc, ref.map_id, 0, min(d.page, d.span(m))))
 
     def data(self) -> None:
         """Load mapped pages and let the spec judge their bytes (see the module doc)."""

@@ -5,7 +5,7 @@
 
 It provides the `adapter` fixture (the adapter under test, started once per test process; a
 project may override the fixture to supply its own instance) and the `ashcheck_profile` fixture,
-parametrizes the exploration's shards, and at the end of the session writes the per-rule evidence
+parametrizes the exploration's shards and the callers' flows, and at the end of the session writes the per-rule evidence
 of this process (one file per xdist worker) for `ashcheck run` to merge.
 
 It changes nothing for test suites that do not use it: no Hypothesis profile is loaded or
@@ -96,9 +96,15 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if Path(metafunc.module.__file__).parent == HERE and "shard" in metafunc.fixturenames:
+    if Path(metafunc.module.__file__).parent != HERE:
+        return
+    if "shard" in metafunc.fixturenames:
         profile = PROFILES[metafunc.config.getoption("ashcheck_profile")]
         metafunc.parametrize("shard", range(profile.shards))
+    if "flow_name" in metafunc.fixturenames:
+        from ashcheck.conformance.flows import FLOWS
+
+        metafunc.parametrize("flow_name", list(FLOWS))
 
 
 @pytest.fixture(scope="session")

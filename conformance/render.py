@@ -1,6 +1,7 @@
 """report.md and report.html of one run (report.py builds the data): the summary, then failures with
-their steps inline and a link to their reproducer, declared deviations seen, lost outcomes per rule,
-every rule, the run's settings, and the full citation of every source tag the rules use."""
+their steps inline and a link to their reproducer, the callers' flows, declared deviations seen, lost
+outcomes per rule, every rule, the run's settings, and the full citation of every source tag the
+rules use."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from typing import Any
 from ashcheck.conformance.report import LABELS, label, ordered, steps_as_lines
 
 MARK = {"fail": "❌", "known deviation": "⚠️", "not exercised": "❔", "skip": "⏭", "pass, emulated": "☑️",
-        "pass": "✅", "not applicable": "—"}
+        "pass": "✅", "not applicable": "—", "lost": "🔌", "incomplete": "❔"}
 COLOR = {"fail": "#ffd0d0", "known deviation": "#fff2c0", "not exercised": "#e0e8ff", "skip": "#e8e8e8",
-         "pass, emulated": "#e6f7d4", "pass": "#d4f7d4", "not applicable": "#ffffff"}
+         "pass, emulated": "#e6f7d4", "pass": "#d4f7d4", "not applicable": "#ffffff", "lost": "#e0e8ff",
+         "incomplete": "#e0e8ff"}
+FLOWS_INTRO = ("What your callers do, checked: each flow is the order of calls real code uses, run in every "
+               "run; its steps are judged by the rules listed.")
 STYLE = ("body{font-family:sans-serif;margin:2em;max-width:80em}table{border-collapse:collapse;margin:1em 0}"
          "td,th{border:1px solid #999;padding:4px;vertical-align:top;text-align:left}"
          "pre{white-space:pre-wrap;background:#f6f6f6;padding:.5em}.warn{background:#fff2c0;padding:.5em}")
@@ -112,6 +116,7 @@ def markdown(report: dict[str, Any]) -> str:
         out += ["## Failures", ""]
         for r in failures:
             out += _md_failure(r)
+    out += _md_flows(report.get("flows", []))
     deviations = [r for r in results if r["status"] == "xfail"]
     if deviations:
         out += ["## Known deviations seen", "", "| rule | declared reason | violations seen |", "|---|---|---|"]
@@ -137,6 +142,26 @@ def markdown(report: dict[str, Any]) -> str:
         out += ["", "## Sources", "", "| tag | citation |", "|---|---|"]
         out += [f"| {tag} | {_cell(text)} |" for tag, text in report["citations"].items()]
     return "\n".join(out) + "\n"
+
+
+def _flow_note(f: dict[str, Any]) -> str:
+    return str(f["reason"] or f["doc"])
+
+
+def _md_flows(flows: list[dict[str, Any]]) -> list[str]:
+    if not flows:
+        return []
+    out = ["## Callers' flows", "", FLOWS_INTRO, "", "| flow | result | rules its steps were judged by | note |",
+           "|---|---|---|---|"]
+    for f in flows:
+        rules = ", ".join(f"`{r}`" for r in sorted({*f["rules"], *f["violated"]}))
+        out.append(f"| **{f['flow']}**: {_cell(f['title'])} | {MARK[f['status']]} {f['status']} | {rules or '—'} | "
+                   f"{_cell(_flow_note(f))} |")
+    for f in flows:
+        if f["status"] == "fail" and f.get("steps"):
+            out += ["", f"Steps of the failing flow **{f['flow']}**:", "", "```text", *steps_as_lines(f["steps"]),
+                    "```"]
+    return [*out, ""]
 
 
 def _md_failure(r: dict[str, Any]) -> list[str]:
@@ -186,6 +211,16 @@ def html(report: dict[str, Any]) -> str:
     if failures:
         body.append("<h2>Failures</h2>")
         body += [_html_failure(r) for r in failures]
+    flows = report.get("flows", [])
+    if flows:
+        body += ["<h2>Callers' flows</h2>", f"<p>{h.escape(FLOWS_INTRO)}</p>", _table(
+            ["flow", "result", "rules its steps were judged by", "note"],
+            [[f"<b>{h.escape(f['flow'])}</b>: {h.escape(f['title'])}", f"{MARK[f['status']]} {h.escape(f['status'])}",
+              ", ".join(f"<code>{h.escape(r)}</code>" for r in sorted({*f["rules"], *f["violated"]})),
+              h.escape(_flow_note(f))
+              + (f"<pre>{h.escape(chr(10).join(steps_as_lines(f['steps'])))}</pre>"
+                 if f["status"] == "fail" and f.get("steps") else "")] for f in flows],
+            [COLOR[f["status"]] for f in flows])]
     deviations = [r for r in results if r["status"] == "xfail"]
     if deviations:
         body += ["<h2>Known deviations seen</h2>", _table(

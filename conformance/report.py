@@ -1,7 +1,8 @@
 """The report of one run: what `ashcheck run` writes into its `--report` folder.
 
     report.json      for machines: the run's settings, totals, and one result per rule
-    report.md        for people (render.py), failures first, with their steps inline
+    report.md        for people (render.py), failures first, with their steps inline, then the
+                     callers' flows (flows.py), each with the rules its steps were judged by
     report.html      the same as a page
     junit.xml        one test case per rule, for CI systems (junit.py)
     reproducers/     one standalone script per failing rule (replay.py)
@@ -63,14 +64,25 @@ def steps_as_lines(steps: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def flow_rows(flows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The callers' flows (flows.py) as the report lists them, in their declared order: name, title,
+    whose flow it is, status, the rules their steps were judged by, and the steps."""
+    from ashcheck.conformance.flows import FLOWS
+
+    return [{"flow": name, "title": f.title, "doc": f.doc, **flows[name]} for name, f in FLOWS.items()
+            if name in flows]
+
+
 def build(*, adapter: str, options: dict[str, str], meta: dict[str, Any], results: list[dict[str, Any]],
-          totals: dict[str, int], run: dict[str, Any]) -> dict[str, Any]:
+          totals: dict[str, int], run: dict[str, Any],
+          flows: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """The report as report.json holds it.
 
     adapter: as given with --adapter; options: its --adapter-option values; meta: the adapter's
     description written by the test processes (plugin.py: profile, capabilities, deviations,
     unsupported operations, identity); results: results.statuses(); totals: results.Totals as a
-    dict; run: the run's settings and how it ended (cli.py)."""
+    dict; run: the run's settings and how it ended (cli.py); flows: flow name → results.FlowResult
+    as a dict."""
     for result in results:
         result["label"] = label(result)
         result["citations"] = cite(result["source"])
@@ -81,7 +93,8 @@ def build(*, adapter: str, options: dict[str, str], meta: dict[str, Any], result
             "capabilities": meta.get("capabilities", []), "deviations": meta.get("deviations", {}),
             "unsupported": meta.get("unsupported", {}), "run": run, "totals": totals,
             "counts": counts(results), "lost_by_rule": {r["rule"]: r["lost"] for r in results if r.get("lost")},
-            "results": results, "citations": {tag: BY_TAG[tag].citation() for tag in used}}
+            "results": results, "flows": flow_rows(flows or {}),
+            "citations": {tag: BY_TAG[tag].citation() for tag in used}}
 
 
 def failed_to_start(*, adapter: str, options: dict[str, str], reason: str, run: dict[str, Any]) -> dict[str, Any]:
@@ -89,7 +102,7 @@ def failed_to_start(*, adapter: str, options: dict[str, str], reason: str, run: 
     return {"ashcheck_report": FORMAT, "adapter": adapter, "name": adapter, "profile": None,
             "hypothesis_profile": run["search"]["profile"], "options": options, "identity": {},
             "error": reason, "run": run, "totals": {}, "counts": counts([]), "lost_by_rule": {},
-            "results": [], "citations": {}}
+            "results": [], "flows": [], "citations": {}}
 
 
 def write(directory: Path, report: dict[str, Any]) -> list[Path]:

@@ -60,6 +60,22 @@ def _better(a: Evidence, b: Evidence) -> bool:
 
 
 @dataclass
+class FlowResult:
+    """How one named flow (flows.py) went: fail, lost (the transport was lost on some step), known
+    deviation (a declared deviation met, and what it set aside not performed), incomplete (some step
+    could not be performed), pass, or skip (capabilities missing)."""
+
+    status: str = "skip"
+    reason: str = ""
+    rules: dict[str, int] = field(default_factory=dict)  # rule → steps of the flow it allowed
+    violated: list[str] = field(default_factory=list)   # rules its steps violated
+    steps: list[dict[str, Any]] = field(default_factory=list)  # [{"op":…, "outcome":…}] as performed
+
+
+FLOW_ORDER = ("fail", "lost", "known deviation", "incomplete", "pass", "skip")  # the worse first
+
+
+@dataclass
 class Totals:
     """Counts over the whole run of one process."""
 
@@ -78,6 +94,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.rules: dict[str, Evidence] = {}
+        self.flows: dict[str, FlowResult] = {}
         self.totals = Totals()
         self.path: Path | None = None  # where to write, set by the plugin
         self._written = 0.0
@@ -87,6 +104,7 @@ class Recorder:
 
     def clear(self) -> None:
         self.rules.clear()
+        self.flows.clear()
         self.totals = Totals()
 
     def dump(self, path: Path | None = None) -> None:
@@ -96,6 +114,7 @@ class Recorder:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(json.dumps({"rules": {r: asdict(e) for r, e in self.rules.items()},
+                                   "flows": {f: asdict(r) for f, r in self.flows.items()},
                                    "totals": asdict(self.totals)}))
         tmp.replace(path)
         self._written = time.monotonic()
@@ -115,6 +134,17 @@ class Recorder:
                 merged.setdefault(rule, Evidence()).merge(Evidence(**ev))
             totals.merge(Totals(**data["totals"]))
         return merged, totals
+
+    @staticmethod
+    def load_flows(directory: Path) -> dict[str, FlowResult]:
+        """The flows of every test process (a flow that ran twice: its worse result)."""
+        merged: dict[str, FlowResult] = {}
+        for part in sorted(directory.glob("*.json")):
+            for name, data in json.loads(part.read_text()).get("flows", {}).items():
+                result = FlowResult(**data)
+                if name not in merged or FLOW_ORDER.index(result.status) < FLOW_ORDER.index(merged[name].status):
+                    merged[name] = result
+        return merged
 
 
 RECORDER = Recorder()

@@ -51,6 +51,13 @@ class AnyMap:
     index: int
 
 
+@dataclass(frozen=True)
+class NameInUse:
+    """The name of the index-th region recently used (Driver.name): a second region under a name
+    that is taken, as two processes that pick one constant do."""
+    index: int
+
+
 def pick(values: Sequence[Any]) -> Domain:
     """One of `values` (list a value twice to make it twice as likely)."""
     return lambda draws: values[next(draws) % len(values)]
@@ -98,7 +105,7 @@ NAME_LIMITS = pick([249, 250, 255, 256, 300])
 
 NAMES = mixed((2, pick([b"", b"region", b"a" * 255, b"b" * 256, b"c" * 300, b"d" * 249, b"e" * 250,
                         b"na\0me", b"new\nline", b"sp ace", b"\xff\xfe\x80", b"dev/ashmem"])),
-              (1, fresh_bytes(1, 12)))
+              (1, fresh_bytes(1, 12)), (1, lambda draws: NameInUse(next(draws) % 4)))
 NAME_OR_NULL = mixed((6, NAMES), (1, pick([None])))
 
 # Region sizes as (pages, extra bytes): bytes = pages * page + extra.
@@ -156,7 +163,8 @@ POSITIONS = pick([0, 8, 4092, 4096, 4112, 8191, 12288, 16376])
 LOAD_LENGTHS = pick([1, 8, 64, 4096])
 DATA = mixed((3, fresh_bytes(1, 8)), (1, pick([b"\x00" * 8, b"\xff" * 8])))
 
-SEEK_OFFSETS = pick([0, 1, 3, "byte", "neg", "unaligned", "max"])
-WHENCES = pick([0, 0, 1, 2, 5, 7, -1])  # not SEEK_DATA/SEEK_HOLE (3, 4): the spec does not model holes yet
+SEEK_OFFSETS = pick([0, 1, 2, 3, "byte", "odd", "end", "neg", "unaligned", "max"])
+SEEK_WALK = 9  # SEEK_DATA/SEEK_HOLE pairs of a walk at most: a region of 16 pages has at most 8 data runs
+WHENCES = pick([0, 0, 0, 1, 2, 3, 3, 4, 4, 5, 7, -1])  # SET, CUR, END, DATA, HOLE, and none of them
 READ_COUNTS = pick([1, 16, 4104])
 UNKNOWN_IOCTLS = pick([0, 11, 12, 255])

@@ -17,10 +17,8 @@ from dataclasses import dataclass, field
 
 from ashcheck.reference.cint import MAX_LFS_FILESIZE, PAGE_SHIFT, PAGE_SIZE, pages_in, s64
 from ashcheck.reference.errors import Fault, SyscallError
-from ashcheck.spec.constants import SEEK_CUR, SEEK_END
+from ashcheck.spec.constants import SEEK_CUR, SEEK_DATA, SEEK_END, SEEK_HOLE
 from ashcheck.spec.outcome import SIGBUS
-
-SEEK_DATA, SEEK_HOLE = 3, 4
 
 
 @dataclass(eq=False)

@@ -25,6 +25,7 @@ O_CLOEXEC = 0o2000000
 O_PATH = 0o10000000
 
 SEEK_SET, SEEK_CUR, SEEK_END = 0, 1, 2
+SEEK_DATA, SEEK_HOLE = 3, 4  # include/uapi/linux/fs.h
 SEEK_MAX = 4  # SEEK_HOLE; include/uapi/linux/fs.h
 MAX_ERRNO = 4095  # a syscall result in [-4095, -1] is an error (include/linux/err.h)
 MAX_LFS_FILESIZE = (1 << 63) - 1  # include/linux/fs.h, 64-bit
@@ -62,6 +63,16 @@ class AshmemIoctl(enum.IntEnum):
     UNPIN = _ioc(1, 8, 8)
     GET_PIN_STATUS = _ioc(0, 9, 0)  # _IO, yet the argument is a struct ashmem_pin pointer
     PURGE_ALL_CACHES = _ioc(0, 10, 0)
+
+
+def abi_number(cmd: AshmemIoctl, long_bits: int = 64) -> int:
+    """The request number a process of an ABI with `long_bits`-bit longs uses: SET_SIZE (size_t) and
+    SET_PROT_MASK (unsigned long) carry the argument's size, so a 32-bit process sends the numbers
+    that the driver's compat_ioctl translates (COMPAT_ASHMEM_SET_SIZE, COMPAT_ASHMEM_SET_PROT_MASK;
+    drivers/staging/android/ashmem.c compat_ashmem_ioctl, 5.10). The others are the same in every ABI."""
+    if long_bits == 64 or cmd not in (AshmemIoctl.SET_SIZE, AshmemIoctl.SET_PROT_MASK):
+        return int(cmd)
+    return _ioc(1, cmd & 0xFF, long_bits // 8)
 
 
 def ashmem_io(nr: int) -> int:

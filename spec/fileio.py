@@ -8,7 +8,13 @@ ashmem.md §1.4; memfd = mm/shmem.c shmem_file_write_iter / shmem_write_begin):
 - ashmem: read with size 0 returns EOF; before the first mmap it is EBADF; then it reads the
   backing file from the position, up to the size (purged pages read as zeros).
   lseek with a whence above SEEK_MAX is EINVAL before the driver is asked (fs/read_write.c
-  ksys_lseek), then size 0 is EINVAL, before the first mmap EBADF, then ordinary SEEK_SET/CUR/END.
+  ksys_lseek), then size 0 is EINVAL, before the first mmap EBADF, then ordinary SEEK_SET/CUR/END
+  on the backing file (vfs_llseek; its position is copied back).
+- SEEK_DATA / SEEK_HOLE (shmem_file_llseek, both profiles) answer from the pages the backing file
+  holds (state.Mem.present: faulted in through a mapping or written, not yet purged): an offset
+  below 0 or at or past the size is ENXIO; SEEK_DATA returns the offset if its page is held, else
+  the start of the next held page, else ENXIO; SEEK_HOLE the offset if its page is a hole, else
+  the start of the next hole, else the size.
 - ashmem has no write operation: write() is EINVAL (vfs_write without FMODE_CAN_WRITE).
 - Before any file's own read or write, rw_verify_area: an end (position + count) past LONG_MAX is
   EINVAL (a read at position 2^63 - 1 is not EOF).
@@ -22,9 +28,19 @@ from __future__ import annotations
 import errno
 
 from ashcheck.spec.branch import Branch, ebadf, fails
-from ashcheck.spec.constants import MAX_LFS_FILESIZE, PROT_WRITE, SEEK_CUR, SEEK_END, SEEK_MAX, SEEK_SET
+from ashcheck.spec.constants import (
+    MAX_LFS_FILESIZE,
+    PROT_WRITE,
+    SEEK_CUR,
+    SEEK_DATA,
+    SEEK_END,
+    SEEK_HOLE,
+    SEEK_MAX,
+    SEEK_SET,
+    page_align,
+)
 from ashcheck.spec.ops import Lseek, Read, Write
-from ashcheck.spec.outcome import Outcome, ok
+from ashcheck.spec.outcome import Outcome, err, ok
 from ashcheck.spec.rules import Rule, declare
 from ashcheck.spec.state import Kernel, Mem, Region
 
@@ -49,6 +65,12 @@ declare(
          "(the loff_t sum may wrap) or past MAX_LFS_FILESIZE, or an unknown whence, is EINVAL (the whence "
          "first, in ksys_lseek)",
          "fs/read_write.c ksys_lseek, generic_file_llseek_size, 5.10; " + OBS),
+    Rule("fd.lseek.hole-data", "lseek() SEEK_DATA/SEEK_HOLE answers from the pages the backing file holds "
+         "(faulted in through a mapping or written, not purged since): ENXIO for an offset below 0 or at or "
+         "past the size and for SEEK_DATA with no data after it; SEEK_HOLE finds the size when no hole is left "
+         "(5.10, for a size within a page of 2^63: the offset itself, its loff_t arithmetic overflowing)",
+         "mm/shmem.c shmem_file_llseek, shmem_seek_hole_data, 5.10; mm/filemap.c mapping_seek_hole_data, 6.1; "
+         + C + " ashmem_llseek (vfs_llseek on the backing file), 5.10; observed on Debian 5.10.223"),
     Rule("ashmem.write.einval", "write() on an ashmem fd is EINVAL: the driver has no write operation",
          C + " ashmem_fops; fs/read_write.c vfs_write; " + OBS, profiles=A),
     Rule("memfd.write.stores", "memfd mode: write() stores at the position; growing is EPERM (F_SEAL_GROW)",
@@ -115,6 +137,8 @@ def lseek(k: Kernel, op: Lseek) -> list[Branch]:
             return fails("ashmem.lseek.size-zero", errno.EINVAL)
         if not region.materialized:
             return fails("ashmem.lseek.not-mapped", errno.EBADF)
+    if op.whence in (SEEK_DATA, SEEK_HOLE):
+        return _hole_or_data(k, op, region)
     base = {SEEK_SET: 0, SEEK_CUR: region.pos, SEEK_END: region.size}.get(op.whence)
     new = None if base is None else _loff_t(base + op.offset)  # the sum is a loff_t: it may wrap
     if new is None or not 0 <= new <= MAX_LFS_FILESIZE:  # generic_file_llseek_size / vfs_setpos
@@ -124,6 +148,52 @@ def lseek(k: Kernel, op: Lseek) -> list[Branch]:
         region.pos = new
 
     return [Branch(_tagged(k, op.proc, op.fd, "fd.lseek.position"), ok(new), effect)]
+
+
+def _hole_or_data(k: Kernel, op: Lseek, region: Region) -> list[Branch]:
+    """One branch per answer over the possible worlds (a purge the shrinker may have made is a hole)
+    and over the two ways kernels compute it for a size within a page of MAX_LFS_FILESIZE."""
+    rule = _tagged(k, op.proc, op.fd, "fd.lseek.hole-data")
+    if not 0 <= op.offset < region.size:
+        return fails(rule, errno.ENXIO)
+    groups: dict[int | None, list[Mem]] = {}
+    data = op.whence == SEEK_DATA
+    for world in region.worlds:
+        answers = (_seek(world, op.offset, region.size, data, k.page, wraps) for wraps in (False, True))
+        for found in dict.fromkeys(answers):
+            groups.setdefault(found, []).append(world)
+
+    def keep(found: int | None, worlds: list[Mem]) -> Branch:
+        def effect(_: Outcome) -> None:
+            region.worlds = worlds
+            if found is not None:
+                region.pos = found
+        return Branch(rule, err(errno.ENXIO) if found is None else ok(found), effect)
+
+    return [keep(found, ws) for found, ws in groups.items()]
+
+
+def _seek(world: Mem, offset: int, size: int, data: bool, page: int, wraps: bool) -> int | None:
+    """shmem_seek_hole_data's answer in one world: a position, or None for ENXIO. `wraps`: as 5.10's
+    shmem_file_llseek computes it, in loff_t, where (i_size + PAGE_SIZE - 1) overflows for a size
+    within a page of MAX_LFS_FILESIZE and the page found, shifted back, wraps negative (observed on
+    5.10.223: SEEK_DATA at 0 of an untouched region of 2^63 - 1 bytes returns 0); 6.x's
+    mapping_seek_hole_data does not overflow."""
+    # an arithmetic shift of the wrapped loff_t, then a pgoff_t; or the page count as it is
+    end = (_loff_t(size + page - 1) // page) & ((1 << 64) - 1) if wraps else page_align(size, page) // page
+    index = offset // page
+    if data:  # the first page held at or after index (the set is small; the region may be 2^63 bytes)
+        index = min((i for i in world.present if i >= index), default=end)
+    else:
+        while index in world.present:
+            index += 1
+    index = min(index, end)
+    found = _loff_t(index * page) if wraps else index * page
+    if found <= offset:
+        return offset
+    if found < size:
+        return found
+    return None if data else size
 
 
 def write(k: Kernel, op: Write) -> list[Branch]:

@@ -23,11 +23,15 @@ do_mmap and mm/mprotect.c; memfd = mm/shmem.c + memfd seals; ashmem.md §2, §6.
 - The first successful mmap materializes an ashmem region (sticky, even after munmap).
 - MAP_SHARED mappings, in every process and through every fd, see one set of pages. A page at or
   past the end of the file (ceil(size / PAGE) pages) is SIGBUS when touched.
+- A name is not an identity: two regions with equal names have pages of their own. A load that
+  would tell them apart (the other region holds other bytes there) is judged by that rule.
 - ashmem MAP_PRIVATE is anonymous zero memory of its own (vma_set_anonymous); memfd MAP_PRIVATE
   is a copy-on-write view of the file.
 - Loads need PROT_READ (PROT_NONE is SIGSEGV; a write- or exec-only mapping is readable on some
-  architectures and not on others), stores need PROT_WRITE (else SIGSEGV). A store goes byte by
-  byte upwards, so one that faults part-way has written the bytes before the faulting page.
+  architectures and not on others), stores need PROT_WRITE (else SIGSEGV). Loads and stores go
+  byte by byte upwards, so one that faults part-way has touched the pages before the faulting one.
+- A load or store through a file-backed mapping faults the file's page in (shmem_fault, SGP_CACHE),
+  zero or not; read() does not (SGP_READ). SEEK_DATA / SEEK_HOLE see those pages (fileio.py).
 - Mappings keep the memory after every fd is closed (ashmem_area doc: "Mappings do NOT pin this
   structure", the vma holds the backing file).
 - /proc/pid/maps names the mapping "/dev/ashmem/<name> (deleted)" ("/dev/ashmem (deleted)"
@@ -68,9 +72,13 @@ declare(
          "arch/x86/kernel/sys_x86_64.c sys_mmap (offset first); mm/mmap.c ksys_mmap_pgoff, do_mmap, 5.10"),
     Rule("mem.mmap.range", "mmap whose length page-aligns to 0 (wraps) or exceeds the address space is ENOMEM; "
          "one whose offset's page number plus the length passes what the file may map is EOVERFLOW "
-         "(a negative page-aligned offset included), before the driver is asked",
+         "(a negative page-aligned offset included), before the driver is asked. A 32-bit process's C library "
+         "checks first: an offset below 0 or of 2^44 or more is EINVAL (mmap2 counts pages in 32 bits), a "
+         "length (a 32-bit size_t) of PTRDIFF_MAX or more ENOMEM, even on a bad fd",
          "mm/mmap.c do_mmap, file_mmap_size_max, file_mmap_ok, get_unmapped_area; "
-         "arch/x86/kernel/sys_x86_64.c sys_mmap (an unsigned long offset), 5.10"),
+         "arch/x86/kernel/sys_x86_64.c sys_mmap (an unsigned long offset), 5.10; musl src/mman/mmap.c "
+         "(OFF_MASK, PTRDIFF_MAX); bionic libc/bionic/mmap.cpp mmap64; observed with a 32-bit executor on "
+         "Debian 5.10.223"),
     Rule("ashmem.mmap.size-zero", "mmap of a region whose size is 0 is EINVAL", C + "; " + OBS, profiles=A),
     Rule("ashmem.mmap.too-long", "mmap longer than PAGE_ALIGN(size) is EINVAL", C + "; " + OBS, profiles=A),
     Rule("ashmem.mmap.prot-outside-mask", "mmap asking for a prot bit outside the mask is EPERM, "
@@ -103,6 +111,11 @@ declare(
          "is EACCES (VM_MAY* cleared)", C + " calc_vm_may_flags; mm/mprotect.c; " + OBS, profiles=A),
     Rule("mem.load.shared", "a load through a MAP_SHARED mapping returns the region's bytes, the same "
          "through every fd, process and mapping", "mm/shmem.c; " + C),
+    Rule("ashmem.name.not-an-identity", "regions with equal names are independent: a load through one never "
+         "shows another's bytes (the name labels GET_NAME and /proc/pid/maps; nothing looks a region up by it, "
+         "unlike shm_open's)", "drivers/staging/android/ashmem.c, 5.10: ashmem_open allocates a new area on every "
+         "open, asma->name is read only by get_name and shmem_file_setup (the dentry name); "
+         "man 2 memfd_create (names 'do not affect the behavior of the file descriptor')"),
     Rule("ashmem.shrinker.any-time", "unpinned memory may read as the old bytes or as zeros: the "
          "shrinker purges whole unpinned ranges at any time (memfd mode never purges)",
          "ashmem_shrink_scan, 5.10; ashmem.md §3.5", profiles=A),
@@ -127,10 +140,15 @@ declare(
 def mmap(k: Kernel, op: Mmap) -> list[Branch]:
     if op.offset % k.page:  # arch sys_mmap checks the offset before it looks the fd up
         return fails("mem.mmap.generic-einval", errno.EINVAL)
+    if k.long_bits == 32:  # the C library's mmap64 → mmap2 (page units), before any syscall
+        if not 0 <= op.offset < LIBC32_OFFSET_LIMIT:
+            return fails("mem.mmap.range", errno.EINVAL)
+        if k.ulong(op.length) >= LIBC32_PTRDIFF_MAX:
+            return fails("mem.mmap.range", errno.ENOMEM)
     region = k.region_of(op.proc, op.fd)
     if region is None:
         return ebadf()
-    length, offset = op.length & SIZE_MAX, op.offset & SIZE_MAX  # size_t, unsigned long
+    length, offset = k.ulong(op.length), op.offset & SIZE_MAX  # size_t, unsigned long (the kernel's)
     if length == 0:
         return fails("mem.mmap.generic-einval", errno.EINVAL)
     pages = page_align(length, k.page) // k.page
@@ -141,8 +159,10 @@ def mmap(k: Kernel, op: Mmap) -> list[Branch]:
         return fails("mem.mmap.range", errno.EOVERFLOW)
     if size > TASK_SIZE_MOST:  # get_unmapped_area, before file_mmap_ok
         return fails("mem.mmap.range", errno.ENOMEM)
-    # between the least and the most TASK_SIZE the spec does not know this kernel's: ENOMEM may come first
-    maybe = [Branch("mem.mmap.range", err(errno.ENOMEM))] if size > TASK_SIZE_LEAST else []
+    # between the least and the most TASK_SIZE the spec does not know this kernel's: ENOMEM may come
+    # first; a 32-bit process's 4 GiB may have no gap that long
+    least = TASK32_ROOM if k.long_bits == 32 else TASK_SIZE_LEAST
+    maybe = [Branch("mem.mmap.range", err(errno.ENOMEM))] if size > least else []
     if size > limit or pgoff > (limit - size) // k.page:  # file_mmap_ok
         return [*maybe, Branch("mem.mmap.range", err(errno.EOVERFLOW))]
     return maybe + _mmap_checked(k, replace(op, length=length, offset=offset), region)
@@ -182,6 +202,9 @@ def _mmap_checked(k: Kernel, op: Mmap, region: Region) -> list[Branch]:
     return [fail] if certain else [Branch(rule, ok(None), effect), fail]
 
 
+LIBC32_OFFSET_LIMIT = 1 << 44  # musl's OFF_MASK: mmap2's page offset is a 32-bit unsigned long
+LIBC32_PTRDIFF_MAX = 2**31 - 1  # musl: len >= PTRDIFF_MAX is ENOMEM (bionic: the page-rounded len above it)
+TASK32_ROOM = 1 << 30  # a 32-bit process surely has a free gap this long, and perhaps no longer one
 UNKNOWN_MEMORY_FLOOR = 64 << 20  # every machine we run on has this much to spare
 
 
@@ -262,20 +285,32 @@ def load(k: Kernel, op: Load) -> list[Branch]:
     branches: list[Branch] = []
     if not m.prot & PROT_READ:  # write- or exec-only: readable on x86, not with exec-only pkeys
         branches.append(Branch("mem.load.segv", fault(SIGSEGV)))
-    if _first_bus_page(k, m, region, op.offset, op.length) is not None:
-        return [*branches, Branch("mem.sigbus-beyond-eof", fault(SIGBUS))]
+    bus = _first_bus_page(k, m, region, op.offset, op.length)
+    if bus is not None:  # the bytes before the bad page were read, their pages faulted in
+        faulted = _file_pages(k, m, op.offset, bus * k.page - op.offset)
+        return [*branches, Branch("mem.sigbus-beyond-eof", fault(SIGBUS), _keep(region, region.worlds, faulted))]
     groups: dict[bytes, list[Mem]] = {}
     for world in region.worlds:
         groups.setdefault(_view(k, m, world, op.offset, op.length), []).append(world)
     rule = _load_rule(k, m, region, op.offset, op.length)
+    faulted = _file_pages(k, m, op.offset, op.length)
     for data, worlds in groups.items():
-        branches.append(Branch(rule, ok(data), _keep(region, worlds)))
+        branches.append(Branch(rule, ok(data), _keep(region, worlds, faulted)))
     return branches
 
 
-def _keep(region: Region, worlds: list[Mem]) -> Callable[[Outcome], None]:
+def _file_pages(k: Kernel, m: Mapping, offset: int, length: int) -> set[int]:
+    """The backing file's pages that touching [offset, offset+length) of the mapping faults in:
+    none for anonymous memory (an ashmem MAP_PRIVATE mapping, a private page already copied)."""
+    if length <= 0 or not _file_backed(k, m):
+        return set()
+    pages = range(offset // k.page, (offset + length - 1) // k.page + 1)
+    return {m.offset // k.page + i for i in pages if m.shared or i not in m.private}
+
+
+def _keep(region: Region, worlds: list[Mem], faulted: set[int]) -> Callable[[Outcome], None]:
     def effect(_: Outcome) -> None:
-        region.worlds = worlds
+        region.worlds = list(dict.fromkeys(w.touch(faulted) for w in worlds))
     return effect
 
 
@@ -291,7 +326,18 @@ def _load_rule(k: Kernel, m: Mapping, region: Region, offset: int, length: int) 
         return "ashmem.shrinker.any-time"
     if any(r[2] for r in touched):
         return "ashmem.purge.zero-fill"
+    if _namesake_differs(k, region, m.offset + offset, length):
+        return "ashmem.name.not-an-identity"
     return "mem.load.shared"
+
+
+def _namesake_differs(k: Kernel, region: Region, at: int, length: int) -> bool:
+    """Whether another region of the same name holds other bytes where this load reads: then the
+    load tells two regions apart that an implementation keyed by name would have merged."""
+    mine = {w.read(at, length, k.page) for w in region.worlds}
+    return any(other.name == region.name and other.rid != region.rid and not other.untracked
+               and any(w.read(at, length, k.page) not in mine for w in other.worlds)
+               for other in k.regions.values())
 
 
 def store(k: Kernel, op: Store) -> list[Branch]:
@@ -317,10 +363,12 @@ def _write(k: Kernel, m: Mapping, region: Region, offset: int, data: bytes) -> N
         return
     end = offset + len(data)
     for index in range(offset // k.page, (end - 1) // k.page + 1):
-        if index not in m.private:
+        if index not in m.private:  # copy-on-write: the file's page is faulted in first (memfd)
             views = {_view(k, m, w, index * k.page, k.page) for w in region.worlds}
             if len(views) > 1:
                 raise SpecLimit("copy-on-write of a page whose contents are uncertain")
+            faulted = _file_pages(k, m, index * k.page, k.page)
+            region.worlds = list(dict.fromkeys(w.touch(faulted) for w in region.worlds))
             m.private[index] = views.pop()
         page = bytearray(m.private[index])
         lo, hi = max(offset, index * k.page), min(end, (index + 1) * k.page)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
+from dataclasses import replace
 
 from ashcheck.spec import pins
 from ashcheck.spec.branch import Branch, ebadf, fails
@@ -143,7 +144,7 @@ def pin(k: Kernel, op: Pin) -> list[Branch]:
 
     def step(world: Mem) -> tuple[Outcome, Mem]:
         ranges, purged, _ = pins.pin(world.ranges, s, e)
-        return ok(ASHMEM_WAS_PURGED if purged else ASHMEM_NOT_PURGED), Mem(world.pages, ranges)
+        return ok(ASHMEM_WAS_PURGED if purged else ASHMEM_NOT_PURGED), replace(world, ranges=ranges)
 
     split = any(r[0] < s and r[1] > e for r in region.worlds[0].ranges)
 
@@ -170,7 +171,7 @@ def unpin(k: Kernel, op: Unpin) -> list[Branch]:
         rule = "ashmem.pin.len-zero"
 
     def step(world: Mem) -> tuple[Outcome, Mem]:
-        return ok(0), Mem(world.pages, pins.unpin(world.ranges, s, e)[0])
+        return ok(0), replace(world, ranges=pins.unpin(world.ranges, s, e)[0])
 
     return _by_outcome(region, step, lambda _: rule)
 

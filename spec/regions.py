@@ -12,7 +12,10 @@ SHIM = mm/memfd-ashmem-shim.c; K510-OBS = observed on Debian 5.10.0-46):
   An empty name resets to the default, which GET_NAME shows as "dev/ashmem".
 - Once the region is materialized (first successful mmap; memfd: at birth) SET_NAME and SET_SIZE
   fail with EINVAL. SET_NAME copies the name before it looks, so a bad pointer is EFAULT even then.
-- SET_SIZE accepts any value; GET_SIZE returns it as a `long`.
+- SET_SIZE accepts any value; GET_SIZE returns it as a `long`. The size is the caller's `size_t`
+  (ashmem_create_region's, SET_SIZE's unsigned long argument): a 32-bit process passes it cut to
+  32 bits, and the driver sees the cut value (compat_ashmem_ioctl translates only the number).
+  So does the mask of SET_PROT_MASK.
 - An ioctl request the driver does not know is ENOTTY.
 - SET_PROT_MASK may only remove bits: a bit not already in the mask, including non-PROT bits,
   is EINVAL. It is global to the region and only affects later mappings. memfd mode can only
@@ -66,8 +69,10 @@ declare(
          "the copy happens before the mapped check", C + " set_name, 5.10; " + OBS, profiles=ASHMEM_ONLY),
     Rule("ashmem.get-name.value", "GET_NAME returns the name, or dev/ashmem when none is set "
          "(memfd: the memfd name)", C + " get_name; SHIM get_name"),
-    Rule("ashmem.set-size.any", "SET_SIZE before the first mmap accepts any size: 0, unaligned, huge",
-         C + " ashmem_ioctl SET_SIZE, 5.10; " + OBS, profiles=ASHMEM_ONLY),
+    Rule("ashmem.set-size.any", "SET_SIZE before the first mmap accepts any size: 0, unaligned, huge (an "
+         "unsigned long: a 32-bit process's size arrives cut to 32 bits)",
+         C + " ashmem_ioctl SET_SIZE, compat_ashmem_ioctl, 5.10; " + OBS + "; observed with a 32-bit executor "
+         "on Debian 5.10.223", profiles=ASHMEM_ONLY),
     Rule("ashmem.set-size.mapped", "SET_SIZE after the first mmap fails with EINVAL; the size stays "
          "(memfd: always)", C + " ashmem_ioctl SET_SIZE; SHIM; " + OBS),
     Rule("ashmem.get-size.value", "GET_SIZE returns the size; through ioctl(2) it is cut to an int, and "
@@ -99,7 +104,8 @@ def create_region(k: Kernel, op: CreateRegion) -> list[Branch]:
     if len(name) > profile.name_max and profile.name_too_long_rejected:
         return fails("ashmem.create.name-too-long", errno.EINVAL)
     # The name's fate shows only later (GET_NAME, maps): creation confirms the fd it returns.
-    return _new_fd(k, op.proc, "ashmem.create.fd", name[:profile.name_max], op.size, profile.born_materialized)
+    return _new_fd(k, op.proc, "ashmem.create.fd", name[:profile.name_max], k.ulong(op.size),
+                   profile.born_materialized)
 
 
 def open_ashmem(k: Kernel, op: OpenAshmem) -> list[Branch]:
@@ -151,7 +157,7 @@ def set_size(k: Kernel, op: SetSize) -> list[Branch]:
         return fails("ashmem.set-size.mapped", errno.EINVAL)
 
     def effect(_: Outcome) -> None:
-        region.size = op.size
+        region.size = k.ulong(op.size)
 
     return [Branch("ashmem.set-size.any", ok(0), effect)]
 
@@ -178,7 +184,7 @@ def set_prot_mask(k: Kernel, op: SetProtMask) -> list[Branch]:
     if region is None:
         return ebadf()
     profile = k.profile
-    prot = (op.prot & ~profile.prot_ignored) | profile.prot_unremovable
+    prot = (k.ulong(op.prot) & ~profile.prot_ignored) | profile.prot_unremovable
     memfd_style = bool(profile.prot_unremovable)
     if region.prot_mask & prot != prot:
         return fails("memfd.set-prot-mask.write-only" if memfd_style else "ashmem.set-prot-mask.add",

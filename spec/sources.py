@@ -44,8 +44,9 @@ SOURCES: tuple[Source, ...] = (
            "ashcheck research notes, semantics/kernel-observed.md", _tag("K510-OBS")),
     Source("K510-223", "Observed by ashcheck's kernel adapter on Debian bullseye's linux-image 5.10.0-32-amd64 "
            "(package 5.10.223-1) with ashmem_linux and binder_linux in a qemu guest (`ashcheck run --adapter "
-           "kernel`)", "README.md, section 'Confirmed on the real 5.10 driver'",
-           r"observed on Debian 5\.10\.223"),
+           "kernel`), from 64-bit and from 32-bit (`abi=x86`) processes", "README.md, sections 'Confirmed on the "
+           "real 5.10 driver' and '32-bit processes and the Android binaries'",
+           r"observed (with a 32-bit executor )?on Debian 5\.10\.223"),
     Source("SHIM", "The 2025 memfd-ashmem shim of the Android common kernel (Isaac J. Manjarres): the ashmem "
            "ioctls on memfds", "BayLibre/android_kernel_common @ 23141235691baa488c80c0880a80b485a733307c, "
            "mm/memfd-ashmem-shim.c and mm/memfd-ashmem-shim.h (label SHIM in " + ASHMEM_NOTES + " §0, §6.3)",
@@ -92,6 +93,11 @@ SOURCES: tuple[Source, ...] = (
     Source("MAN", "Linux man-pages: fcntl(2) (file seals, F_SEAL_FUTURE_WRITE) and memfd_create(2)",
            "https://man7.org/linux/man-pages/man2/fcntl.2.html, "
            "https://man7.org/linux/man-pages/man2/memfd_create.2.html", r"^man 2\b"),
+    Source("LIBC-MMAP", "The C libraries' mmap for 32-bit ABIs: musl src/mman/mmap.c (OFF_MASK: offsets mmap2 "
+           "cannot express are EINVAL; a length of PTRDIFF_MAX or more ENOMEM) and bionic libc/bionic/mmap.cpp "
+           "mmap64 (a negative offset EINVAL; a length rounding past PTRDIFF_MAX ENOMEM)",
+           "git.musl-libc.org/musl src/mman/mmap.c; android.googlesource.com platform/bionic libc/bionic/mmap.cpp",
+           r"^(musl src/mman/mmap\.c|bionic libc/bionic/mmap\.cpp)"),
     Source("ADAPTER", "ashcheck's adapter contract: what every adapter does for the suite",
            "adapters/base.py, class Adapter", r"^the adapter contract$"),
 )

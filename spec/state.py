@@ -27,10 +27,15 @@ Pages = tuple[tuple[int, bytes], ...]  # sorted (page index, contents) of the no
 
 @dataclass(frozen=True, slots=True)
 class Mem:
-    """One possible world of a region's backing memory."""
+    """One possible world of a region's backing memory.
+
+    `present` is the page cache of the backing file: the pages a fault through a file-backed
+    mapping or a write brought in (zero or not), less those a purge punched out. SEEK_DATA and
+    SEEK_HOLE answer from it (shmem, with transparent huge pages off, the distributions' default)."""
 
     pages: Pages = ()
     ranges: pins.Ranges = ()
+    present: frozenset[int] = frozenset()
 
     def read(self, start: int, length: int, page: int) -> bytes:
         out = bytearray(length)
@@ -51,13 +56,18 @@ class Mem:
             lo, hi = max(start, index * page), min(end, (index + 1) * page)
             content[lo - index * page:hi - index * page] = chunk[lo - start:hi - start]
             data[index] = bytes(content)
-        return replace(self, pages=_normal(data))
+        touched = range(start // page, (end - 1) // page + 1) if chunk else range(0)
+        return replace(self, pages=_normal(data), present=self.present.union(touched))
+
+    def touch(self, indexes: set[int]) -> Mem:
+        """The file pages `indexes` were faulted in (a load or a copy-on-write through a mapping)."""
+        return self if indexes <= self.present else replace(self, present=self.present | indexes)
 
     def purge(self, r: pins.Range) -> Mem:
-        """The shrinker punches the whole range (zeros) and marks it purged."""
+        """The shrinker punches the whole range (zeros, the pages gone) and marks it purged."""
         data = {i: c for i, c in self.pages if not r[0] <= i <= r[1]}
         ranges = tuple((s, e, True) if (s, e) == (r[0], r[1]) else (s, e, p) for s, e, p in self.ranges)
-        return Mem(_normal(data), ranges)
+        return Mem(_normal(data), ranges, frozenset(i for i in self.present if not r[0] <= i <= r[1]))
 
     def unpurged(self) -> list[pins.Range]:
         return [r for r in self.ranges if not r[2]]
@@ -134,6 +144,10 @@ class Kernel:
     regions: dict[int, Region] = field(default_factory=dict)
     next_rid: int = 0
 
+    def ulong(self, value: int) -> int:
+        """`value` as the caller's unsigned long (size_t) holds it: cut to `long_bits` bits."""
+        return value & ((1 << self.long_bits) - 1)
+
     def region_of(self, proc: int, fd: int) -> Region | None:
         entry = self.procs[proc].fds.get(fd)
         if entry is None or entry.kind is not FdKind.REGION:
@@ -177,7 +191,7 @@ class Kernel:
 def release(region: Region) -> None:
     """ashmem_release(): the last fd is gone; unpinned ranges are deleted and leave the LRU, so
     nothing can purge this memory any more, and PURGE_ALL_CACHES stops counting it."""
-    region.worlds = _dedup([Mem(w.pages, ()) for w in region.worlds])
+    region.worlds = _dedup([replace(w, ranges=()) for w in region.worlds])
 
 
 def _dedup(worlds: list[Mem]) -> list[Mem]:

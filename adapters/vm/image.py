@@ -87,16 +87,15 @@ def entries(assets: VmAssets, executor: Path) -> list[Entry]:
 
 def _guest_executable(path: Path) -> bytes:
     """The executor's bytes, if the guest can run it: the guest has no libc or loader, so a binary
-    must be static x86_64 (a `#!/bin/sh` script is fine too: the stand-in is one)."""
+    must be static, x86_64 or i386 (a 32-bit process, through the kernel's IA32 emulation); a
+    `#!/bin/sh` script is fine too: the stand-in is one."""
     data = path.read_bytes()
     if data.startswith(b"#!/bin/sh"):
         return data
-    try:
-        usable = elf.Elf(data).machine == elf.EM_X86_64 and elf.is_static(data)
-    except ValueError:
-        usable = False
-    if not usable:
-        raise VmError(f"{path} cannot run in the guest: the executor must be a static x86_64 ELF binary")
+    from ashcheck.adapters.build import elf_problem
+
+    if all(elf_problem(data, want, static=True) for want in ((64, elf.EM_X86_64, "x86_64"), (32, 3, "i386"))):
+        raise VmError(f"{path} cannot run in the guest: the executor must be a static x86_64 or i386 ELF binary")
     return data
 
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from ashcheck.adapters import load_adapter
 from ashcheck.adapters.base import Adapter
-from ashcheck.conformance.explore import explore, tables
+from ashcheck.conformance.explore import explore, flow, tables
+from ashcheck.conformance.flows import FLOWS
 from ashcheck.conformance.results import RECORDER
 from ashcheck.conformance.settings import PROFILES
 from ashcheck.spec.ops import Op
@@ -105,7 +106,11 @@ def _parts(adapter: Adapter, profile: str, scenarios: bool) -> list[Callable[[],
     def shard(k: int) -> Callable[[], object]:
         return lambda: explore(adapter, p, k, scenarios=scenarios, shrink=False)
 
-    return [lambda: tables(adapter, p, shrink=False), *map(shard, range(p.shards))]
+    def named(name: str) -> Callable[[], object]:
+        return lambda: flow(adapter, p, name, shrink=False)
+
+    flows = list(map(named, FLOWS)) if scenarios else []  # explicit examples, like the scenarios
+    return [lambda: tables(adapter, p, shrink=False), *flows, *map(shard, range(p.shards))]
 
 
 def _violated(ignore: Collection[str] = ()) -> set[str]:

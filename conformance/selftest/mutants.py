@@ -483,10 +483,34 @@ class BinderCopiesCloexec(Patched):
     patches: ClassVar[Patches] = ((binder, "transfer_fds", _install_keeps_flag),)
 
 
+class NamesAreKeys(Mutant):
+    """names: the backing memory is found by the region's name, as an emulation over shm_open or
+    /dev/shm/<name> would: the first mmap of a region whose name another region's memory already
+    has gets those pages, so same-named regions (unnamed ones too) share their data."""
+    name = "mutant-names-are-keys"
+    breaks = "ashmem.name.not-an-identity"
+
+    def fresh(self) -> None:
+        super().fresh()
+        self.by_name: dict[bytes, shmem.ShmemFile] = {}
+
+    def perform(self, op: o.Op) -> Outcome:
+        def setup(driver: ashmem.AshmemDriver, name: bytes, size: int, noreserve: bool) -> shmem.ShmemFile:
+            if name not in self.by_name:
+                self.by_name[name] = ORIGINAL_SETUP(driver, name, size, noreserve)
+            return self.by_name[name]
+
+        with mock.patch.object(ashmem.AshmemDriver, "_shmem_file_setup", setup):
+            return super().perform(op)
+
+
+ORIGINAL_SETUP = ashmem.AshmemDriver._shmem_file_setup
+
+
 STATE_MUTANTS: list[type[Mutant]] = [
     PinSplitForgetsPurged, PurgeOverreaches, ReleaseKeepsRanges, CloseOfDupReleases, BinderNewFile,
     ExitLeaksFds, PinLeavesLru, UnpinMergesAdjacent, SetSizeTakesWhenMapped, DupSeparatePosition,
-    PrivateWritesThrough, PurgeForgetsFlag, NameChangesWhenMapped, BinderCopiesCloexec,
+    PrivateWritesThrough, PurgeForgetsFlag, NameChangesWhenMapped, BinderCopiesCloexec, NamesAreKeys,
 ]
 
 MUTANTS: list[type[Mutant]] = [

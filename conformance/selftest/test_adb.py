@@ -1,12 +1,7 @@
-"""The `adb` adapter without a device: a fake `adb` that runs the "device" on this host.
-
-The fake (FAKE_ADB below) lists FAKE_ADB_DEVICES devices in state FAKE_ADB_STATE, reports ABI
-FAKE_ADB_ABI, and maps the device's /data/local/tmp onto FAKE_ADB_ROOT: `push` copies there,
-`shell chmod` is ignored if FAKE_ADB_NOEXEC is set, and `shell` runs the command locally with sh
-on adb's own stdin/stdout, in a child process (as on a device, killing `adb` does not kill what it
-started). So a run pushes the x86_64 executor, chmods it and speaks the hub protocol to it over
-`adb shell`, as on a device. Every call is logged to FAKE_ADB_LOG.
-"""
+"""The `adb` adapter without a device: a fake `adb` that runs the "device" on this host
+(fake_adb.py). A run pushes the executor of the ABI the device reports, chmods it and speaks the
+hub protocol to it over `adb shell`, as on a device; for arm64-v8a and armeabi-v7a the Android
+binaries themselves run, under qemu-user."""
 
 from __future__ import annotations
 
@@ -19,41 +14,8 @@ from pathlib import Path
 import pytest
 
 from ashcheck.adapters.adb import AdbAdapter
+from ashcheck.conformance.selftest.fake_adb import QEMU, install
 from ashcheck.spec import ops as o
-
-FAKE_ADB = '''
-import os, shutil, subprocess, sys
-
-env, args = os.environ, sys.argv[1:]
-with open(env["FAKE_ADB_LOG"], "a") as log:
-    print(*args, file=log)
-serials = [f"emulator-{5554 + 2 * i}" for i in range(int(env.get("FAKE_ADB_DEVICES", "1")))]
-state = env.get("FAKE_ADB_STATE", "device")
-if args == ["devices"]:
-    print("List of devices attached", *(f"{s}\\t{state}" for s in serials), sep="\\n")
-    sys.exit(0)
-if args[:1] == ["-s"]:
-    if args[1] not in serials:
-        sys.exit(f"adb: device '{args[1]}' not found")
-    args = args[2:]
-elif len(serials) != 1:
-    sys.exit("adb: more than one device/emulator" if serials else "adb: no devices/emulators found")
-if state != "device":
-    sys.exit(f"adb: device {state}")
-here = lambda path: path.replace("/data/local/tmp", env["FAKE_ADB_ROOT"])
-if args[0] == "push":
-    shutil.copyfile(args[1], here(args[2]))
-    print(f"{args[1]}: 1 file pushed")
-elif args[:3] == ["shell", "getprop", "ro.product.cpu.abi"]:
-    print(env.get("FAKE_ADB_ABI", "x86_64"), end="\\r\\n")
-elif args[:2] == ["shell", "chmod"] and env.get("FAKE_ADB_NOEXEC"):
-    pass  # as on a noexec mount: the executor cannot run
-elif args[0] == "shell":  # a child, not exec: killing adb does not kill what runs on the device
-    command = args[2:] if args[1:2] == ["-T"] else args[1:]
-    sys.exit(subprocess.call(["sh", "-c", here(" ".join(command))]))
-else:
-    sys.exit(f"fake adb: {args} is not implemented")
-'''
 
 
 @pytest.fixture
@@ -66,14 +28,9 @@ def device(tmp_path: Path) -> Path:
 @pytest.fixture
 def fake_adb(tmp_path: Path, device: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """`adb` in tmp_path/bin, first on PATH (the CLI checks PATH before it reads options)."""
-    (tmp_path / "bin").mkdir()
-    adb = tmp_path / "bin" / "adb"
-    adb.write_text(f"#!{sys.executable}{FAKE_ADB}")
-    adb.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{adb.parent}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_ADB_ROOT", str(device))
-    monkeypatch.setenv("FAKE_ADB_LOG", str(tmp_path / "adb.log"))
-    return adb
+    for key, value in install(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    return tmp_path / "bin" / "adb"
 
 
 def ashcheck(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
@@ -191,3 +148,34 @@ def test_executors_under_finds_a_running_executor(device: Path) -> None:
     finally:
         hub.communicate(timeout=10)  # EOF: the hub exits
     assert executors_under(device) == []
+
+
+@pytest.mark.parametrize("abi", sorted(QEMU))
+def test_the_android_binaries_run_the_whole_path_under_emulation(
+        abi: str, tmp_path: Path, fake_adb: Path, device: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The aarch64 and armv7 executors, as a device runs them (qemu-user here): handshake, the
+    hub, spawned processes, memfd regions, fd passing; armv7 with 32-bit longs."""
+    from ashcheck.adapters.build import unavailable_reason
+
+    for key, value in install(tmp_path, abi).items():
+        monkeypatch.setenv(key, value)
+    if reason := unavailable_reason({"arm64-v8a": "aarch64", "armeabi-v7a": "armv7"}[abi]):
+        pytest.skip(reason)
+    adapter = AdbAdapter(adb=str(fake_adb), profile="memfd", stand_in="qemu-user")
+    adapter.start()
+    try:
+        assert adapter.long_bits == (32 if abi == "armeabi-v7a" else 64) and adapter.page_size == 4096
+        assert adapter.identity()["abi"] == abi and "stand-in" in adapter.identity()["model"]
+        for proc in (0, 1):
+            assert adapter.perform(o.Spawn(proc, privileged=False)).succeeded
+        fd = adapter.perform(o.CreateRegion(0, b"emulated", 4096))
+        assert fd.succeeded and isinstance(fd.value, int)
+        assert adapter.perform(o.Mmap(0, fd.value, 0, 4096, 3, True, 0)).succeeded
+        assert adapter.perform(o.Store(0, 0, 8, b"arm")).succeeded
+        sent = adapter.perform(o.BinderSend(0, 1, (fd.value,)))
+        assert sent.succeeded and isinstance(sent.value, tuple) and len(sent.value) == 1, sent
+        assert adapter.perform(o.Mmap(1, sent.value[0], 1, 4096, 1, True, 0)).succeeded
+        assert adapter.perform(o.Load(1, 1, 8, 3)).value == b"arm"
+    finally:
+        adapter.close()
+    assert list(device.iterdir()) == []

@@ -121,3 +121,72 @@ def test_the_seal_is_a_contract_wherever_the_new_mapping_lands(first: tuple[int,
     assert not verdict.ok and verdict.rule == "memfd.seal.mprotect"
     assert spec.observe(o.Mprotect(0, 0, 3), ok(None)).ok  # made before the seal: it may
     assert spec.observe(o.Write(0, 3, b"w"), err(errno.EPERM)).rule == "memfd.seal.write"
+
+
+def _lseek_answers(spec: Spec, whence: int, offset: int) -> set[object]:
+    return {b.outcome for b in spec.allowed(o.Lseek(0, 3, offset, whence))}
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_seek_data_and_hole_answer_from_the_pages_a_mapping_touched(profile: str) -> None:
+    """Issue 15: the peers' ashmem_test seeks SEEK_DATA on a mapped region; the answer depends on
+    which pages the backing file holds, not on the bytes (a load of zeros faults a page in too)."""
+    page, data, hole = 4096, 3, 4
+    spec = Spec(profile)
+    spec.observe(o.Spawn(0), ok((0, 1, 2)))
+    spec.observe(o.CreateRegion(0, b"r", 3 * page), ok(3))
+    spec.observe(o.Mmap(0, 3, 0, 3 * page, 3, True, 0), ok(None))
+    assert _lseek_answers(spec, data, 0) == {err(errno.ENXIO)}  # nothing touched yet
+    assert _lseek_answers(spec, hole, page + 5) == {ok(page + 5)}
+    spec.observe(o.Load(0, 0, page, 1), ok(b"\0"))  # page 1 faulted in, still zero
+    assert _lseek_answers(spec, data, 0) == {ok(page)}
+    assert _lseek_answers(spec, data, page + 5) == {ok(page + 5)}
+    assert _lseek_answers(spec, hole, page) == {ok(2 * page)}
+    spec.observe(o.Store(0, 0, 2 * page, b"x"), ok(None))
+    assert _lseek_answers(spec, hole, page) == {ok(3 * page)}  # no hole left: the size
+    assert _lseek_answers(spec, data, 3 * page) == {err(errno.ENXIO)}  # at the size
+    assert _lseek_answers(spec, hole, -1) == {err(errno.ENXIO)}
+    assert spec.kernel.regions[0].pos == 0  # asking moved nothing yet
+    _first_allowed(spec, o.Lseek(0, 3, 0, data))
+    assert spec.kernel.regions[0].pos == page
+
+
+def test_a_32_bit_process_uses_the_compat_numbers_of_the_two_sized_ioctls() -> None:
+    """drivers/staging/android/ashmem.c: COMPAT_ASHMEM_SET_SIZE = _IOW(0x77, 3, compat_size_t) and
+    COMPAT_ASHMEM_SET_PROT_MASK = _IOW(0x77, 5, unsigned int) are what compat_ashmem_ioctl
+    translates; every other request number is the same in both ABIs."""
+    from ashcheck.spec.constants import AshmemIoctl, abi_number
+
+    assert abi_number(AshmemIoctl.SET_SIZE, 32) == 0x40047703 and abi_number(AshmemIoctl.SET_SIZE) == 0x40087703
+    assert abi_number(AshmemIoctl.SET_PROT_MASK, 32) == 0x40047705
+    assert abi_number(AshmemIoctl.SET_PROT_MASK, 64) == 0x40087705
+    others = [c for c in AshmemIoctl if c not in (AshmemIoctl.SET_SIZE, AshmemIoctl.SET_PROT_MASK)]
+    assert all(abi_number(c, 32) == abi_number(c, 64) == int(c) for c in others)
+
+
+def test_a_32_bit_caller_passes_sizes_cut_to_32_bits() -> None:
+    """Observed with the 32-bit executor on Debian 5.10.223: SET_SIZE(2^32 + 4096) makes a one-page
+    region, and mmap's C library refuses a negative offset before the kernel is asked."""
+    spec = Spec("ashmem", long_bits=32)
+    spec.observe(o.Spawn(0), ok((0, 1, 2)))
+    spec.observe(o.CreateRegion(0, b"r", 2**32 + 8192), ok(3))
+    assert spec.kernel.regions[0].size == 8192
+    spec.observe(o.SetSize(0, 3, 2**32 + 4096), ok(0))
+    assert {b.outcome for b in spec.allowed(o.GetSize(0, 3))} == {ok(4096)}
+    assert {b.outcome for b in spec.allowed(o.Mmap(0, 3, 0, 4096, 3, True, -4096))} == {err(errno.EINVAL)}
+    assert {b.outcome for b in spec.allowed(o.Mmap(0, 9, 0, 2**31, 3, True, 0))} == {err(errno.ENOMEM)}
+
+
+def test_seek_data_near_max_lfs_filesize_allows_5_10s_overflow() -> None:
+    """5.10.223 answered SEEK_DATA at 0 of an untouched region of 2^63 - 1 bytes with 0: its
+    (i_size + PAGE_SIZE - 1) overflows loff_t. 6.x answers ENXIO; both are allowed there, and
+    nowhere else."""
+    page, data = 4096, 3
+    spec = Spec("ashmem")
+    spec.observe(o.Spawn(0), ok((0, 1, 2)))
+    spec.observe(o.CreateRegion(0, b"r", 2**63 - 1), ok(3))
+    spec.observe(o.Mmap(0, 3, 0, page, 3, True, 0, True), ok(None))
+    assert _lseek_answers(spec, data, 0) == {err(errno.ENXIO), ok(0)}
+    spec.observe(o.CreateRegion(0, b"r", 2**63 - 2 * page), ok(4))
+    spec.observe(o.Mmap(0, 4, 1, page, 3, True, 0, True), ok(None))
+    assert {b.outcome for b in spec.allowed(o.Lseek(0, 4, 0, data))} == {err(errno.ENXIO)}

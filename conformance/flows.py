@@ -166,8 +166,7 @@ def run(adapter: Adapter, name: str) -> FlowResult:
     chosen.run(d)
     d.watch.look()
     h = d.h
-    steps = [{"op": op.to_json(), "outcome": out.to_json()} for op, out in h.trace]
-    result = FlowResult("pass", "", dict(h.judged), list(h.violated), steps)
+    result = FlowResult("pass", "", dict(h.judged), list(h.violated), h.program())
     if h.violated:
         result.status, result.reason = "fail", "violates " + ", ".join(h.violated)
     elif h.lost:

@@ -18,6 +18,8 @@ provide, is not performed: `step` returns None.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ashcheck.adapters.base import Adapter
 from ashcheck.conformance.quarantine import Quarantine
 from ashcheck.conformance.results import RECORDER, Recorder
@@ -114,9 +116,13 @@ class Harness:
             evidence.message = self.explain(op, observed, verdict.rule, verdict.expected)
             evidence.step, evidence.observed = str(op), str(observed)
             evidence.allowed = list(verdict.expected)
-            evidence.reproducer = [{"op": o.to_json(), "outcome": out.to_json()} for o, out in self.trace]
+            evidence.reproducer = self.program()
             evidence.shrunk = False
         self.recorder.maybe_dump()
+
+    def program(self) -> list[dict[str, Any]]:
+        """The steps performed so far, as reports and reproducers keep them: [{"op": …, "outcome": …}]."""
+        return [{"op": o.to_json(), "outcome": out.to_json()} for o, out in self.trace]
 
     def explain(self, op: Op, observed: Outcome, rule: str, expected: tuple[str, ...]) -> str:
         lines = [f"rule {rule} violated by adapter {self.adapter.name!r}",

@@ -341,10 +341,12 @@ class Conformance(RuleBasedStateMachine):
         began, then SEEK_HOLE from the data found, to the end. Every page the backing file holds,
         and every hole a purge punched, is found in turn."""
         fd = self.d.resolve(r)
+        if fd is None:
+            return
         pos = 0
         for _ in range(S.SEEK_WALK):
             for whence in (SEEK_DATA, SEEK_HOLE):
-                out = None if fd is None else self.d.step(o.Lseek(fd.proc, fd.fd, pos, whence))
+                out = self.d.step(o.Lseek(fd.proc, fd.fd, pos, whence))
                 if out is None or not out.succeeded or not isinstance(out.value, int):
                     return
                 pos = out.value

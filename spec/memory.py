@@ -60,7 +60,7 @@ from ashcheck.spec.constants import (
 from ashcheck.spec.ops import Load, MapsName, Mmap, Mprotect, Munmap, Store
 from ashcheck.spec.outcome import SIGBUS, SIGSEGV, Outcome, err, fault, ok
 from ashcheck.spec.rules import Rule, declare
-from ashcheck.spec.state import Kernel, Mapping, Mem, Region, SpecLimit
+from ashcheck.spec.state import Kernel, Mapping, Mem, Region, SpecLimit, dedup
 
 C = "drivers/staging/android/ashmem.c ashmem_mmap, 5.10"
 OBS = "K510-OBS §2 (Debian 5.10.0-46)"
@@ -310,7 +310,7 @@ def _file_pages(k: Kernel, m: Mapping, offset: int, length: int) -> set[int]:
 
 def _keep(region: Region, worlds: list[Mem], faulted: set[int]) -> Callable[[Outcome], None]:
     def effect(_: Outcome) -> None:
-        region.worlds = list(dict.fromkeys(w.touch(faulted) for w in worlds))
+        region.worlds = dedup([w.touch(faulted) for w in worlds])
     return effect
 
 
@@ -334,10 +334,12 @@ def _load_rule(k: Kernel, m: Mapping, region: Region, offset: int, length: int) 
 def _namesake_differs(k: Kernel, region: Region, at: int, length: int) -> bool:
     """Whether another region of the same name holds other bytes where this load reads: then the
     load tells two regions apart that an implementation keyed by name would have merged."""
+    namesakes = [other for other in k.regions.values()
+                 if other.name == region.name and other.rid != region.rid and not other.untracked]
+    if not namesakes:  # the common case, on every shared load: nothing to read
+        return False
     mine = {w.read(at, length, k.page) for w in region.worlds}
-    return any(other.name == region.name and other.rid != region.rid and not other.untracked
-               and any(w.read(at, length, k.page) not in mine for w in other.worlds)
-               for other in k.regions.values())
+    return any(w.read(at, length, k.page) not in mine for other in namesakes for w in other.worlds)
 
 
 def store(k: Kernel, op: Store) -> list[Branch]:
@@ -368,7 +370,7 @@ def _write(k: Kernel, m: Mapping, region: Region, offset: int, data: bytes) -> N
             if len(views) > 1:
                 raise SpecLimit("copy-on-write of a page whose contents are uncertain")
             faulted = _file_pages(k, m, index * k.page, k.page)
-            region.worlds = list(dict.fromkeys(w.touch(faulted) for w in region.worlds))
+            region.worlds = dedup([w.touch(faulted) for w in region.worlds])
             m.private[index] = views.pop()
         page = bytearray(m.private[index])
         lo, hi = max(offset, index * k.page), min(end, (index + 1) * k.page)

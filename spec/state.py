@@ -191,10 +191,11 @@ class Kernel:
 def release(region: Region) -> None:
     """ashmem_release(): the last fd is gone; unpinned ranges are deleted and leave the LRU, so
     nothing can purge this memory any more, and PURGE_ALL_CACHES stops counting it."""
-    region.worlds = _dedup([replace(w, ranges=()) for w in region.worlds])
+    region.worlds = dedup([replace(w, ranges=()) for w in region.worlds])
 
 
-def _dedup(worlds: list[Mem]) -> list[Mem]:
+def dedup(worlds: list[Mem]) -> list[Mem]:
+    """The worlds without repeats, in their order."""
     return list(dict.fromkeys(worlds))
 
 

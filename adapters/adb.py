@@ -180,7 +180,7 @@ class AdbAdapter(ExecutorAdapter):
             t.kill(-1)
         self.profile = profile  # type: ignore[misc]
         self.regions = AshmemRegions(long_bits=self.long_bits) if profile == "ashmem" else MemfdRegions()
-        caps = {Capability.MULTI_PROCESS, Capability.FD_TRANSFER, Capability.MAPS_NAME}
+        caps = {Capability.MULTI_PROCESS, Capability.FD_TRANSFER, Capability.MAPS_NAME, Capability.CONCURRENT}
         caps |= {Capability.PRIVILEGED, Capability.UNPRIVILEGED} if uid == 0 else {Capability.UNPRIVILEGED}
         if profile == "ashmem":
             caps.add(Capability.ASHMEM_DEVICE)

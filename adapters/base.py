@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 from ashcheck.spec.ops import Op
@@ -39,6 +40,17 @@ class Capability(enum.Enum):
     MULTI_PROCESS = "multi-process"    # more than one process at a time
     FD_TRANSFER = "fd-transfer"        # binder transactions carrying fds between processes
     MAPS_NAME = "maps-name"            # /proc/self/maps can be read
+    CONCURRENT = "concurrent"          # several processes' operations at the same time (perform_concurrently)
+
+
+@dataclass(frozen=True)
+class Timed:
+    """An outcome of a concurrent branch, with when its call was invoked and completed: nanoseconds
+    of one clock common to all branches (a logical clock will do where the adapter schedules)."""
+
+    outcome: Outcome
+    invoked: int
+    completed: int
 
 
 class AdapterUnavailable(Exception):
@@ -64,6 +76,8 @@ class Adapter(abc.ABC):
             and then large first mmaps may succeed or fail with ENOMEM.
         max_workers: how many test processes may use this backend at once (None: as many as there
             are CPUs); one device shared by two would see the other's purges.
+        concurrent_transfers: whether a concurrent branch may hold binder transactions (which involve
+            a second process, busy with its own branch); else branches hold one process's calls only.
         checks_per_step: how many observations the suite may add after each step that changed
             something: loads of mapped pages (does every live mapping still show what the spec
             says?) and pin-status queries of the regions touched. Each is one round trip: keep it
@@ -81,6 +95,7 @@ class Adapter(abc.ABC):
     memory_bytes: int | None = None
     checks_per_step: int = 4
     max_workers: int | None = None
+    concurrent_transfers: bool = False
 
     def __init__(self, **options: str) -> None:
         """`options` come from `--adapter-option key=value`; unknown keys must raise ValueError."""
@@ -107,6 +122,13 @@ class Adapter(abc.ABC):
     @abc.abstractmethod
     def perform(self, op: Op) -> Outcome:
         """Carry out one operation and return what the implementation answered."""
+
+    def perform_concurrently(self, branches: Sequence[Sequence[Op]], schedule: Sequence[int]) -> list[list[Timed]]:
+        """With Capability.CONCURRENT: run the branches at the same time, each branch's operations in
+        order in its own process (every op of branches[k] names the same process), and return each
+        branch's outcomes with their times. `schedule` is for adapters that interleave the branches
+        themselves (the simulator): which branch runs at each switch; real backends ignore it."""
+        raise NotImplementedError(f"adapter {self.name!r} does not declare Capability.CONCURRENT")
 
     def identity(self) -> dict[str, str]:
         """What exactly runs, for the report: kernel release, library version, device properties…

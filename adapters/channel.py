@@ -25,6 +25,7 @@ import select
 import socket
 import struct
 import subprocess
+import threading
 import time
 import weakref
 from collections.abc import Sequence
@@ -327,6 +328,8 @@ class Hub:
         self._replies: dict[str, Reply] = {}     # id → its reply, arrived, not yet waited for
         self._abandoned: dict[str, str] = {}     # id → proc: its reply is dropped when it comes
         self._broken: str | None = None
+        self._cond = threading.Condition()  # guards all of the above; `_reading`: a thread reads the stream
+        self._reading = False
 
     def request(self, proc: str, line: str, timeout: float | None = None) -> Reply:
         """Send one request to `proc` (`*`: the hub itself) and wait for its reply."""
@@ -336,35 +339,54 @@ class Hub:
         """Send a request without waiting for the reply."""
         if not proc or " " in proc or "\n" in proc:
             raise ValueError(f"a proc tag is a short token without spaces, not {proc!r}")
-        self._check()
-        ticket = Ticket(proc, str(next(self._ids)))
-        self._pending[ticket.id] = ticket
-        self._write(f"{proc} {ticket.id} ".encode() + _line(line), self._deadline(timeout))
+        with self._cond:
+            self._check()
+            ticket = Ticket(proc, str(next(self._ids)))
+            self._pending[ticket.id] = ticket
+            self._write(f"{proc} {ticket.id} ".encode() + _line(line), self._deadline(timeout))
         return ticket
 
     def wait(self, ticket: Ticket, timeout: float | None = None) -> Reply:
         """The reply to a submitted request. Raises ProcessLost if the proc is gone, HubTimeout if
-        no reply came in time (the ticket stays pending: a later reply stays matched to it)."""
+        no reply came in time (the ticket stays pending: a later reply stays matched to it).
+        Threads may wait at once (concurrent branches): one reads the stream for all, and files
+        each reply for its waiter."""
         deadline = self._deadline(timeout)
-        while ticket.id not in self._replies:
-            self._check()
-            if self._pending.get(ticket.id) != ticket:
-                raise ValueError(f"{ticket} was not submitted here, or was already waited for or abandoned")
-            self._read_some(deadline, ticket)
-        del self._pending[ticket.id]
-        reply = self._replies.pop(ticket.id)
+        with self._cond:
+            while ticket.id not in self._replies:
+                self._check()
+                if self._pending.get(ticket.id) != ticket:
+                    raise ValueError(f"{ticket} was not submitted here, or was already waited for or abandoned")
+                if self._reading:  # another thread reads: it files our reply too
+                    if not self._cond.wait(max(deadline - time.monotonic(), 0)):
+                        raise HubTimeout(f"hub process {ticket.proc} did not answer within the timeout")
+                    continue
+                self._reading = True
+                self._cond.release()
+                try:
+                    data = self._receive(deadline, ticket)
+                finally:
+                    self._cond.acquire()
+                    self._reading = False
+                    self._cond.notify_all()
+                self._take(data)
+            del self._pending[ticket.id]
+            reply = self._replies.pop(ticket.id)
         if reply.status == "lost":
             raise ProcessLost(f"hub process {ticket.proc} is lost: {reply.message()}")
         return reply
 
     def abandon(self, ticket: Ticket) -> None:
         """Nobody will wait for this ticket: drop its reply, now or when it comes."""
-        if self._pending.pop(ticket.id, None) is not None and self._replies.pop(ticket.id, None) is None:
-            self._abandoned[ticket.id] = ticket.proc
+        with self._cond:
+            if self._pending.pop(ticket.id, None) is not None and self._replies.pop(ticket.id, None) is None:
+                self._abandoned[ticket.id] = ticket.proc
 
     def abandon_all(self, proc: str) -> None:
         """Abandon every ticket of `proc` (when it is killed, its replies say `lost`)."""
-        for ticket in [t for t in self._pending.values() if t.proc == proc]:
+        with self._cond:
+            tickets = [t for t in self._pending.values() if t.proc == proc]
+        for ticket in tickets:
             self.abandon(ticket)
 
     def _deadline(self, timeout: float | None) -> float:
@@ -388,8 +410,8 @@ class Hub:
             except OSError as exc:
                 raise self._break(f"writing to the hub failed: {exc}") from exc
 
-    def _read_some(self, deadline: float, waiting: Ticket) -> None:
-        """Read what is there (waiting at most until deadline) and file complete reply lines."""
+    def _receive(self, deadline: float, waiting: Ticket) -> builtins.bytes:
+        """Read what is there, waiting at most until deadline (without the lock: others may submit)."""
         left = deadline - time.monotonic()
         if not select.select([self._rfd], [], [], max(left, 0))[0]:
             raise HubTimeout(f"hub process {waiting.proc} did not answer within the timeout")
@@ -401,6 +423,10 @@ class Hub:
             error = ""
         if not data:
             raise self._break(f"the hub closed the stream{error}")
+        return data
+
+    def _take(self, data: builtins.bytes) -> None:
+        """File the complete reply lines in `data` (the lock is held)."""
         self._lines.data += data
         while (line := self._lines.take()) is not None:
             self._file(line)

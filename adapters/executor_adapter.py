@@ -14,9 +14,12 @@ outstanding while others run), which only the real binder path needs and only th
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from ashcheck.adapters.base import Adapter, Capability
+from ashcheck.adapters.base import Adapter, Capability, Timed
 from ashcheck.adapters.channel import Ticket
 from ashcheck.adapters.executor_ops import AshmemRegions, MemfdRegions, common, ints, outcome
 from ashcheck.adapters.reply import Reply, hexed
@@ -98,6 +101,34 @@ class ExecutorAdapter(Adapter):
         if getattr(self, "transport", None) is not None:
             self.reset()
             self.transport.close()
+
+    def perform_concurrently(self, branches: Sequence[Sequence[o.Op]], schedule: Sequence[int]) -> list[list[Timed]]:
+        """Each branch in a thread of its own, sending its calls to its process's executor: the
+        executors run them truly at the same time (the threads only wait on sockets). A call's time
+        spans from before its request is written to after its reply is read, so it contains the
+        real call. `schedule` is ignored: the kernel schedules."""
+        results: list[list[Timed]] = [[] for _ in branches]
+        errors: list[BaseException] = []
+        start = threading.Barrier(len(branches))
+
+        def run(index: int) -> None:
+            start.wait()  # every thread ready: the first calls go out together
+            try:
+                for op in branches[index]:
+                    invoked = time.monotonic_ns()
+                    outcome = self.perform(op)
+                    results[index].append(Timed(outcome, invoked, time.monotonic_ns()))
+            except BaseException as exc:  # a harness bug: raised below, in the caller
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(branches))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+        return results
 
     def perform(self, op: o.Op) -> Outcome:
         try:

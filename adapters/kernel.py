@@ -25,6 +25,8 @@ Options:
                         the driver's compat_ioctl with their 32-bit numbers, binder through its
                         32-bit entry, and the spec judges with 32-bit longs. Built with ziglang
                         (pip install 'ashcheck[cross]').
+  cpus=N                guest vCPUs (default 1; 2 for concurrent histories: multi-threaded TCG,
+                        so the guest's processes run truly in parallel).
   timeout=SECONDS       per request (default 30).
 """
 
@@ -55,7 +57,11 @@ class KernelAdapter(ExecutorAdapter):
         self.regions_option = options.pop("regions", "auto")
         self.timeout = float(options.pop("timeout", "30"))
         self.abi = options.pop("abi", "x86_64")
+        cpus = options.pop("cpus", "1")
+        self.cpus = int(cpus) if cpus.isdigit() and 1 <= int(cpus) <= 8 else 0
         super().__init__(**options)
+        if not self.cpus:
+            raise ValueError(f"cpus={cpus!r}: expected a number of vCPUs from 1 to 8")
         if self.regions_option not in REGIONS:
             raise ValueError(f"regions={self.regions_option!r}: expected one of {', '.join(REGIONS)}")
         if self.abi not in ABIS:
@@ -82,7 +88,7 @@ class KernelAdapter(ExecutorAdapter):
             assets = prepare(self.choice, self.modules_path, progress=print)
             if self.regions_option == "memfd" and any(m.name == f"{ASHMEM_MODULE}.ko" for m in assets.modules):
                 assets = without_modules(assets, [ASHMEM_MODULE])
-            vm = Vm.boot(assets, executor=Path(executor_path(ABIS[self.abi])))
+            vm = Vm.boot(assets, executor=Path(executor_path(ABIS[self.abi])), cpus=self.cpus)
         except VmError as exc:
             raise AdapterUnavailable(str(exc)) from exc
         self.vm = vm
@@ -93,7 +99,8 @@ class KernelAdapter(ExecutorAdapter):
         self.memory_bytes = vm.memory_bytes
         self.transport = HubTransport(Hub(vm.socket), self.timeout)
         self.page_size, self.long_bits = self._abi_of_processes()
-        caps = {Capability.MULTI_PROCESS, Capability.MAPS_NAME, Capability.PRIVILEGED, Capability.UNPRIVILEGED}
+        caps = {Capability.MULTI_PROCESS, Capability.MAPS_NAME, Capability.PRIVILEGED, Capability.UNPRIVILEGED,
+                Capability.CONCURRENT}
         if vm.has_ashmem:
             caps.add(Capability.ASHMEM_DEVICE)
             self.regions = AshmemRegions(long_bits=self.long_bits)

@@ -128,7 +128,7 @@ class MemfdAdapter(ExecutorAdapter):
         except TransportLost as exc:
             raise AdapterUnavailable(f"the executor does not run here: {exc}") from exc
         self.capabilities = frozenset(
-            {Capability.MULTI_PROCESS, Capability.FD_TRANSFER, Capability.MAPS_NAME} | probed)
+            {Capability.MULTI_PROCESS, Capability.FD_TRANSFER, Capability.MAPS_NAME, Capability.CONCURRENT} | probed)
 
     def _probe(self) -> set[Capability]:
         """Can this kernel do what libcutils' memfd mode needs, and can we drop privileges?"""

@@ -290,7 +290,8 @@ class NativeAdapter(ExecutorAdapter):
         self.library_file = library
         transport = LibraryTransport(binary, library, self.timeout)
         self.transport = transport
-        self.capabilities = frozenset({Capability.MULTI_PROCESS, Capability.FD_TRANSFER, Capability.MAPS_NAME}
+        self.capabilities = frozenset({Capability.MULTI_PROCESS, Capability.FD_TRANSFER, Capability.MAPS_NAME,
+                                       Capability.CONCURRENT}
                                       | self._probe(transport))
 
     def _probe(self, t: LibraryTransport) -> set[Capability]:

@@ -14,15 +14,20 @@ model never created): it is raised, never turned into an outcome.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import functools
+import itertools
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, ClassVar
 
-from ashcheck.adapters.base import Adapter, Capability
+from ashcheck.adapters.base import Adapter, Capability, Timed
 from ashcheck.reference import Kernel
+from ashcheck.reference.sched import Scheduler, point
 from ashcheck.spec import ops as o
 from ashcheck.spec.constants import AshmemIoctl, ashmem_io
 from ashcheck.spec.outcome import Outcome
+
+RECLAIM_PASSES = 4  # shrinker passes of the reclaim task in a concurrent run
 
 
 class SimAdapter(Adapter):
@@ -44,6 +49,33 @@ class SimAdapter(Adapter):
 
     def reset(self) -> None:
         self.kernel = Kernel(self.seed, ram=self.memory_bytes)
+
+    concurrent_transfers = True  # one kernel object: a transaction needs nothing of the receiver's task
+
+    def perform_concurrently(self, branches: Sequence[Sequence[o.Op]], schedule: Sequence[int]) -> list[list[Timed]]:
+        """The branches as tasks of a deterministic scheduler (reference/sched.py): a task switch
+        after every call and wherever the simulated driver drops its lock, the next task chosen by
+        `schedule`. With memory pressure on, reclaim is one more task (kswapd's shrinker passes,
+        concurrent with every call, as on a device). Times are ticks of a logical clock: only one
+        task runs at a time."""
+        clock = itertools.count()
+        results: list[list[Timed]] = [[] for _ in branches]
+
+        def task(index: int) -> None:
+            for op in branches[index]:
+                invoked = next(clock)
+                outcome = self.perform(op)
+                results[index].append(Timed(outcome, invoked, next(clock)))
+                point(inside=False)
+
+        def reclaim() -> None:
+            for _ in range(RECLAIM_PASSES):
+                self.kernel.shrink(1)
+                point(inside=False)
+
+        tasks = [functools.partial(task, i) for i in range(len(branches))]
+        Scheduler(schedule).run(tasks + ([reclaim] if self.spontaneous_purge else []))
+        return results
 
     def perform(self, op: o.Op) -> Outcome:
         handler = _HANDLERS.get(type(op))

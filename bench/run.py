@@ -1,5 +1,5 @@
 """Benchmarks: `python bench/run.py [--json] [--only GROUP,...]`; groups: sim, memfd, kernel, fuzz,
-selftest, ci, mutation (all by default). `--json` prints one flat object.
+selftest, ci, mutation, concurrency (all by default). `--json` prints one flat object.
 
 Figures are measured in the same run so that ratios survive a noisy machine:
 - floor_steps_per_s: a RuleBasedStateMachine with the exploration's shape (one rule drawing the same
@@ -34,6 +34,10 @@ Figures are measured in the same run so that ratios survive a noisy machine:
   full run recorded in the survivors file (conformance/selftest/mutation_survivors.toml; its
   equivalent marks as they are now); `--mutation-run` (or no recorded run) runs it first
   (`tox -e mutation`, 89 min on 2 cores shared with other jobs).
+- concurrency: linearize_histories_per_s, concurrent histories of 3 branches of 8 operations (the
+  look after included) checked per second against the spec, run on the sim (target ≥ 200);
+  race_<mutant>_seeds, the seeds (of 10, or --race-seeds N) in which the concurrency profile on the
+  sim catches each race mutant (target ≥ 9 of 10), and race_seed_s, seconds per seed and mutant.
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ from ashcheck.spec import ops as o
 
 SETTINGS = settings(max_examples=60, stateful_step_count=50, derandomize=True, database=None, deadline=None,
                     suppress_health_check=list(HealthCheck))
-GROUPS = ("sim", "memfd", "kernel", "fuzz", "selftest", "ci", "mutation")
+GROUPS = ("sim", "memfd", "kernel", "fuzz", "selftest", "ci", "mutation", "concurrency")
 STEPS = [0]
 
 
@@ -155,6 +159,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--only", default=",".join(GROUPS), help=f"comma-separated: {','.join(GROUPS)}")
     parser.add_argument("--mutation-run", action="store_true", help="run the full mutation run first")
+    parser.add_argument("--race-seeds", type=int, default=10, help="seeds per race mutant (concurrency group)")
     args = parser.parse_args(argv)
     parts = set(args.only.split(","))
     if unknown := parts - set(GROUPS):
@@ -182,6 +187,8 @@ def main(argv: list[str]) -> int:
         figures.update(ci_figures())
     if "mutation" in parts:
         figures.update(mutation_figures(args.mutation_run))
+    if "concurrency" in parts:
+        figures.update(concurrency_figures(args.race_seeds))
     rounded = {k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}
     print(json.dumps(rounded) if args.json else "\n".join(f"{k:28} {v}" for k, v in rounded.items()))
     return 0
@@ -231,6 +238,67 @@ def mutation_figures(run: bool) -> dict[str, float | str]:
     return {"mutation_score": figures["score"], **{f"mutation_{k}": figures[k] for k in
             ("score_all", "mutants", "killed", "survived", "equivalent", "unjudged", "open")},
             "mutation_run_s": float(recorded.run["seconds"])}
+
+
+def concurrency_figures(seeds: int) -> dict[str, float | str]:
+    """How fast histories are checked, and how reliably each race mutant is caught."""
+    import dataclasses
+    import random
+
+    from ashcheck.adapters import load_adapter
+    from ashcheck.conformance import branches, concurrent
+    from ashcheck.conformance.results import RECORDER
+    from ashcheck.conformance.selftest.mutants import RACE_MUTANTS
+    from ashcheck.conformance.settings import PROFILES
+    from ashcheck.spec import LINEARIZABLE, linearize
+    from ashcheck.spec.linearize import Call
+
+    adapter = load_adapter("sim")()
+    rng = random.Random(0)
+    checked, spent = 0, 0.0
+    while spent < 5.0:  # histories drawn as the profile draws them, with 3 branches of 8 calls
+        from ashcheck.conformance.driver import Driver
+
+        d = Driver(adapter)
+        for _ in range(3):
+            d.spawn(True)
+        for fd in d.new_fds(o.CreateRegion(0, b"r", 4 * 4096)).values:
+            for m in d.mmap(fd, 4 * 4096, 3, True, 0).values:
+                d.fill(m)
+            for p in (1, 2):
+                for got in d.transfer(0, p, (fd.fd,)).values:
+                    d.mmap(got, 4 * 4096, 3, True, 0)
+        draws = iter([rng.randrange(2**16) for _ in range(4096)])
+        kinds = branches.swarm(rng, True)
+        ops = [branches.draw_branch(d, branches.view(d, p, [q for q in range(3) if q != p]), kinds, 8, draws)[:8]
+               for p in range(3)]
+        timed = adapter.perform_concurrently(ops, [rng.randrange(16) for _ in range(64)])
+        after = concurrent.look_after(adapter, d.h, ops, timed)
+        calls = [[Call(op, t.outcome, t.invoked, t.completed) for op, t in zip(b, ts, strict=True)]
+                 for b, ts in zip(ops, timed, strict=True)]
+        end = max(c.completed for b in calls for c in b)
+        calls.append([Call(op, out, end + 1 + 2 * i, end + 2 + 2 * i) for i, (op, out) in enumerate(after)])
+        start = time.perf_counter()
+        linearize(d.h.spec, calls)
+        spent += time.perf_counter() - start
+        checked += 1
+    out: dict[str, float | str] = {"linearize_histories_per_s": checked / spent}
+    profile = PROFILES["concurrency"]
+    started = time.perf_counter()
+    for mutant in RACE_MUTANTS:
+        caught = 0
+        for seed in range(seeds):
+            racy = load_adapter(f"{mutant.__module__}:{mutant.__name__}")()
+            RECORDER.clear()
+            for shard in range(profile.shards):
+                concurrent.concurrent(racy, dataclasses.replace(profile, seeded=True), 1000 * seed + shard,
+                                      shrink=False)
+                if RECORDER.get(LINEARIZABLE).violated:
+                    caught += 1
+                    break
+        out[f"race_{mutant.name.removeprefix('mutant-race-')}_seeds"] = f"{caught}/{seeds}"
+    out["race_seed_s"] = (time.perf_counter() - started) / max(1, seeds * len(RACE_MUTANTS))
+    return out
 
 
 def kernel_figures() -> dict[str, float]:

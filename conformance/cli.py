@@ -3,7 +3,7 @@
     ashcheck adapters                        which adapters exist, and whether each can run here
     ashcheck rules [--format text|json] [--profile ashmem|memfd]
                                              every rule id with its summary and source
-    ashcheck run --adapter NAME [--profile quick|ci|deep] [--report DIR] [--adapter-option K=V]...
+    ashcheck run --adapter NAME [--profile quick|ci|deep|concurrency] [--report DIR] [--adapter-option K=V]...
                  [-n WORKERS] [-v] [--max-lost FRACTION]
                                              a conformance pass, with its report in DIR
     ashcheck merge REPORT... --out DIR       the difference table: rules × implementations
@@ -101,8 +101,9 @@ def _parser() -> argparse.ArgumentParser:
                          "1 a rule failed, 2 usage error / adapter unavailable / a failure outside any rule / "
                          "too many lost outcomes, 130 SIGINT, 143 SIGTERM.")
     run.add_argument("--adapter", required=True, help="a registered name (see `ashcheck adapters`) or module:Class")
-    run.add_argument("--profile", choices=["quick", "ci", "deep"], default="quick",
-                     help="how hard to search: quick (seconds), ci (the same examples every run), deep")
+    run.add_argument("--profile", choices=["quick", "ci", "deep", "concurrency"], default="quick",
+                     help="how hard to search: quick (seconds), ci (the same examples every run), deep; "
+                     "concurrency: concurrent histories only")
     run.add_argument("--report", type=Path, default=Path("ashcheck-report"),
                      help="the report folder (default ashcheck-report); what an earlier run wrote there is replaced")
     run.add_argument("--adapter-option", action="append", default=[], metavar="KEY=VALUE")
@@ -243,6 +244,7 @@ def run_settings(profile_name: str, workers: int, max_lost: float, started: date
                        "shards": profile.shards, "seeded": profile.seeded,
                        "seeds": [SEED_BASE + k for k in range(profile.shards)] if profile.seeded else None,
                        "shrink_replays": profile.shrink_replays,
+                       "histories": profile.histories, "sequential": profile.sequential,
                        "hypothesis": {"max_examples": hyp.max_examples,
                                       "stateful_step_count": hyp.stateful_step_count,
                                       "deadline": hyp.deadline, "database": hyp.database,

@@ -1,7 +1,7 @@
 """The pytest plugin (entry point `pytest11: ashcheck`).
 
     pytest --pyargs ashcheck.conformance [--adapter NAME|module:Class] [--adapter-option KEY=VALUE ...]
-           [--ashcheck-profile quick|ci|deep] [--ashcheck-results DIR] [-n auto]
+           [--ashcheck-profile quick|ci|deep|concurrency] [--ashcheck-results DIR] [-n auto]
 
 It provides the `adapter` fixture (the adapter under test, started once per test process; a
 project may override the fixture to supply its own instance) and the `ashcheck_profile` fixture,

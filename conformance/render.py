@@ -53,9 +53,10 @@ def settings_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
         ("adapter options", ", ".join(f"{k}={v}" for k, v in sorted(report["options"].items())) or "none"),
         ("implementation", "; ".join(f"{k}: {v}" for k, v in report["identity"].items()) or "the adapter names none"),
         ("spec profile", str(report.get("profile"))),
-        ("search profile", f"{search['profile']}: {search['examples']} examples of up to {search['steps']} steps "
-                           f"per shard, {search['shards']} shards, seeds {seeds}; shrinking: up to "
-                           f"{search['shrink_replays']} replays per failing rule"),
+        ("search profile", (f"{search['profile']}: {search['examples']} examples of up to {search['steps']} steps "
+                            f"per shard, " if search.get("sequential", True) else f"{search['profile']}: ")
+         + f"{search.get('histories', 0)} concurrent histories per shard, {search['shards']} shards, seeds {seeds}; "
+         f"shrinking: up to {search['shrink_replays']} replays per failing rule"),
         ("Hypothesis settings", ", ".join(f"{k}={v}" for k, v in hyp.items())),
         ("test processes", f"{run['workers']} pytest-xdist workers" if run["workers"] else "1 (in-process, -n 0)"),
         ("host", run["host"]),

@@ -85,12 +85,41 @@ if __name__ == "__main__":
 '''
 
 
+CONCURRENT_SCRIPT = '''#!/usr/bin/env python3
+"""Reproducer for rule {rule} on adapter {adapter!r} (profile {profile}): a concurrent history.
+
+{summary}
+
+The prefix runs one call at a time, then the branches run at the same time (on the simulator,
+under the recorded schedule), then the look after; the whole is checked for a linearization.
+A race may not show on every run: the history is run --times N times (default 20) and the script
+says how often it failed.
+
+Run it with ashcheck installed:  python {filename} [--adapter NAME_OR_MODULE:CLASS] [--times N]
+Exit status: 1 the failure reproduced at least once, 0 it did not, 2 the adapter could not run.
+"""
+import sys
+
+from ashcheck.conformance.concurrent import main
+
+RULE = {rule!r}
+ADAPTER = {adapter!r}
+OPTIONS = {options!r}
+STEPS = {steps}
+
+if __name__ == "__main__":
+    sys.exit(main(RULE, ADAPTER, OPTIONS, STEPS, sys.argv[1:]))
+'''
+
+
 def script(rule: str, summary: str, adapter: str, profile: str, options: dict[str, str],
            steps: list[dict[str, Any]], filename: str) -> str:
-    ops = [s["op"] for s in steps]
-    body = "[\n" + "".join(f"    {op!r},\n" for op in ops) + "]"  # Python literals: JSON true is not Python
-    return SCRIPT.format(rule=rule, summary=summary, adapter=adapter, profile=profile,
-                         options=options, steps=body, filename=filename)
+    concurrent = any("branch" in s for s in steps)
+    kept = [{k: v for k, v in s.items() if k in ("op", "branch", "schedule")} for s in steps
+            if s.get("branch") != "after"] if concurrent else [s["op"] for s in steps]
+    body = "[\n" + "".join(f"    {x!r},\n" for x in kept) + "]"  # Python literals: JSON true is not Python
+    return (CONCURRENT_SCRIPT if concurrent else SCRIPT).format(
+        rule=rule, summary=summary, adapter=adapter, profile=profile, options=options, steps=body, filename=filename)
 
 
 def main(rule: str, adapter: str, options: dict[str, str], steps: list[dict[str, Any]], argv: list[str]) -> int:

@@ -54,11 +54,15 @@ def ordered(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def steps_as_lines(steps: list[dict[str, Any]]) -> list[str]:
-    """A recorded program as strace-like lines: `p0: mmap(3, 0, 16384, 3, True)  →  None`."""
+    """A recorded program as strace-like lines: `p0: mmap(3, 0, 16384, 3, True)  →  None`; a step of a
+    concurrent branch starts with the branch and its times: `b1 [12–15] p1: …` (`after`: the look after)."""
     lines = []
     for step in steps:
         try:
-            lines.append(f"{Op.from_json(step['op'])}  →  {Outcome.from_json(step['outcome'])}")
+            at = step.get("at") or ["?", "?"]
+            branch = "" if "branch" not in step else (
+                f"{'after' if step['branch'] == 'after' else 'b' + str(step['branch'])} [{at[0]}–{at[1]}] ")
+            lines.append(f"{branch}{Op.from_json(step['op'])}  →  {Outcome.from_json(step['outcome'])}")
         except (KeyError, TypeError, ValueError):  # a report of another version: show the data
             lines.append(json.dumps(step))
     return lines

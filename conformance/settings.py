@@ -5,6 +5,8 @@ only (never loaded globally: a pytest plugin must change nothing for other test 
 - ci: the same examples on every run (each shard of the exploration has a fixed seed), so that a
   report changes only when the implementation does.
 - deep: thousands of examples, random.
+- concurrency: concurrent histories only (concurrent.py), many of them, the same every run; the
+  other profiles run a few beside the sequential tests.
 
 No example database: ashcheck keeps what it finds in its own evidence and reproducers, so nothing
 is written to `.hypothesis/` in the current directory.
@@ -25,6 +27,8 @@ class Profile:
     shards: int        # the exploration runs as this many tests (pytest-xdist spreads them)
     seeded: bool       # each shard has a fixed seed (the same examples every run)
     shrink_replays: int  # replays allowed to minimize each failing rule's program
+    histories: int = 0   # concurrent histories per shard (concurrent.py)
+    sequential: bool = True  # the exploration, tables and flows run (False: concurrent histories only)
 
     def hypothesis(self, *, shrink: bool = False) -> settings:
         """Settings for one shard. Hypothesis never sees a failure (the harness records them), so
@@ -42,7 +46,9 @@ class Profile:
 
 
 PROFILES = {
-    "quick": Profile("quick", examples=25, steps=30, shards=2, seeded=False, shrink_replays=60),
-    "ci": Profile("ci", examples=100, steps=50, shards=4, seeded=True, shrink_replays=300),
-    "deep": Profile("deep", examples=600, steps=100, shards=4, seeded=False, shrink_replays=1500),
+    "quick": Profile("quick", examples=25, steps=30, shards=2, seeded=False, shrink_replays=60, histories=5),
+    "ci": Profile("ci", examples=100, steps=50, shards=4, seeded=True, shrink_replays=300, histories=10),
+    "deep": Profile("deep", examples=600, steps=100, shards=4, seeded=False, shrink_replays=1500, histories=200),
+    "concurrency": Profile("concurrency", examples=1, steps=1, shards=4, seeded=True, shrink_replays=200,
+                           histories=300, sequential=False),
 }

@@ -60,8 +60,8 @@ def shrink_evidence(adapter: Adapter, recorder: Recorder, budget: int) -> list[s
     """Shrink the program of every violated rule not shrunk yet; the rules shrunk."""
     done = []
     for rule, ev in sorted(recorder.rules.items()):
-        if not ev.violated or ev.shrunk or not ev.reproducer:
-            continue
+        if not ev.violated or ev.shrunk or not ev.reproducer or any("branch" in s for s in ev.reproducer):
+            continue  # (a concurrent history is shrunk by concurrent.py)
         program = [o.Op.from_json(step["op"]) for step in ev.reproducer]
         smaller = minimize(adapter, program, rule, budget)
         if smaller is None:

@@ -51,6 +51,13 @@ class Spec:
                  spontaneous_purge: bool = False, memory: int | None = None) -> None:
         self.kernel = Kernel(PROFILES[profile], page_size, long_bits, spontaneous_purge, memory)
 
+    def copy(self) -> Spec:
+        """An independent spec in the same state (the profile, immutable, is shared): what a search
+        over several orders of the same operations (linearize.py) advances one order at a time."""
+        twin = Spec.__new__(Spec)
+        twin.kernel = self.kernel.clone()
+        return twin
+
     def allowed(self, op: o.Op) -> list[Branch]:
         """The allowed outcomes of `op` now. A region whose possible purge histories grow beyond
         tracking is marked `untracked` first (the caller must then not ask about it); SpecLimit

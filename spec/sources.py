@@ -98,6 +98,9 @@ SOURCES: tuple[Source, ...] = (
            "mmap64 (a negative offset EINVAL; a length rounding past PTRDIFF_MAX ENOMEM)",
            "git.musl-libc.org/musl src/mman/mmap.c; android.googlesource.com platform/bionic libc/bionic/mmap.cpp",
            r"^(musl src/mman/mmap\.c|bionic libc/bionic/mmap\.cpp)"),
+    Source("HERLIHY-WING", "Herlihy and Wing, Linearizability: a correctness condition for concurrent objects, "
+           "ACM TOPLAS 12(3), 1990 (the check: Wing and Gong's search with Lowe's memo, as in Knossos and "
+           "Porcupine)", "https://doi.org/10.1145/78969.78972", _tag("HERLIHY-WING")),
     Source("ADAPTER", "ashcheck's adapter contract: what every adapter does for the suite",
            "adapters/base.py, class Adapter", r"^the adapter contract$"),
 )

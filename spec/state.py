@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from ashcheck.spec import pins
 from ashcheck.spec.constants import page_align
@@ -144,6 +145,13 @@ class Kernel:
     regions: dict[int, Region] = field(default_factory=dict)
     next_rid: int = 0
 
+    def clone(self) -> Kernel:
+        """An independent copy: containers copied, the immutable parts (profile, worlds) shared."""
+        twin = _shallow(self)
+        twin.procs = {pid: _clone_proc(p) for pid, p in self.procs.items()}
+        twin.regions = {rid: _clone_region(r) for rid, r in self.regions.items()}
+        return twin
+
     def ulong(self, value: int) -> int:
         """`value` as the caller's unsigned long (size_t) holds it: cut to `long_bits` bits."""
         return value & ((1 << self.long_bits) - 1)
@@ -186,6 +194,35 @@ class Kernel:
         if any(m.rid == rid for p in self.procs.values() for m in p.maps.values()):
             return
         del self.regions[rid]
+
+
+T = TypeVar("T")
+
+
+def _shallow(obj: T) -> T:
+    """A copy of a plain dataclass instance: its fields, not what they hold (copy.copy, faster)."""
+    twin = object.__new__(type(obj))
+    twin.__dict__.update(obj.__dict__)
+    return twin
+
+
+def _clone_proc(p: Proc) -> Proc:
+    twin = _shallow(p)
+    twin.fds = {fd: _shallow(e) for fd, e in p.fds.items()}
+    twin.maps = {i: _clone_mapping(m) for i, m in p.maps.items()}
+    return twin
+
+
+def _clone_mapping(m: Mapping) -> Mapping:
+    twin = _shallow(m)
+    twin.private = dict(m.private)
+    return twin
+
+
+def _clone_region(r: Region) -> Region:
+    twin = _shallow(r)
+    twin.worlds = list(r.worlds)
+    return twin
 
 
 def release(region: Region) -> None:

@@ -79,10 +79,13 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def command(assets: VmAssets, initrd: Path, workdir: Path, memory_mb: int) -> list[str]:
-    """The qemu command line: console to workdir/console.log, the port to workdir/port.sock."""
+def command(assets: VmAssets, initrd: Path, workdir: Path, memory_mb: int, cpus: int = 1) -> list[str]:
+    """The qemu command line: console to workdir/console.log, the port to workdir/port.sock. More
+    than one cpu runs TCG multi-threaded (one host thread per vCPU): guest processes truly in
+    parallel, as concurrent histories want."""
+    accel = "tcg" if cpus == 1 else "tcg,thread=multi"
     return [
-        QEMU, "-accel", "tcg", "-cpu", "qemu64", "-M", "q35", "-m", str(memory_mb), "-smp", "1",
+        QEMU, "-accel", accel, "-cpu", "qemu64", "-M", "q35", "-m", str(memory_mb), "-smp", str(cpus),
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-kernel", str(assets.kernel), "-initrd", str(initrd), "-append", FAST_ARGS,
         "-chardev", f"file,id=con,path={workdir / 'console.log'}", "-serial", "chardev:con",
@@ -188,13 +191,14 @@ class Vm:
 
     @classmethod
     def boot(cls, assets: VmAssets, *, timeout: float = 60, memory_mb: int = 512,
-             executor: Path | None = None) -> Vm:
+             executor: Path | None = None, cpus: int = 1) -> Vm:
         """Start a guest and wait until its hub answers `* ping`.
 
         Args:
             assets: from fetch() or user_assets().
             timeout: seconds until a boot that is not ready is killed.
             memory_mb: guest memory.
+            cpus: guest vCPUs.
             executor: the static x86_64 binary to run as the hub; default: the project's executor.
         Raises:
             VmError: qemu is missing, exited, or was not ready in time; the message quotes the
@@ -206,7 +210,7 @@ class Vm:
         workdir = owned.make(WORKDIR_PREFIX)  # removing those of dead owners first
         start = time.monotonic()
         with open(workdir / "qemu.log", "wb") as log:
-            proc = subprocess.Popen(command(assets, initrd, workdir, memory_mb), stdin=subprocess.DEVNULL,
+            proc = subprocess.Popen(command(assets, initrd, workdir, memory_mb, cpus), stdin=subprocess.DEVNULL,
                                     stdout=log, stderr=log, process_group=0,
                                     preexec_fn=functools.partial(_die_with_parent, os.getpid()))
         sock: socket.socket | None = None

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+from collections.abc import Iterator, Sequence
 from typing import ClassVar
 from unittest import mock
 
+from ashcheck.adapters.base import Timed
 from ashcheck.adapters.sim import SimAdapter
 from ashcheck.reference import ashmem, ashmem_ioctl, binder, kernel, mm, ranges, shmem, shrinker, vfs
+from ashcheck.reference.cint import PAGE_SIZE
 from ashcheck.reference.errors import SyscallError
+from ashcheck.reference.sched import point
 from ashcheck.spec import ops as o
 from ashcheck.spec.constants import ASHMEM_NOT_PURGED, ASHMEM_WAS_PURGED, AshmemIoctl
 from ashcheck.spec.outcome import SIGSEGV, Kind, Outcome, err, fault, ok
@@ -245,14 +249,32 @@ Patches = tuple[tuple[object, str, object], ...]  # (owner, attribute, replaceme
 
 
 class Patched(Mutant):
-    """A mutant that runs every operation with some of the simulator's code replaced."""
+    """A mutant that runs every operation with some of the simulator's code replaced. Concurrent
+    branches run under one patching for the whole run (tasks switch inside operations: patching
+    per operation would unpatch under a task that is still in one)."""
     patches: ClassVar[Patches] = ()
+    _patched_now = False
 
     def perform(self, op: o.Op) -> Outcome:
+        if self._patched_now:
+            return super().perform(op)
+        with self._patched():
+            return super().perform(op)
+
+    def perform_concurrently(self, branches: Sequence[Sequence[o.Op]], schedule: Sequence[int]) -> list[list[Timed]]:
+        with self._patched():
+            self._patched_now = True
+            try:
+                return super().perform_concurrently(branches, schedule)
+            finally:
+                self._patched_now = False
+
+    @contextlib.contextmanager
+    def _patched(self) -> Iterator[None]:
         with contextlib.ExitStack() as stack:
             for owner, attribute, replacement in self.patches:
                 stack.enter_context(mock.patch.object(owner, attribute, replacement))
-            return super().perform(op)
+            yield
 
 
 def _pin_split_forgets_purged(self: ranges.UnpinnedList, file: shmem.ShmemFile, pgstart: int, pgend: int) -> int:
@@ -506,6 +528,82 @@ class NamesAreKeys(Mutant):
 
 ORIGINAL_SETUP = ashmem.AshmemDriver._shmem_file_setup
 
+
+# --- races: each is invisible one call at a time, and shows only in concurrent histories ----------
+
+def _set_size_unlocked(asma: object, cmd: int, arg: object, lru: object, cred: object) -> object:
+    """SET_SIZE as before CVE-2017-13216's fix: it checks for the backing file and sets the size
+    without ashmem_mutex, so a first mmap in between makes the file with the old size."""
+    if cmd == AshmemIoctl.SET_SIZE and isinstance(arg, int) and getattr(asma, "file", None) is None:
+        point()
+        asma.size = arg % 2**64  # type: ignore[attr-defined]
+        return 0
+    return ORIGINAL_IOCTL(asma, cmd, arg, lru, cred)  # type: ignore[arg-type]
+
+
+class SetSizeRacesMmap(Patched):
+    """race: SET_SIZE is not serialized with the first mmap (CVE-2017-13216): the size changes after
+    another process mapped the region."""
+    name = "mutant-race-set-size"
+    breaks = "concurrent.linearizable"
+    patches: ClassVar[Patches] = ((ashmem, "ashmem_ioctl", _set_size_unlocked),)
+
+
+def _scan_drops_lock(lru: ranges.Lru, nr_to_scan: int) -> int:
+    """ashmem_shrink_scan that drops ashmem_mutex around each hole punch (as 5.10 does) while
+    PIN does not wait for the punches in flight (5.10 makes it wait on ashmem_shrink_wait)."""
+    freed = 0
+    while (r := lru.head()) is not None:
+        r.purged = True
+        lru.delete(r)
+        freed += ranges.range_size(r)
+        point()  # mutex_unlock: a PIN may take the range back here, and its caller write to it
+        r.file.punch_hole(r.pgstart * PAGE_SIZE, ranges.range_size(r) * PAGE_SIZE)
+        nr_to_scan -= 1
+        if nr_to_scan <= 0:
+            break
+    return freed
+
+
+class PurgeDropsLock(Patched):
+    """race: the shrinker punches with the lock dropped and PIN does not wait for it ("ashmem: Don't
+    call fallocate() with ashmem_mutex held" needed ashmem_shrink_wait too): data written after PIN
+    returned is zeroed by a purge that started before."""
+    name = "mutant-race-pin-purge"
+    breaks = "concurrent.linearizable"
+    patches: ClassVar[Patches] = ((shrinker, "shrink_scan", _scan_drops_lock),
+                                  (kernel, "shrink_scan", _scan_drops_lock),
+                                  (ashmem_ioctl, "shrink_scan", _scan_drops_lock))
+
+
+def _install_each_then_roll_back(src: vfs.FdTable, dst: vfs.FdTable, fds: Sequence[int],
+                                 allowed: bool) -> tuple[int, ...]:
+    """binder_translate_fd that installs each fd in the target as it translates it, and closes the
+    ones installed when a later fd fails: for a moment the target holds fds of a transaction that
+    will fail (what "binder: defer fd_install until after the transaction" ended)."""
+    installed: list[int] = []
+    try:
+        for fd in fds:
+            if not allowed:
+                raise SyscallError(errno.EPERM)
+            installed.append(dst.install(src.get(fd), cloexec=True))
+            point()
+    except SyscallError:
+        for number in installed:
+            dst.close(number)
+        raise
+    return tuple(installed)
+
+
+class BinderInstallsEarly(Patched):
+    """race: a transaction's fds are usable in the target before it is known to succeed, and a
+    failure closes them again."""
+    name = "mutant-race-binder-install"
+    breaks = "concurrent.linearizable"
+    patches: ClassVar[Patches] = ((binder, "transfer_fds", _install_each_then_roll_back),)
+
+
+RACE_MUTANTS: list[type[Mutant]] = [SetSizeRacesMmap, PurgeDropsLock, BinderInstallsEarly]
 
 STATE_MUTANTS: list[type[Mutant]] = [
     PinSplitForgetsPurged, PurgeOverreaches, ReleaseKeepsRanges, CloseOfDupReleases, BinderNewFile,

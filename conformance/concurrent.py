@@ -201,8 +201,8 @@ def look_after(adapter: Adapter, h: Harness, branches: Sequence[Sequence[o.Op]],
                 call(op)
         for map_id, length in sorted(maps[p].items()):
             for page in range(min(LOOK_PAGES, -(-length // adapter.page_size))):
-                got = call(o.Load(p, map_id, page * adapter.page_size, adapter.page_size))
-                if got is None or got.kind is not Kind.VALUE:
+                looked = call(o.Load(p, map_id, page * adapter.page_size, adapter.page_size))
+                if looked is None or looked.kind is not Kind.VALUE:
                     break
     return done
 

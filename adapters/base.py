@@ -78,6 +78,9 @@ class Adapter(abc.ABC):
             are CPUs); one device shared by two would see the other's purges.
         concurrent_transfers: whether a concurrent branch may hold binder transactions (which involve
             a second process, busy with its own branch); else branches hold one process's calls only.
+        replays_schedule: whether perform_concurrently interleaves the branches exactly as `schedule`
+            says (the simulator), so that a history replays the same; a real kernel schedules itself,
+            and a failing history is then tried several times.
         checks_per_step: how many observations the suite may add after each step that changed
             something: loads of mapped pages (does every live mapping still show what the spec
             says?) and pin-status queries of the regions touched. Each is one round trip: keep it
@@ -96,6 +99,7 @@ class Adapter(abc.ABC):
     checks_per_step: int = 4
     max_workers: int | None = None
     concurrent_transfers: bool = False
+    replays_schedule: bool = False
 
     def __init__(self, **options: str) -> None:
         """`options` come from `--adapter-option key=value`; unknown keys must raise ValueError."""

@@ -51,6 +51,7 @@ class SimAdapter(Adapter):
         self.kernel = Kernel(self.seed, ram=self.memory_bytes)
 
     concurrent_transfers = True  # one kernel object: a transaction needs nothing of the receiver's task
+    replays_schedule = True
 
     def perform_concurrently(self, branches: Sequence[Sequence[o.Op]], schedule: Sequence[int]) -> list[list[Timed]]:
         """The branches as tasks of a deterministic scheduler (reference/sched.py): a task switch

@@ -251,7 +251,6 @@ def concurrency_figures(seeds: int) -> dict[str, float | str]:
     from ashcheck.conformance.selftest.mutants import RACE_MUTANTS
     from ashcheck.conformance.settings import PROFILES
     from ashcheck.spec import LINEARIZABLE, linearize
-    from ashcheck.spec.linearize import Call
 
     adapter = load_adapter("sim")()
     rng = random.Random(0)
@@ -273,11 +272,7 @@ def concurrency_figures(seeds: int) -> dict[str, float | str]:
         ops = [branches.draw_branch(d, branches.view(d, p, [q for q in range(3) if q != p]), kinds, 8, draws)[:8]
                for p in range(3)]
         timed = adapter.perform_concurrently(ops, [rng.randrange(16) for _ in range(64)])
-        after = concurrent.look_after(adapter, d.h, ops, timed)
-        calls = [[Call(op, t.outcome, t.invoked, t.completed) for op, t in zip(b, ts, strict=True)]
-                 for b, ts in zip(ops, timed, strict=True)]
-        end = max(c.completed for b in calls for c in b)
-        calls.append([Call(op, out, end + 1 + 2 * i, end + 2 + 2 * i) for i, (op, out) in enumerate(after)])
+        calls = concurrent.history_calls(ops, timed, concurrent.look_after(adapter, d.h, ops, timed))
         start = time.perf_counter()
         linearize(d.h.spec, calls)
         spent += time.perf_counter() - start

@@ -147,9 +147,6 @@ KINDS: dict[str, tuple[str, Maker]] = {
     "binder_transaction": ("peer", lambda d, v, x: o.BinderSend(
         v.proc, v.others[next(x) % len(v.others)], tuple(_fd(v, x) for _ in range(1 + next(x) % 2)))),
 }
-OPS = (o.SetName, o.GetName, o.SetSize, o.GetSize, o.SetProtMask, o.GetProtMask, o.Pin, o.Unpin, o.GetPinStatus,
-       o.PurgeAllCaches, o.Mmap, o.Dup, o.Close, o.Lseek, o.Read, o.Write, o.GetFdFlags, o.CreateRegion, o.Munmap,
-       o.Mprotect, o.Load, o.Store, o.BinderSend)  # what branches hold (spec/reach.py lists them for the rule)
 
 
 def view(d: Driver, proc: int, others: list[int]) -> View:

@@ -32,13 +32,12 @@ from typing import Any
 from hypothesis import given, seed, settings
 from hypothesis import strategies as st
 
-from ashcheck.adapters import load_adapter
-from ashcheck.adapters.base import Adapter, AdapterUnavailable, Capability, Timed
+from ashcheck.adapters.base import Adapter, Capability, Timed
 from ashcheck.conformance import branches as B
 from ashcheck.conformance import strategies as S
 from ashcheck.conformance.driver import WHOLE, Driver
 from ashcheck.conformance.harness import Harness
-from ashcheck.conformance.replay import MAP_OPS, replay
+from ashcheck.conformance.replay import MAP_OPS, replay, started
 from ashcheck.conformance.results import RECORDER, Recorder
 from ashcheck.conformance.settings import Profile
 from ashcheck.spec import ops as o
@@ -155,12 +154,18 @@ def run(adapter: Adapter, h: Harness, history: History) -> Checked:
     # follows: not asked, as one call at a time
     branches = [[op for op in ops if not h.quarantine.blocks(h.model, op)] for ops in history.branches]
     timed = adapter.perform_concurrently(branches, history.schedule)
+    calls = history_calls(branches, timed, look_after(adapter, h, branches, timed))
+    return Checked(linearize(start, calls), calls, program)
+
+
+def history_calls(branches: Sequence[Sequence[o.Op]], timed: Sequence[Sequence[Timed]],
+                  after: Sequence[tuple[o.Op, Outcome]]) -> list[list[Call]]:
+    """The branches' calls, then the look after as one more branch, each call after all of theirs."""
     calls = [[Call(op, t.outcome, t.invoked, t.completed) for op, t in zip(ops, got, strict=True)]
              for ops, got in zip(branches, timed, strict=True)]
-    after = look_after(adapter, h, branches, timed)
     end = max((c.completed for b in calls for c in b), default=0)
     calls.append([Call(op, out, end + 1 + 2 * i, end + 2 + 2 * i) for i, (op, out) in enumerate(after)])
-    return Checked(linearize(start, calls), calls, program)
+    return calls
 
 
 def look_after(adapter: Adapter, h: Harness, branches: Sequence[Sequence[o.Op]],
@@ -299,7 +304,7 @@ def replay_history(adapter: Adapter, history: History) -> Checked | None:
     if any(ops and not h.usable(ops[0].proc) for ops in history.branches):
         return None
     if any(isinstance(op, MAP_OPS) and op.map_id not in h.model.procs[op.proc].maps
-           for ops in history.branches for op in ops if not isinstance(op, o.Munmap) or ops.index(op) == 0):
+           for ops in history.branches for op in ops):
         return None  # a mapping the shortened prefix no longer makes
     return run(adapter, h, history)
 
@@ -342,7 +347,7 @@ def shrink_recorded(adapter: Adapter, recorder: Recorder, budget: int) -> None:
     ev = recorder.get(LINEARIZABLE)
     if not ev.reproducer or ev.shrunk:
         return
-    tries = 1 if adapter.name == "sim" or "mutant" in adapter.name else 3
+    tries = 1 if adapter.replays_schedule else 3
     history = history_of(ev.reproducer)
     smaller = shrink_history(adapter, history, budget, tries)
     for _ in range(tries):
@@ -367,14 +372,8 @@ def main(rule: str, adapter: str, options: dict[str, str], steps: list[dict[str,
         else:
             print("usage: python REPRODUCER.py [--adapter NAME_OR_MODULE:CLASS] [--times N]", file=sys.stderr)
             return 2
-    try:
-        instance = load_adapter(adapter)(**options)
-        reason = instance.why_unavailable()
-        if reason is not None:
-            raise AdapterUnavailable(reason)
-        instance.start()
-    except (LookupError, ValueError, TypeError, AdapterUnavailable) as exc:
-        print(f"cannot run: adapter {adapter!r}: {exc}", file=sys.stderr)
+    instance = started(adapter, options)
+    if instance is None:
         return 2
     try:
         history, failed, example = history_of(steps), 0, None

@@ -64,16 +64,16 @@ def replay(adapter: Adapter, program: list[o.Op], until: Callable[[Harness], boo
 
 
 SCRIPT = '''#!/usr/bin/env python3
-"""Reproducer for rule {rule} on adapter {adapter!r} (profile {profile}).
+"""Reproducer for rule {rule} on adapter {adapter!r} (profile {profile}){what}.
 
 {summary}
-
-Run it with ashcheck installed:  python {filename} [--adapter NAME_OR_MODULE:CLASS]
-Exit status: 1 the failure reproduced, 0 it did not, 2 the adapter could not run.
+{about}
+Run it with ashcheck installed:  python {filename} [--adapter NAME_OR_MODULE:CLASS]{more}
+Exit status: 1 the failure reproduced{once}, 0 it did not, 2 the adapter could not run.
 """
 import sys
 
-from ashcheck.conformance.replay import main
+from ashcheck.conformance.{module} import main
 
 RULE = {rule!r}
 ADAPTER = {adapter!r}
@@ -83,33 +83,14 @@ STEPS = {steps}
 if __name__ == "__main__":
     sys.exit(main(RULE, ADAPTER, OPTIONS, STEPS, sys.argv[1:]))
 '''
-
-
-CONCURRENT_SCRIPT = '''#!/usr/bin/env python3
-"""Reproducer for rule {rule} on adapter {adapter!r} (profile {profile}): a concurrent history.
-
-{summary}
-
-The prefix runs one call at a time, then the branches run at the same time (on the simulator,
-under the recorded schedule), then the look after; the whole is checked for a linearization.
-A race may not show on every run: the history is run --times N times (default 20) and the script
-says how often it failed.
-
-Run it with ashcheck installed:  python {filename} [--adapter NAME_OR_MODULE:CLASS] [--times N]
-Exit status: 1 the failure reproduced at least once, 0 it did not, 2 the adapter could not run.
-"""
-import sys
-
-from ashcheck.conformance.concurrent import main
-
-RULE = {rule!r}
-ADAPTER = {adapter!r}
-OPTIONS = {options!r}
-STEPS = {steps}
-
-if __name__ == "__main__":
-    sys.exit(main(RULE, ADAPTER, OPTIONS, STEPS, sys.argv[1:]))
-'''
+# What a reproducer of a concurrent history says and runs differently.
+CONCURRENT = {
+    "what": ": a concurrent history", "more": " [--times N]", "once": " at least once", "module": "concurrent",
+    "about": "\nThe prefix runs one call at a time, then the branches run at the same time (on the simulator,\n"
+             "under the recorded schedule), then the look after; the whole is checked for a linearization.\n"
+             "A race may not show on every run: the history is run --times N times (default 20) and the script\n"
+             "says how often it failed.\n"}
+SEQUENTIAL = {"what": "", "more": "", "once": "", "module": "replay", "about": ""}
 
 
 def script(rule: str, summary: str, adapter: str, profile: str, options: dict[str, str],
@@ -118,16 +99,12 @@ def script(rule: str, summary: str, adapter: str, profile: str, options: dict[st
     kept = [{k: v for k, v in s.items() if k in ("op", "branch", "schedule")} for s in steps
             if s.get("branch") != "after"] if concurrent else [s["op"] for s in steps]
     body = "[\n" + "".join(f"    {x!r},\n" for x in kept) + "]"  # Python literals: JSON true is not Python
-    return (CONCURRENT_SCRIPT if concurrent else SCRIPT).format(
-        rule=rule, summary=summary, adapter=adapter, profile=profile, options=options, steps=body, filename=filename)
+    return SCRIPT.format(rule=rule, summary=summary, adapter=adapter, profile=profile, options=options, steps=body,
+                         filename=filename, **(CONCURRENT if concurrent else SEQUENTIAL))
 
 
-def main(rule: str, adapter: str, options: dict[str, str], steps: list[dict[str, Any]], argv: list[str]) -> int:
-    if len(argv) == 2 and argv[0] == "--adapter":
-        adapter, options = argv[1], {}
-    elif argv:
-        print("usage: python REPRODUCER.py [--adapter NAME_OR_MODULE:CLASS]", file=sys.stderr)
-        return 2
+def started(adapter: str, options: dict[str, str]) -> Adapter | None:
+    """The adapter of a reproducer script, started; None (the reason printed) if it cannot run."""
     try:
         instance = load_adapter(adapter)(**options)
         reason = instance.why_unavailable()
@@ -136,6 +113,18 @@ def main(rule: str, adapter: str, options: dict[str, str], steps: list[dict[str,
         instance.start()
     except (LookupError, ValueError, TypeError, AdapterUnavailable) as exc:
         print(f"cannot run: adapter {adapter!r}: {exc}", file=sys.stderr)
+        return None
+    return instance
+
+
+def main(rule: str, adapter: str, options: dict[str, str], steps: list[dict[str, Any]], argv: list[str]) -> int:
+    if len(argv) == 2 and argv[0] == "--adapter":
+        adapter, options = argv[1], {}
+    elif argv:
+        print("usage: python REPRODUCER.py [--adapter NAME_OR_MODULE:CLASS]", file=sys.stderr)
+        return 2
+    instance = started(adapter, options)
+    if instance is None:
         return 2
     try:
         program = [o.Op.from_json(data) for data in steps]

@@ -37,7 +37,6 @@ class Scheduler:
         self.done: list[bool] = []
         self.errors: list[BaseException] = []
         self.cond = threading.Condition()
-        self.log: list[int] = []  # which task ran after each yield point (for the reproducer)
         self.suspended: set[int] = set()  # tasks waiting at a yield point inside a call
 
     def run(self, tasks: Sequence[Callable[[], None]]) -> None:
@@ -97,7 +96,6 @@ class Scheduler:
             choice = after[0] if after else runnable[0]
         self.turn += 1
         self.current = choice
-        self.log.append(choice)
         self.cond.notify_all()
 
 

@@ -99,16 +99,15 @@ def test_a_race_is_caught_by_the_concurrency_profile(mutant: type[Mutant]) -> No
     RECORDER.clear()
     found = False
     for shard in range(PROFILES["concurrency"].shards):
-        _histories(adapter, RECORDER, shard, PROFILES["concurrency"].histories)
+        _histories(adapter, shard, PROFILES["concurrency"].histories)
         if RECORDER.get(LINEARIZABLE).violated:
             found = True
             break
     assert found, f"{mutant.name} ({mutant.__doc__}) went unnoticed by the concurrency profile"
 
 
-def _histories(adapter: Adapter, recorder: Recorder, shard: int, count: int) -> None:
-    """`count` histories as the concurrency profile draws them (recorded in the run's recorder)."""
-    del recorder  # the run's own: cleared by the caller
+def _histories(adapter: Adapter, shard: int, count: int) -> None:
+    """`count` histories as the concurrency profile draws them, recorded in RECORDER."""
     C.concurrent(adapter, dataclasses.replace(PROFILES["concurrency"], histories=count), shard, shrink=False)
 
 
@@ -121,7 +120,7 @@ def test_correct_implementations_pass_concurrent_histories(name: str) -> None:
     adapter.start()
     try:
         RECORDER.clear()
-        _histories(adapter, RECORDER, 0, 150)
+        _histories(adapter, 0, 150)
         evidence = RECORDER.get(LINEARIZABLE)
         assert evidence.violated == 0, evidence.message
         assert evidence.confirmed > 100

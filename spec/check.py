@@ -35,6 +35,10 @@ SPEC: dict[type[o.Op], Callable[[Kernel, Any], list[Branch]]] = {
 
 MAX_WORLDS = 64
 
+# How a concurrent history searches a call (linearize.py): as one step, or as steps that other
+# calls may come between, BODY the one judged (Spec.steps).
+WHOLE, BEGIN, BODY, END = "whole", "begin", "body", "end"
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -62,15 +66,52 @@ class Spec:
         """The allowed outcomes of `op` now. A region whose possible purge histories grow beyond
         tracking is marked `untracked` first (the caller must then not ask about it); SpecLimit
         may still come from a state the operation itself cannot follow."""
+        self._purges_may_have_happened()
+        return SPEC[type(op)](self.kernel, op)
+
+    def steps(self, op: o.Op) -> tuple[str, ...]:
+        """The steps a concurrent history searches `op` as: WHOLE; or for read() where the position
+        is not atomic (fileio.read_begin) BEGIN (the position taken), BODY (the bytes read at it), END
+        (the position stored); or for PURGE_ALL_CACHES where pinning is real, BODY (the count) and
+        END (the return), any range purged at any moment between them (pinning.py)."""
+        profile = self.kernel.profile
+        if isinstance(op, o.Read) and not profile.atomic_read_position:
+            return BEGIN, BODY, END
+        if isinstance(op, o.PurgeAllCaches) and profile.pinning:
+            return BODY, END
+        return (WHOLE,)
+
+    def begin(self, op: o.Op) -> int | None:
+        """BEGIN: what the call takes as it starts (a read's position)."""
+        assert isinstance(op, o.Read)
+        return fileio.read_begin(self.kernel, op)
+
+    def allowed_body(self, op: o.Op, taken: int | None) -> list[Branch]:
+        """BODY's allowed outcomes; `taken` is what BEGIN took."""
+        self._purges_may_have_happened()
+        if isinstance(op, o.Read):
+            return fileio.read_body(self.kernel, op, taken)
+        assert isinstance(op, o.PurgeAllCaches)
+        return pinning.purge_all_caches(self.kernel, op, in_steps=True)
+
+    def end(self, op: o.Op, taken: int | None, observed: Outcome) -> None:
+        """END: a read stores its position; a purge that began stops purging (after what it may
+        have purged up to its return)."""
+        if isinstance(op, o.Read):
+            fileio.read_end(self.kernel, op, taken, observed)
+        elif observed.kind is Kind.VALUE:
+            self._purges_may_have_happened()
+            self.kernel.purges_in_flight -= 1
+
+    def _purges_may_have_happened(self) -> None:
         k = self.kernel
-        if k.spontaneous_purge:
+        if k.spontaneous_purge or k.purges_in_flight:
             for region in k.regions.values():
                 if not region.untracked and any(w.unpurged() for w in region.worlds):
                     try:
                         expand_purges(region, MAX_WORLDS)
                     except SpecLimit:
                         region.untracked = True
-        return SPEC[type(op)](k, op)
 
     def judge(self, branches: list[Branch], observed: Outcome) -> Verdict:
         """Is `observed` one of `branches` (from `allowed`)? The first match's effect advances the

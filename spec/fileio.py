@@ -40,7 +40,7 @@ from ashcheck.spec.constants import (
     page_align,
 )
 from ashcheck.spec.ops import Lseek, Read, Write
-from ashcheck.spec.outcome import Outcome, err, ok
+from ashcheck.spec.outcome import Kind, Outcome, err, ok
 from ashcheck.spec.rules import Rule, declare
 from ashcheck.spec.state import Kernel, Mem, Region
 
@@ -102,28 +102,60 @@ def _tagged(k: Kernel, proc: int, fd: int, rule: str) -> str:
 
 
 def read(k: Kernel, op: Read) -> list[Branch]:
+    """read() as one step: the bytes at the position, which moves past them."""
     region = _region(k, op.proc, op.fd)
-    if region is None:
+    return ebadf() if region is None else read_body(k, op, region.pos, advance=True)
+
+
+# Where the position is not atomic (Profile.atomic_read_position False: a char device), read() is
+# three steps that other calls may come between (fs/read_write.c ksys_read, 5.10: the position is
+# copied before vfs_read and stored back after it, with f_pos_lock taken only for FMODE_ATOMIC_POS
+# files, fs/open.c do_dentry_open: regular files and directories; ashmem_read_iter reads the
+# backing file with ashmem_mutex dropped). A concurrent lseek() can so be undone, or a read read at
+# the position it had before (observed on 5.10.223 with 2 vCPUs). linearize.py uses these.
+# Not modelled: the driver's own store of the backing file's position (which SEEK_CUR starts from)
+# comes a little before the VFS's store of the file's; an lseek between them leaves the two apart,
+# which the next read or lseek shows only one of (both then move together) unless that read is at
+# the end of the file (it stores the file's position alone).
+
+def read_begin(k: Kernel, op: Read) -> int | None:
+    """The position the read takes as it starts (None: the fd is not a region's)."""
+    region = _region(k, op.proc, op.fd)
+    return None if region is None else region.pos
+
+
+def read_body(k: Kernel, op: Read, at: int | None, *, advance: bool = False) -> list[Branch]:
+    """The read at position `at` (from read_begin); the position moves only if `advance`."""
+    region = _region(k, op.proc, op.fd)
+    if region is None or at is None:
         return ebadf()
-    if _past_loff_t(region.pos, op.count):
+    if _past_loff_t(at, op.count):
         return fails("fd.rw.range", errno.EINVAL)
     if k.profile.fd_io_needs_mapping:
         if region.size == 0:
             return [Branch("ashmem.read.size-zero", ok(b""))]
         if not region.materialized:
             return fails("ashmem.read.not-mapped", errno.EBADF)
-    n = max(0, min(op.count, region.size - region.pos))
+    n = max(0, min(op.count, region.size - at))
     groups: dict[bytes, list[Mem]] = {}
     for world in region.worlds:
-        groups.setdefault(world.read(region.pos, n, k.page), []).append(world)
+        groups.setdefault(world.read(at, n, k.page), []).append(world)
 
     def keep(data: bytes, worlds: list[Mem]) -> Branch:
         def effect(_: Outcome) -> None:
             region.worlds = worlds
-            region.pos += n
+            if advance:
+                region.pos = at + n
         return Branch(_tagged(k, op.proc, op.fd, "fd.read.data"), ok(data), effect)
 
     return [keep(data, ws) for data, ws in groups.items()]
+
+
+def read_end(k: Kernel, op: Read, at: int | None, outcome: Outcome) -> None:
+    """The position stored back: where the read began plus what it returned (an error stores nothing)."""
+    region = _region(k, op.proc, op.fd)
+    if region is not None and at is not None and outcome.kind is Kind.VALUE and isinstance(outcome.value, bytes):
+        region.pos = at + len(outcome.value)
 
 
 def lseek(k: Kernel, op: Lseek) -> list[Branch]:

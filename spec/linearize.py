@@ -14,6 +14,11 @@ one position per branch. Operations that commute reach the same state by differe
 the memo cuts those repeats. The spec's possible worlds stay inside each state, so purges that
 may or may not have happened need no search of their own.
 
+A call that the kernel makes of several steps, other calls coming between them, is searched as
+those steps, each at its own point of the call's span (Spec.steps): read() where the file position
+is not atomic (the position taken, the bytes read, the position stored back), and PURGE_ALL_CACHES,
+which punches range after range with ashmem_mutex dropped and may give up half way.
+
 A call whose transport was lost is not judged: the history is then undecided, never a violation.
 """
 
@@ -22,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ashcheck.spec.check import Spec, Verdict
+from ashcheck.spec.check import BEGIN, BODY, WHOLE, Spec, Verdict
 from ashcheck.spec.ops import Op
 from ashcheck.spec.outcome import Kind, Outcome
 from ashcheck.spec.rules import Rule, declare
@@ -68,17 +73,17 @@ def linearize(spec: Spec, branches: Sequence[Sequence[Call]], budget: int = 200_
     `budget` bounds the search nodes; past it the history is undecided."""
     if any(c.outcome.kind is Kind.INDETERMINATE for b in branches for c in b):
         return Result(False, undecided="a call's transport was lost")
-    start = (0,) * len(branches)
-    quick = _Search(branches, 4 * sum(map(len, branches)) + 16, memo=False)
+    start = (0,) * len(branches), (None,) * len(branches)
+    quick = _Search(spec, branches, 4 * sum(map(len, branches)) + 16, memo=False)
     try:  # most histories have an order found at once: first a search without the memo's cost
-        found = quick.run(spec.copy(), start, [], [])
+        found = quick.run(spec.copy(), *start, [], [])
         if found is not None:
             return Result(True, found[0], found[1], states=quick.states)
     except (SpecLimit, _OutOfBudget):
         pass
-    search = _Search(branches, budget)
+    search = _Search(spec, branches, budget)
     try:
-        found = search.run(spec.copy(), start, [], [])
+        found = search.run(spec.copy(), *start, [], [])
     except SpecLimit as exc:
         return Result(False, undecided=f"beyond what the spec tracks: {exc}", states=search.states)
     except _OutOfBudget:
@@ -94,30 +99,38 @@ class _OutOfBudget(Exception):
 
 
 class _Search:
-    def __init__(self, branches: Sequence[Sequence[Call]], budget: int, *, memo: bool = True) -> None:
+    """Positions count steps (Spec.steps: a call may be several); `taken` holds, for each branch,
+    what the BEGIN step of its call in progress took."""
+
+    def __init__(self, spec: Spec, branches: Sequence[Sequence[Call]], budget: int, *, memo: bool = True) -> None:
         self.branches = branches
+        self.steps = [[(i, phase) for i, c in enumerate(b) for phase in spec.steps(c.op)] for b in branches]
         self.budget = budget
         self.memo = memo
-        self.failed: set[tuple[tuple[int, ...], str] | None] = set()
+        self.failed: set[tuple[tuple[int, ...], tuple[int | None, ...], int, str] | None] = set()
         self.states = 0
         self.deepest: list[tuple[int, int]] = []
         self.deepest_verdicts: list[Verdict] = []
         self.blame: Verdict | None = None
         self.blamed: tuple[int, int] | None = None
 
-    def candidates(self, at: tuple[int, ...]) -> list[int]:
-        """The branches whose next call may come next: none of the pending calls completed before
-        it was invoked. Earliest invoked first (the likeliest order)."""
-        pending = [(b, self.branches[b][i]) for b, i in enumerate(at) if i < len(self.branches[b])]
-        free = [b for b, call in pending if all(other.completed >= call.invoked for _, other in pending)]
-        return sorted(free, key=lambda b: self.branches[b][at[b]].invoked)
+    def call(self, b: int, at: tuple[int, ...]) -> Call:
+        return self.branches[b][self.steps[b][at[b]][0]]
 
-    def run(self, spec: Spec, at: tuple[int, ...], order: list[tuple[int, int]],
+    def candidates(self, at: tuple[int, ...]) -> list[int]:
+        """The branches whose next step may come next: none of the pending calls completed before
+        its call was invoked. Earliest invoked first (the likeliest order)."""
+        pending = [(b, self.call(b, at)) for b, i in enumerate(at) if i < len(self.steps[b])]
+        free = [b for b, call in pending if all(other.completed >= call.invoked for _, other in pending)]
+        return sorted(free, key=lambda b: self.call(b, at).invoked)
+
+    def run(self, spec: Spec, at: tuple[int, ...], taken: tuple[int | None, ...], order: list[tuple[int, int]],
             verdicts: list[Verdict]) -> tuple[list[tuple[int, int]], list[Verdict]] | None:
         """A linearization of what is left from `at`, or None. `spec` is this node's own (changed)."""
-        if all(i == len(b) for i, b in zip(at, self.branches, strict=True)):
+        if all(i == len(s) for i, s in zip(at, self.steps, strict=True)):
             return order, verdicts
-        key = (at, repr((spec.kernel.procs, spec.kernel.regions, spec.kernel.next_rid))) if self.memo else None
+        k = spec.kernel
+        key = (at, taken, k.purges_in_flight, repr((k.procs, k.regions, k.next_rid))) if self.memo else None
         if key in self.failed:
             return None
         self.states += 1
@@ -125,18 +138,32 @@ class _Search:
             raise _OutOfBudget
         free = self.candidates(at)
         for n, b in enumerate(free):
-            call = self.branches[b][at[b]]
+            index, phase = self.steps[b][at[b]]
+            call = self.branches[b][index]
             twin = spec.copy() if n < len(free) - 1 else spec  # the last try may use the state up
-            verdict = twin.judge(twin.allowed(call.op), call.outcome)
-            if not verdict.ok:
-                if len(order) > len(self.deepest) or self.blame is None:
-                    self.deepest, self.deepest_verdicts = list(order), list(verdicts)
-                    self.blame, self.blamed = verdict, (b, at[b])
-                continue
             step = tuple(i + 1 if j == b else i for j, i in enumerate(at))
-            found = self.run(twin, step, [*order, (b, at[b])], [*verdicts, verdict])
+            now, done, judged = taken, order, verdicts
+            if phase in (WHOLE, BODY):
+                allowed = twin.allowed(call.op) if phase == WHOLE else twin.allowed_body(call.op, taken[b])
+                verdict = twin.judge(allowed, call.outcome)
+                if not verdict.ok:
+                    if len(order) > len(self.deepest) or self.blame is None:
+                        self.deepest, self.deepest_verdicts = list(order), list(verdicts)
+                        self.blame, self.blamed = verdict, (b, index)
+                    continue
+                done, judged = [*order, (b, index)], [*verdicts, verdict]
+            elif phase == BEGIN:
+                now = _put(taken, b, twin.begin(call.op))
+            else:
+                twin.end(call.op, taken[b], call.outcome)
+                now = _put(taken, b, None)
+            found = self.run(twin, step, now, done, judged)
             if found is not None:
                 return found
         if self.memo:
             self.failed.add(key)
         return None
+
+
+def _put(taken: tuple[int | None, ...], b: int, at: int | None) -> tuple[int | None, ...]:
+    return tuple(at if j == b else t for j, t in enumerate(taken))

@@ -144,6 +144,7 @@ class Kernel:
     procs: dict[int, Proc] = field(default_factory=dict)
     regions: dict[int, Region] = field(default_factory=dict)
     next_rid: int = 0
+    purges_in_flight: int = 0  # PURGE_ALL_CACHES calls begun, not returned (a concurrent history's)
 
     def clone(self) -> Kernel:
         """An independent copy: containers copied, the immutable parts (profile, worlds) shared."""

@@ -57,6 +57,48 @@ def test_a_race_that_no_order_explains_is_rejected_and_one_order_is_found_otherw
     assert spec.kernel.regions[0].size == 4096 and not spec.kernel.regions[0].materialized
 
 
+@pytest.mark.parametrize("profile", ["ashmem", "memfd"])
+def test_a_read_may_take_the_position_before_an_lseek_and_store_it_after_only_on_a_char_device(profile: str) -> None:
+    spec = Spec(profile)
+    for op, out in [(o.Spawn(0), ok((0, 1, 2))), (o.Spawn(1), ok((0, 1, 2))), (o.CreateRegion(0, b"r", 8192), ok(3)),
+                    (o.Mmap(0, 3, 0, 8192, 3, True), ok(None)), (o.Store(0, 0, 0, b"A"), ok(None)),
+                    (o.BinderSend(0, 1, (3,)), ok((3,)))]:
+        assert spec.observe(op, out).ok, op
+
+    def history(lseek_at: tuple[int, int]) -> list[list[Call]]:
+        read = Call(o.Read(0, 3, 1), ok(b"A"), 3, 10)
+        seek = Call(o.Lseek(1, 3, 4096, 0), ok(4096), *lseek_at)
+        return [[read], [seek], [Call(o.Lseek(0, 3, 0, 1), ok(1), 11, 12)]]
+
+    # the lseek inside the read's span: the read began at 0 and stored 1 after it (fs/read_write.c
+    # ksys_read), so the lseek is lost; a regular file (memfd) holds f_pos_lock and has no such order
+    lost = linearize(spec, history((4, 5)))
+    assert lost.ok is (profile == "ashmem") and not lost.undecided
+    # the lseek done before the read began: no kernel reads at 0 then
+    before = linearize(spec, history((1, 2)))
+    assert not before.ok and not before.undecided and before.blame is not None
+    assert before.blame.rule == "fd.read.data"
+
+
+@pytest.mark.parametrize("pinned", ["purged", "not purged"])
+def test_a_purge_that_meets_a_pin_may_stop_half_way_but_never_purges_pinned_pages(pinned: str) -> None:
+    spec = Spec("ashmem")
+    page = spec.kernel.page
+    for op, out in [(o.Spawn(0), ok((0, 1, 2))), (o.Spawn(1), ok((0, 1, 2))), (o.CreateRegion(0, b"r", 2 * page), ok(3)),
+                    (o.Mmap(0, 3, 0, 2 * page, 3, True), ok(None)), (o.Store(0, 0, 0, b"A"), ok(None)),
+                    (o.Store(0, 0, page, b"B"), ok(None)), (o.Unpin(0, 3, 0, page), ok(0)),
+                    (o.Unpin(0, 3, page, page), ok(0)), (o.BinderSend(0, 1, (3,)), ok((3,)))]:
+        assert spec.observe(op, out).ok, op
+    was = 1 if pinned == "purged" else 0
+    history = [[Call(o.PurgeAllCaches(0, 3), ok(2), 0, 10)], [Call(o.Pin(1, 3, 0, page), ok(was), 2, 5)],
+               [Call(o.Load(0, 0, 0, page), ok(bytes(page)), 11, 12),  # page 0 purged ...
+                Call(o.Load(0, 0, page, page), ok(b"B" + bytes(page - 1)), 13, 14)]]  # ... page 1 not
+    result = linearize(spec, history)
+    # the shrinker punched page 0, then PIN held ashmem_mutex and its trylock gave up (5.10); but a
+    # PIN that found page 0 not purged pinned it, and nothing purges it after
+    assert result.ok is (pinned == "purged") and not result.undecided
+
+
 def test_a_lost_call_makes_the_history_undecided_not_a_violation() -> None:
     result = linearize(_spec_with_region(), [[Call(o.GetSize(0, 3), indeterminate("gone"), 0, 1)]])
     assert not result.ok and result.undecided

@@ -25,7 +25,8 @@ KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 ARCHIVE_ENV = "ASHCHECK_DEBIAN_ARCHIVE"
 
 
-def _codename() -> str:
+def host_codename() -> str:
+    """This host's Debian release (VERSION_CODENAME in /etc/os-release), or "" when it names none."""
     try:
         text = Path("/etc/os-release").read_text()
     except OSError:
@@ -63,7 +64,7 @@ def archive_uri(suite: str) -> str:
     to read `suite` from. Raises VmError when the host's sources name none."""
     if os.environ.get(ARCHIVE_ENV):
         return os.environ[ARCHIVE_ENV]
-    codename = _codename()
+    codename = host_codename()
     etc = Path("/etc/apt")
     for source in sorted(etc.glob("sources.list.d/*.sources")):
         if uris := _deb822_uris(source.read_text(errors="replace"), codename):
@@ -92,11 +93,13 @@ def newest(candidates: list[tuple[str, str]], prefer: str = "-unsigned") -> tupl
 
 
 class Apt:
-    """apt-get / apt-cache on a private state directory `root`, reading only `suite`/main amd64."""
+    """apt-get / apt-cache on a private state directory `root`, reading only `suite`/main amd64
+    (and its source packages if `sources`)."""
 
-    def __init__(self, root: Path, progress: Progress, suite: str = DEFAULT_SUITE) -> None:
+    def __init__(self, root: Path, progress: Progress, suite: str = DEFAULT_SUITE, *, sources: bool = False) -> None:
         self.root = root
         self.suite = suite
+        self.sources = sources
         self.progress = progress
         self._updated = False
         self._uri = ""
@@ -139,7 +142,9 @@ class Apt:
         for sub in ("lists/partial", "cache/archives/partial"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         (self.root / "status").write_text("")
-        (self.root / "sources.list").write_text(f"deb [signed-by={KEYRING}] {self._uri} {self.suite} main\n")
+        kinds = ("deb", "deb-src") if self.sources else ("deb",)
+        (self.root / "sources.list").write_text("".join(f"{kind} [signed-by={KEYRING}] {self._uri} {self.suite} main\n"
+                                                        for kind in kinds))
         self.progress(f"apt: reading the {self.suite} package lists from {self._uri}")
         self._run("apt-get", "update")
         # apt-get update exits 0 when it could not fetch a list, and only warns: look for the list.
@@ -167,6 +172,16 @@ class Apt:
         if not debs:
             raise VmError(f"apt-get download {package}={version} left no .deb in {dest}")
         return debs[0]
+
+
+    def source(self, package: str, dest: Path) -> list[Path]:
+        """The files of source package `package` (newest in the suite: .dsc, tarballs), downloaded
+        into `dest`, not unpacked."""
+        assert self.sources, "an Apt made with sources=True"
+        self.update()
+        dest.mkdir(parents=True, exist_ok=True)
+        self._run("apt-get", "source", "--download-only", package, cwd=dest)
+        return sorted(dest.glob(f"{package}_*"))
 
 
 def extract(deb: Path, dest: Path) -> Path:

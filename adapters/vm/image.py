@@ -18,7 +18,7 @@ import gzip
 import hashlib
 import io
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -68,8 +68,9 @@ def init_script() -> bytes:
     return resources.files("ashcheck.adapters.vm").joinpath("init.sh").read_bytes()
 
 
-def entries(assets: VmAssets, executor: Path) -> list[Entry]:
-    """The guest's files. Module files are named by load order in /etc/ashcheck/modules."""
+def entries(assets: VmAssets, executor: Path, extra: Mapping[str, bytes] | None = None) -> list[Entry]:
+    """The guest's files. Module files are named by load order in /etc/ashcheck/modules; `extra`
+    adds executable files (guest path → bytes: the peer suites' programs)."""
     listing = []
     files = [Entry(d, stat.S_IFDIR | 0o755) for d in DIRS]
     files.append(Entry("tmp", stat.S_IFDIR | 0o1777))  # writable by the unprivileged executors too
@@ -82,7 +83,15 @@ def entries(assets: VmAssets, executor: Path) -> list[Entry]:
         files.append(Entry(f"lib/modules/{ko.name}", stat.S_IFREG | 0o644, ko.read_bytes()))
         listing.append(f"{ko.name} {MODULE_PARAMS.get(ko.stem, '')}".rstrip())
     files.append(Entry("etc/ashcheck/modules", stat.S_IFREG | 0o644, "".join(f"{x}\n" for x in listing).encode()))
+    for name, data in sorted((extra or {}).items()):
+        files += [Entry(d, stat.S_IFDIR | 0o755) for d in _parents(name) if d not in DIRS]
+        files.append(Entry(name, stat.S_IFREG | 0o755, data))
     return files
+
+
+def _parents(name: str) -> list[str]:
+    parts = name.split("/")[:-1]
+    return ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
 
 
 def _guest_executable(path: Path) -> bytes:
@@ -99,11 +108,11 @@ def _guest_executable(path: Path) -> bytes:
     return data
 
 
-def build(assets: VmAssets, executor: Path) -> Path:
-    """The initramfs for `assets` with `executor` as /bin/ashcheck-exec, from the cache when its
-    inputs are unchanged. Raises VmError for an executor the guest cannot run, OSError if an input
-    file cannot be read."""
-    members = entries(assets, executor)
+def build(assets: VmAssets, executor: Path, extra: Mapping[str, bytes] | None = None) -> Path:
+    """The initramfs for `assets` with `executor` as /bin/ashcheck-exec (and the `extra` files), from
+    the cache when its inputs are unchanged. Raises VmError for an executor the guest cannot run,
+    OSError if an input file cannot be read."""
+    members = entries(assets, executor, extra)
     digest = hashlib.sha256(f"{FORMAT} {COMPRESS}".encode())
     for entry in members:
         digest.update(f"{entry.name} {entry.mode} {entry.rdev} {len(entry.data)}\n".encode() + entry.data)

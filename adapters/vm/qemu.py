@@ -33,6 +33,7 @@ import subprocess
 import sys
 import time
 import weakref
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
@@ -191,7 +192,7 @@ class Vm:
 
     @classmethod
     def boot(cls, assets: VmAssets, *, timeout: float = 60, memory_mb: int = 512,
-             executor: Path | None = None, cpus: int = 1) -> Vm:
+             executor: Path | None = None, cpus: int = 1, extra: Mapping[str, bytes] | None = None) -> Vm:
         """Start a guest and wait until its hub answers `* ping`.
 
         Args:
@@ -200,13 +201,14 @@ class Vm:
             memory_mb: guest memory.
             cpus: guest vCPUs.
             executor: the static x86_64 binary to run as the hub; default: the project's executor.
+            extra: more executable files for the guest (path → bytes), as image.build takes them.
         Raises:
             VmError: qemu is missing, exited, or was not ready in time; the message quotes the
                 last lines of the kernel console and qemu's own errors.
         """
         if reason := unavailable_reason():
             raise VmError(reason)
-        initrd = image.build(assets, executor or _default_executor())
+        initrd = image.build(assets, executor or _default_executor(), extra)
         workdir = owned.make(WORKDIR_PREFIX)  # removing those of dead owners first
         start = time.monotonic()
         with open(workdir / "qemu.log", "wb") as log:
@@ -233,6 +235,11 @@ class Vm:
         """Send one protocol line, return the next line the guest sends. Raises VmError when no
         line comes within `timeout` seconds (None: wait forever) or the guest is gone."""
         self.socket.sendall(line.encode() + b"\n")
+        return self._lines.readline(None if timeout is None else time.monotonic() + timeout)
+
+    def readline(self, timeout: float | None = 30) -> str:
+        """The next line the guest sends (after a request whose answer has several). Raises VmError
+        as `request` does."""
         return self._lines.readline(None if timeout is None else time.monotonic() + timeout)
 
     def ping(self) -> float:

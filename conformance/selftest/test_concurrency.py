@@ -84,10 +84,11 @@ def test_a_read_may_take_the_position_before_an_lseek_and_store_it_after_only_on
 def test_a_purge_that_meets_a_pin_may_stop_half_way_but_never_purges_pinned_pages(pinned: str) -> None:
     spec = Spec("ashmem")
     page = spec.kernel.page
-    for op, out in [(o.Spawn(0), ok((0, 1, 2))), (o.Spawn(1), ok((0, 1, 2))), (o.CreateRegion(0, b"r", 2 * page), ok(3)),
-                    (o.Mmap(0, 3, 0, 2 * page, 3, True), ok(None)), (o.Store(0, 0, 0, b"A"), ok(None)),
-                    (o.Store(0, 0, page, b"B"), ok(None)), (o.Unpin(0, 3, 0, page), ok(0)),
-                    (o.Unpin(0, 3, page, page), ok(0)), (o.BinderSend(0, 1, (3,)), ok((3,)))]:
+    for op, out in [(o.Spawn(0), ok((0, 1, 2))), (o.Spawn(1), ok((0, 1, 2))),
+                    (o.CreateRegion(0, b"r", 2 * page), ok(3)), (o.Mmap(0, 3, 0, 2 * page, 3, True), ok(None)),
+                    (o.Store(0, 0, 0, b"A"), ok(None)), (o.Store(0, 0, page, b"B"), ok(None)),
+                    (o.Unpin(0, 3, 0, page), ok(0)), (o.Unpin(0, 3, page, page), ok(0)),
+                    (o.BinderSend(0, 1, (3,)), ok((3,)))]:
         assert spec.observe(op, out).ok, op
     was = 1 if pinned == "purged" else 0
     history = [[Call(o.PurgeAllCaches(0, 3), ok(2), 0, 10)], [Call(o.Pin(1, 3, 0, page), ok(was), 2, 5)],

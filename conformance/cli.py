@@ -8,6 +8,9 @@
                                              a conformance pass, with its report in DIR
     ashcheck merge REPORT... --out DIR       the difference table: rules × implementations
     ashcheck merge REPORT... --check FILE    exit 1 if FILE (the table's Markdown) is out of date
+    ashcheck peers [--target NAME]... [--differences FILE] [--out DIR] [--check FILE]
+                                             run AOSP's ashmem_test and the kernel's memfd selftest against
+                                             the same implementations; the agreement table (docs/peers.md)
     ashcheck executor build --target T       cross-build the native executor
     ashcheck vm fetch [--force]              fetch and prepare the kernel adapter's VM
     ashcheck vm boot-check                   boot it once and report what the guest has
@@ -21,6 +24,9 @@ Exit status of `run`:
   143  interrupted by SIGTERM             likewise
 Exit status of `merge`: 0 done (with --check: the file is up to date), 1 (--check) the file differs,
 2 a usage error or a report that cannot be read.
+Exit status of `peers`: 0 every peer failure is reported by ashcheck (and with --check the file is up
+to date), 1 a peer failure ashcheck misses or (--check) the file differs, 2 a peer could not be
+fetched, built or run.
 """
 
 from __future__ import annotations
@@ -120,6 +126,15 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--check", type=Path, default=None, metavar="FILE",
                    help="exit 1 if FILE is not the Markdown a merge of these reports writes")
     m.set_defaults(func=cmd_merge)
+    pe = sub.add_parser("peers", help="run the peer suites against the same implementations; the agreement table")
+    pe.add_argument("--target", action="append", default=None, metavar="NAME",
+                    help="an implementation of the matrix (repeatable; default: all of them)")
+    pe.add_argument("--differences", type=Path, default=Path("docs/differences.json"), metavar="FILE",
+                    help="the matrix to compare with (default docs/differences.json)")
+    pe.add_argument("--out", type=Path, default=None, help="write peers.md and peers.json here")
+    pe.add_argument("--check", type=Path, default=None, metavar="FILE",
+                    help="exit 1 if FILE is not the Markdown these runs give")
+    pe.set_defaults(func=cmd_peers)
     sub.add_parser("executor", help="executor build --target x86_64|aarch64|armv7|x86|host")
     sub.add_parser("vm", help="vm fetch [--force] | vm boot-check")
     return p
@@ -341,6 +356,42 @@ def cmd_merge(args: argparse.Namespace) -> int:
             return 1
         print(f"ashcheck: {args.check} matches the {len(table.columns)} reports")
     return 0
+
+
+def cmd_peers(args: argparse.Namespace) -> int:
+    from ashcheck.conformance import peers, peertable
+
+    known = {t.name: t for t in peers.TARGETS}
+    unknown = [name for name in args.target or [] if name not in known]
+    if unknown:
+        print(f"ashcheck: no peer target {', '.join(unknown)}; known are {', '.join(known)}", file=sys.stderr)
+        return 2
+    try:
+        differences_ = json.loads(args.differences.read_text())
+    except (OSError, ValueError) as exc:
+        print(f"ashcheck: cannot read the matrix {args.differences}: {exc}", file=sys.stderr)
+        return 2
+    targets = tuple(known[name] for name in args.target) if args.target else peers.TARGETS
+    table = peertable.rows(peers.run(targets), differences_)
+    text = peertable.render(table)
+    if args.out is not None:
+        print(f"ashcheck: agreement table in {peertable.write(table, args.out)}")
+    for row in table:
+        failed = f"{len(row.failures)} failure site(s)" if not row.error else f"could not run: {row.error}"
+        print(f"  {row.implementation}: {row.peer} ({row.source}), {len(row.tests)} tests, {failed}")
+    lost = peertable.missed(table)
+    print(f"ashcheck: peers: {sum(len(r.failures) for r in table)} failure site(s), {lost} missed by ashcheck")
+    status = 2 if any(r.error for r in table) else 1 if lost else 0
+    if args.check is not None:
+        try:
+            current = args.check.read_text()
+        except OSError:
+            current = ""
+        if current != text:
+            print(f"ashcheck: {args.check} is out of date with these runs; regenerate it with "
+                  f"`ashcheck peers --out {args.check.parent}`", file=sys.stderr)
+            status = max(status, 1)
+    return status
 
 
 if __name__ == "__main__":

@@ -59,6 +59,7 @@
  *                 struct from a short argument never faults.
  *   fcntl <fd> <cmd> <arg>            -> ok <ret>
  *   ftruncate <fd> <len>              -> ok
+ *   fallocate <fd> <mode> <off> <len> -> ok          (fallocate(2), mode the raw FALLOC_FL_* bits)
  *   fstat <fd>                        -> ok <st_mode> <st_size> <st_rdev> <st_dev> <st_ino>
  *   readlink <pathhex>                -> ok <hex>
  *   dup <fd> -> ok <newfd>   close <fd> -> ok   lseek <fd> <off> <whence> -> ok <pos>
@@ -927,6 +928,19 @@ static void op_ftruncate(int argc, char **argv)
 	if (arg_int(argv, 1, &fd) || arg_u64(argv, 2, &len))
 		return;
 	if (ftruncate(fd, (off_t)len) < 0)
+		reply_err(errno);
+	else
+		reply_ok();
+}
+
+static void op_fallocate(int argc, char **argv)
+{
+	(void)argc;
+	int fd, mode;
+	uint64_t off, len;
+	if (arg_int(argv, 1, &fd) || arg_int(argv, 2, &mode) || arg_u64(argv, 3, &off) || arg_u64(argv, 4, &len))
+		return;
+	if (fallocate(fd, mode, (off_t)off, (off_t)len) < 0)
 		reply_err(errno);
 	else
 		reply_ok();
@@ -2026,6 +2040,7 @@ static const struct op ops[] = {
 	{ "ioctl", 3, 4, op_ioctl },
 	{ "fcntl", 3, 3, op_fcntl },
 	{ "ftruncate", 2, 2, op_ftruncate },
+	{ "fallocate", 4, 4, op_fallocate },
 	{ "fstat", 1, 1, op_fstat },
 	{ "readlink", 1, 1, op_readlink },
 	{ "dup", 1, 1, op_dup },

@@ -237,6 +237,10 @@ def common(send: Send, op: o.Op) -> Outcome | None:
             return outcome(send(p, f"write {fd} {hexed(data)}"), first_int)
         case o.GetFdFlags(fd=fd):
             return outcome(send(p, f"fcntl {fd} {F_GETFD} 0"), lambda f: int(f[0]) & FD_CLOEXEC)
+        case o.Ftruncate(fd=fd, length=n):
+            return outcome(send(p, f"ftruncate {fd} {n}"), lambda f: 0)
+        case o.Fallocate(fd=fd, mode=mode, offset=off, length=n):
+            return outcome(send(p, f"fallocate {fd} {mode} {off} {n}"), lambda f: 0)
         case o.UnknownIoctl(fd=fd, nr=nr):  # observed in both modes: a memfd has no ioctl handler
             return _ioctl(send, p, fd, ashmem_io(nr), "int 0")
     return None

@@ -95,6 +95,8 @@ DEVIATIONS = {
     "ashmem.mmap.too-long": _FILE + "mmap may pass its end (pages past EOF are SIGBUS)",
     "ashmem.mmap.size-zero": _FILE + "an empty one can be mapped (every page is SIGBUS)",
     "ashmem.mmap.private-anonymous": _FILE + "MAP_PRIVATE is a copy-on-write view of its data",
+    "ashmem.ftruncate.einval": _FILE + "ftruncate() resizes it",
+    "ashmem.fallocate.enodev": _FILE + "fallocate() punches holes and allocates in it",
 }
 
 

@@ -179,6 +179,12 @@ class SimAdapter(Adapter):
     def _write(self, op: o.Write) -> Outcome:
         return self.kernel.write(op.proc, op.fd, op.data)
 
+    def _ftruncate(self, op: o.Ftruncate) -> Outcome:
+        return self.kernel.ftruncate(op.proc, op.fd, op.length)
+
+    def _fallocate(self, op: o.Fallocate) -> Outcome:
+        return self.kernel.fallocate(op.proc, op.fd, op.mode, op.offset, op.length)
+
     def _get_fd_flags(self, op: o.GetFdFlags) -> Outcome:
         return self.kernel.fcntl_getfd(op.proc, op.fd)
 
@@ -204,6 +210,7 @@ _HANDLERS: dict[type[o.Op], Callable[[SimAdapter, Any], Outcome]] = {
     o.Load: SimAdapter._load, o.Store: SimAdapter._store, o.MapsName: SimAdapter._maps_name,
     o.Dup: SimAdapter._dup, o.Close: SimAdapter._close, o.Lseek: SimAdapter._lseek,
     o.Read: SimAdapter._read, o.Write: SimAdapter._write, o.GetFdFlags: SimAdapter._get_fd_flags,
+    o.Ftruncate: SimAdapter._ftruncate, o.Fallocate: SimAdapter._fallocate,
     o.BinderSend: SimAdapter._binder_send, o.BinderReply: SimAdapter._binder_reply,
 }
 assert set(_HANDLERS) == set(o.OPS.values()), "every operation needs a handler"

@@ -83,6 +83,9 @@ FD_OPS: dict[str, MakeOp] = {
     "dup": lambda fd: o.Dup(0, fd),
     "close": lambda fd: o.Close(0, fd),
     "fcntl_getfd": lambda fd: o.GetFdFlags(0, fd),
+    "ftruncate": lambda fd: o.Ftruncate(0, fd, 3 * P),
+    "fallocate-punch": lambda fd: o.Fallocate(0, fd, 3, 0, P),
+    "fallocate": lambda fd: o.Fallocate(0, fd, 0, 0, P),
 }
 
 MAP_OPS: dict[str, MakeOp] = {

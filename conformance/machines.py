@@ -48,7 +48,7 @@ from ashcheck.conformance import strategies as S
 from ashcheck.conformance.driver import WHOLE, Driver
 from ashcheck.conformance.handles import MapRef, Ref
 from ashcheck.spec import ops as o
-from ashcheck.spec.constants import SEEK_DATA, SEEK_HOLE
+from ashcheck.spec.constants import FALLOC_FL_PUNCH_HOLE, SEEK_DATA, SEEK_HOLE
 from ashcheck.spec.state import FdKind
 
 
@@ -362,6 +362,34 @@ class Conformance(RuleBasedStateMachine):
     @kind(r=REGION)
     def fcntl_getfd(self, r: Ref) -> None:
         self.d.on_region(r, o.GetFdFlags)
+
+    @kind(r=REGION, length=S.TRUNCATE_LENGTHS)
+    def ftruncate(self, r: Ref, length: str) -> None:
+        """Resize the region's file (the kernel's memfd selftest: refused under the GROW and SHRINK
+        seals libcutils adds): to its own size, a page more, a byte less, 0, or -1."""
+        fd = self.d.resolve(r)
+        if fd is not None:
+            size = self.d.size_of(fd)
+            n = {"same": size, "grow": size + self.d.page, "shrink": max(0, size - 1), "zero": 0, "neg": -1}[length]
+            self.d.on_fd(fd, lambda p, f: o.Ftruncate(p, f, n))
+
+    @kind(weight=2, r=REGION, mode=S.FALLOC_MODES, offset=S.FALLOC_OFFSETS, length=S.FALLOC_LENGTHS)
+    def fallocate(self, r: Ref, mode: int, offset: S.Units, length: S.Units) -> None:
+        """Punch a hole (what a receiver would do to zero a region it may no longer write) or bring
+        pages in. Allocation stays within 16 pages of the offset: a real file would allocate what
+        it is asked (the length of every edge, MAX included, goes to holes, which cost nothing)."""
+        fd = self.d.resolve(r)
+        if fd is None:
+            return
+        size, page = self.d.size_of(fd), self.d.page
+        at, cap = self.d.bytes_of(offset, size), 16 * page
+        if length in ("to-end", "past-end"):
+            n = (size - at if 0 < size - at <= cap else cap) + (length == "past-end")
+        elif length == "max":
+            n = 2**63 - 1 if mode & FALLOC_FL_PUNCH_HOLE else cap
+        else:
+            n = self.d.bytes_of(length, size)
+        self.d.on_fd(fd, lambda p, f: o.Fallocate(p, f, mode, at, n))
 
     # binder ----------------------------------------------------------------------------------
     @kind(weight=2, src=PROC, dst=PROC, sent=S.listing(REGION, 3), bogus=S.BOGUS_FDS, needs=XFER)

@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 FD_CHANGING = (o.CreateRegion, o.OpenAshmem, o.OpenPath, o.Dup, o.Close, o.BinderSend, o.BinderReply,
                o.Spawn, o.Exit)
 # After these, mapped data may have changed somewhere: some pages are loaded again.
-DATA_CHANGING = (o.PurgeAllCaches, o.Exit, o.Close, o.Unpin, o.Store, o.Write, o.Munmap, o.Pin, o.BinderSend)
+DATA_CHANGING = (o.PurgeAllCaches, o.Exit, o.Close, o.Unpin, o.Store, o.Write, o.Munmap, o.Pin, o.BinderSend,
+                 o.Fallocate, o.Ftruncate)
 # After these, every live mapping's data and every region's pin state is checked, within FULL_CHECK_LIMIT.
 FULL_CHECK = (o.PurgeAllCaches, o.Exit)
 FULL_CHECK_LIMIT = 64  # looks made by one full check at most

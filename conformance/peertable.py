@@ -41,8 +41,9 @@ NO_RULE = {35: "ashmem_valid()", 42: "ashmem_valid()", 49: "ashmem_valid()", 55:
 # memfd_test's tests (as it prints them) → the rules that check the same; () none
 TESTS: dict[str, tuple[str, ...]] = {
     "CREATE": ("ashmem.create.name-too-long",),  # memfd_create's name limit, among its flag checks
-    "SEAL-FUTURE-WRITE": ("memfd.seal.write", "memfd.seal.mmap", "memfd.seal.mprotect"),
-    "SEAL-GROW": ("memfd.write.stores",),  # a write past the end under F_SEAL_GROW (not ftruncate, fallocate)
+    "SEAL-FUTURE-WRITE": ("memfd.seal.write", "memfd.seal.mmap", "memfd.seal.mprotect", "memfd.fallocate.punch"),
+    "SEAL-GROW": ("memfd.write.stores", "memfd.ftruncate.sealed", "memfd.fallocate.allocate"),
+    "SEAL-SHRINK": ("memfd.ftruncate.sealed",), "SEAL-RESIZE": ("memfd.ftruncate.sealed",),
     "SHARE-DUP": ("fd.dup.lowest-free",), "SHARE-MMAP": ("mem.load.shared",),
 }
 

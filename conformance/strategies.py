@@ -167,4 +167,10 @@ SEEK_OFFSETS = pick([0, 1, 2, 3, "byte", "odd", "end", "neg", "unaligned", "max"
 SEEK_WALK = 9  # SEEK_DATA/SEEK_HOLE pairs of a walk at most: a region of 16 pages has at most 8 data runs
 WHENCES = pick([0, 0, 0, 1, 2, 3, 3, 4, 4, 5, 7, -1])  # SET, CUR, END, DATA, HOLE, and none of them
 READ_COUNTS = pick([1, 16, 4104])
+TRUNCATE_LENGTHS = pick(["same", "same", "grow", "shrink", "zero", "neg"])
+# fallocate: punching a hole (KEEP_SIZE | PUNCH_HOLE) most, allocation, and the modes refused before
+# or by the file (PUNCH_HOLE alone, ZERO_RANGE, both with PUNCH_HOLE, a bit outside the mask)
+FALLOC_MODES = pick([3, 3, 3, 0, 0, 1, 2, 0x10, 0x13, 0x80])
+FALLOC_OFFSETS = pick([0, 0, 1, "byte", "unaligned", "end", "neg"])
+FALLOC_LENGTHS = pick([1, 1, 3, "byte", "to-end", "past-end", 0, "neg", "max"])
 UNKNOWN_IOCTLS = pick([0, 11, 12, 255])

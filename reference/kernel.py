@@ -150,6 +150,14 @@ class Kernel:
         return ok(vfs.sys_write(self._proc(pid).files, fd, data))
 
     @syscall
+    def ftruncate(self, pid: int, fd: int, length: int) -> Outcome:
+        return ok(vfs.sys_ftruncate(self._proc(pid).files, fd, length))
+
+    @syscall
+    def fallocate(self, pid: int, fd: int, mode: int, offset: int, length: int) -> Outcome:
+        return ok(vfs.sys_fallocate(self._proc(pid).files, fd, mode, offset, length))
+
+    @syscall
     def ioctl(self, pid: int, fd: int, cmd: int, arg: IoctlArg = None) -> Outcome:
         """ioctl(fd, cmd, arg); see vfs.IoctlArg for what `arg` is. GET_NAME's result is the name."""
         p = self._proc(pid)

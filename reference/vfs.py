@@ -12,7 +12,9 @@ The generic layer answers before the driver does, and that order is observable:
 - a driver without a `.write` gets EINVAL (FMODE_CAN_WRITE clear), without `.mmap` ENODEV,
   without an ioctl handler ENOTTY, without `.llseek` ESPIPE (no_llseek): the defaults below;
 - lseek with whence > SEEK_MAX is EINVAL before the driver is asked; read/write counts are
-  clamped to MAX_RW_COUNT, and an end (position + count) past LONG_MAX is EINVAL (rw_verify_area).
+  clamped to MAX_RW_COUNT, and an end (position + count) past LONG_MAX is EINVAL (rw_verify_area);
+- ftruncate and fallocate (fs/open.c) want a regular file: every file here is a character device
+  (the ashmem driver, /dev/null), so after their argument checks they are EINVAL and ENODEV.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
     from ashcheck.reference.mm import Vma
 
 SEEK_MAX = 4  # SEEK_HOLE
+FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE = 0x01, 0x02, 0x10
+FALLOC_FL_SUPPORTED_MASK = 0x7F
 RLIMIT_NOFILE = 1024  # the usual soft limit: fds 0..1023
 
 IoctlArg = int | bytes | tuple[int, int] | None
@@ -46,6 +50,8 @@ class Cred:
 
 class FileOperations:
     """struct file_operations. Each default is the generic VFS answer for a NULL slot."""
+
+    regular = False  # S_ISREG of the inode behind it (a character device here)
 
     def read(self, file: File, count: int) -> bytes:
         raise SyscallError(errno.EINVAL)  # no .read/.read_iter: FMODE_CAN_READ clear
@@ -170,6 +176,31 @@ def sys_lseek(files: FdTable, fd: int, offset: int, whence: int) -> int:
     if not 0 <= whence <= SEEK_MAX:  # `unsigned int whence`: negative values are huge
         raise SyscallError(errno.EINVAL)
     return file.fops.llseek(file, offset, whence)
+
+
+def sys_ftruncate(files: FdTable, fd: int, length: int) -> int:
+    """do_sys_ftruncate: the length before the fd; then only a regular file can be truncated."""
+    if length < 0:
+        raise SyscallError(errno.EINVAL)
+    file = files.get(fd)
+    if not file.fops.regular:
+        raise SyscallError(errno.EINVAL)
+    raise SyscallError(errno.EOPNOTSUPP)  # no regular file is modelled
+
+
+def sys_fallocate(files: FdTable, fd: int, mode: int, offset: int, length: int) -> int:
+    """ksys_fallocate (the fd first), then vfs_fallocate's checks in their order (the modes of
+    COLLAPSE, INSERT and UNSHARE, which the suite does not draw, left out)."""
+    file = files.get(fd)
+    if offset < 0 or length <= 0:
+        raise SyscallError(errno.EINVAL)
+    punch = mode & FALLOC_FL_PUNCH_HOLE
+    if mode & ~FALLOC_FL_SUPPORTED_MASK or (punch and mode & FALLOC_FL_ZERO_RANGE) or \
+            (punch and not mode & FALLOC_FL_KEEP_SIZE):
+        raise SyscallError(errno.EOPNOTSUPP)
+    if not file.fops.regular:  # neither a regular file nor a block device
+        raise SyscallError(errno.ENODEV)
+    raise SyscallError(errno.EOPNOTSUPP)  # no regular file is modelled
 
 
 def sys_ioctl(files: FdTable, fd: int, cmd: int, arg: IoctlArg, cred: Cred) -> IoctlResult:

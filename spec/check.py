@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ashcheck.spec import binder, fds, fileio, memory, pinning, regions
+from ashcheck.spec import binder, fds, fileio, memory, pinning, regions, resize
 from ashcheck.spec import ops as o
 from ashcheck.spec.branch import Branch
 from ashcheck.spec.outcome import Kind, Outcome
@@ -30,6 +30,7 @@ SPEC: dict[type[o.Op], Callable[[Kernel, Any], list[Branch]]] = {
     o.Mmap: memory.mmap, o.Munmap: memory.munmap, o.Mprotect: memory.mprotect, o.Load: memory.load,
     o.Store: memory.store, o.MapsName: memory.maps_name,
     o.Read: fileio.read, o.Lseek: fileio.lseek, o.Write: fileio.write,
+    o.Ftruncate: resize.ftruncate, o.Fallocate: resize.fallocate,
     o.BinderSend: binder.send, o.BinderReply: binder.reply,
 }
 
@@ -75,7 +76,7 @@ class Spec:
         (the position stored); or for PURGE_ALL_CACHES where pinning is real, BODY (the count) and
         END (the return), any range purged at any moment between them (pinning.py)."""
         profile = self.kernel.profile
-        if isinstance(op, o.Read) and not profile.atomic_read_position:
+        if isinstance(op, o.Read) and not profile.regular_file:
             return BEGIN, BODY, END
         if isinstance(op, o.PurgeAllCaches) and profile.pinning:
             return BODY, END

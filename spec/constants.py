@@ -82,3 +82,9 @@ def ashmem_io(nr: int) -> int:
 
 def page_align(n: int, page: int) -> int:
     return (n + page - 1) // page * page
+
+# fallocate modes (include/uapi/linux/falloc.h); FALLOC_FL_SUPPORTED_MASK as fs/open.c vfs_fallocate, 5.10
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+FALLOC_FL_ZERO_RANGE = 0x10
+FALLOC_FL_SUPPORTED_MASK = 0x7F

@@ -107,7 +107,7 @@ def read(k: Kernel, op: Read) -> list[Branch]:
     return ebadf() if region is None else read_body(k, op, region.pos, advance=True)
 
 
-# Where the position is not atomic (Profile.atomic_read_position False: a char device), read() is
+# Where the position is not atomic (Profile.regular_file False: a char device), read() is
 # three steps that other calls may come between (fs/read_write.c ksys_read, 5.10: the position is
 # copied before vfs_read and stored back after it, with f_pos_lock taken only for FMODE_ATOMIC_POS
 # files, fs/open.c do_dentry_open: regular files and directories; ashmem_read_iter reads the

@@ -313,6 +313,27 @@ class Write(Op):
 
 
 @dataclass(frozen=True)
+class Ftruncate(Op):
+    """ftruncate(fd, length). Result: 0."""
+    call: ClassVar[str] = "ftruncate"
+    proc: int
+    fd: int
+    length: int
+
+
+@dataclass(frozen=True)
+class Fallocate(Op):
+    """fallocate(fd, mode, offset, length): FALLOC_FL_* `mode` (0 allocates; KEEP_SIZE | PUNCH_HOLE
+    punches a hole). Result: 0."""
+    call: ClassVar[str] = "fallocate"
+    proc: int
+    fd: int
+    mode: int
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
 class GetFdFlags(Op):
     """fcntl(fd, F_GETFD): 1 when FD_CLOEXEC is set."""
     call: ClassVar[str] = "fcntl_getfd"

@@ -46,8 +46,9 @@ class Profile:
     mask_is_seal: bool          # removing WRITE is F_SEAL_FUTURE_WRITE: its contract is memfd.seal.*
     mmap_file_max: int          # file_mmap_size_max of the file mmap is asked on: /dev/ashmem, a char
                                 # device, ULONG_MAX; a memfd, a regular file, MAX_LFS_FILESIZE
-    atomic_read_position: bool  # read() takes and moves the position as one step (fdget_pos locks it only
-                                # for a regular file: FMODE_ATOMIC_POS); else fileio.read_begin/_body/_end
+    regular_file: bool          # the fd is a regular file (a memfd), not a character device (/dev/ashmem):
+                                # ftruncate/fallocate work on it, and read() moves the position as one
+                                # step (fdget_pos locks it for regular files only, FMODE_ATOMIC_POS)
 
 
 ASHMEM = Profile(
@@ -56,7 +57,7 @@ ASHMEM = Profile(
     mmap_checks_size=True, private_checks_mask=True, maps_separator=b"/", private_is_anonymous=True,
     pinning=True, fd_write=False,
     fd_io_needs_mapping=True, ioctl_returns_int=True, mask_is_seal=False, mmap_file_max=SIZE_MAX,
-    atomic_read_position=False,
+    regular_file=False,
 )
 
 MEMFD = Profile(
@@ -65,7 +66,7 @@ MEMFD = Profile(
     prot_ignored=~PROT_MASK, mmap_checks_size=False, private_checks_mask=False, maps_separator=b"",
     private_is_anonymous=False, pinning=False,
     fd_write=True, fd_io_needs_mapping=False, ioctl_returns_int=False, mask_is_seal=True,
-    mmap_file_max=MAX_LFS_FILESIZE, atomic_read_position=True,
+    mmap_file_max=MAX_LFS_FILESIZE, regular_file=True,
 )
 
 PROFILES = {p.name: p for p in (ASHMEM, MEMFD)}

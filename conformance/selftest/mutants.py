@@ -49,6 +49,18 @@ class SetSizeAfterMmap(Mutant):
         return ok(0) if isinstance(op, o.SetSize) and out == err(errno.EINVAL) else out
 
 
+class FallocateFileFirst(Mutant):
+    """fallocate: the file type judged before the arguments (ENODEV where the VFS says EINVAL or
+    EOPNOTSUPP first)."""
+    name = "mutant-fallocate-order"
+    breaks = "fd.fallocate.args"
+
+    def perform(self, op: o.Op) -> Outcome:
+        out = super().perform(op)
+        refused = (err(errno.EINVAL), err(errno.EOPNOTSUPP))
+        return err(errno.ENODEV) if isinstance(op, o.Fallocate) and out in refused else out
+
+
 class DefaultNameSlash(Mutant):
     """names: an unnamed region reports "dev/ashmem/" instead of "dev/ashmem"."""
     name = "mutant-default-name"
@@ -613,7 +625,7 @@ STATE_MUTANTS: list[type[Mutant]] = [
 
 MUTANTS: list[type[Mutant]] = [
     SetSizeAfterMmap, DefaultNameSlash, NameKeeps256, ProtMaskCanGrow, MmapSizeZero, MmapTooLong,
-    PrivateIsShared, PinForgetsPurge, UnpinIgnoresLenZero, PurgeSkipsWork, PurgeWithoutCapability,
+    FallocateFileFirst, PrivateIsShared, PinForgetsPurge, UnpinIgnoresLenZero, PurgeSkipsWork, PurgeWithoutCapability,
     CloseUnmaps, ReceivedWithoutCloexec, IgnoresAcceptFds, ReceivedNotLowest, *STATE_MUTANTS,
 ]
 

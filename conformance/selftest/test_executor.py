@@ -1049,7 +1049,8 @@ SAMPLES: list[o.Op] = [
     o.Mmap(0, 3, 3, 4096, PROT_RW, True, near=1, above=True), o.Mmap(0, 3, 4, 4096, PROT_RW, True, near=1),
     o.Munmap(0, 1), o.Mprotect(0, 1, PROT_READ), o.Load(0, 1, 0, 16), o.Store(0, 1, 8, b"data"), o.MapsName(0, 1),
     o.Dup(0, 3), o.Close(0, 3), o.Lseek(0, 3, 0, 1), o.Read(0, 3, 8), o.Write(0, 3, b"x"), o.Write(0, 3, b""),
-    o.GetFdFlags(0, 3), o.BinderSend(0, 1, (3, 4)), o.BinderSend(0, 1, ()), o.BinderReply(0, 1, (3,), True),
+    o.GetFdFlags(0, 3), o.Ftruncate(0, 3, -1), o.Fallocate(0, 3, 3, 0, 4096),
+    o.BinderSend(0, 1, (3, 4)), o.BinderSend(0, 1, ()), o.BinderReply(0, 1, (3,), True),
     o.BinderReply(0, 1, (), False),
 ]
 

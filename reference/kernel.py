@@ -151,11 +151,11 @@ class Kernel:
 
     @syscall
     def ftruncate(self, pid: int, fd: int, length: int) -> Outcome:
-        return ok(vfs.sys_ftruncate(self._proc(pid).files, fd, length))
+        return ok(vfs.sys_ftruncate(self._proc(pid).files, fd, s64(length)))
 
     @syscall
     def fallocate(self, pid: int, fd: int, mode: int, offset: int, length: int) -> Outcome:
-        return ok(vfs.sys_fallocate(self._proc(pid).files, fd, mode, offset, length))
+        return ok(vfs.sys_fallocate(self._proc(pid).files, fd, mode, s64(offset), s64(length)))
 
     @syscall
     def ioctl(self, pid: int, fd: int, cmd: int, arg: IoctlArg = None) -> Outcome:

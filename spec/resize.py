@@ -67,8 +67,14 @@ declare(
 )
 
 
+def _loff_t(value: int) -> int:
+    """A value as the syscall's loff_t receives it (64 bits, signed)."""
+    value &= (1 << 64) - 1
+    return value - (1 << 64) if value >> 63 else value
+
+
 def ftruncate(k: Kernel, op: Ftruncate) -> list[Branch]:
-    if op.length < 0:
+    if _loff_t(op.length) < 0:
         return fails("fd.ftruncate.negative", errno.EINVAL)
     region = k.region_of(op.proc, op.fd)
     if region is None:
@@ -88,14 +94,15 @@ def fallocate(k: Kernel, op: Fallocate) -> list[Branch]:
     if region is None:
         return ebadf()
     punch = op.mode & FALLOC_FL_PUNCH_HOLE
-    if op.offset < 0 or op.length <= 0:
+    offset, length = _loff_t(op.offset), _loff_t(op.length)
+    if offset < 0 or length <= 0:
         return fails("fd.fallocate.args", errno.EINVAL)
     if (op.mode & ~FALLOC_FL_SUPPORTED_MASK or (punch and op.mode & FALLOC_FL_ZERO_RANGE)
             or (punch and not op.mode & FALLOC_FL_KEEP_SIZE)):
         return fails("fd.fallocate.args", errno.EOPNOTSUPP)
     if not k.profile.regular_file:
         return fails("ashmem.fallocate.enodev", errno.ENODEV)
-    end = op.offset + op.length
+    end = offset + length  # both below 2^63: the loff_t sum wraps negative exactly when it passes the max
     if end > MAX_LFS_FILESIZE:
         return fails("fd.fallocate.args", errno.EFBIG)
     if op.mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE):
@@ -106,13 +113,13 @@ def fallocate(k: Kernel, op: Fallocate) -> list[Branch]:
             return fails("memfd.fallocate.punch", errno.EPERM)
 
         def hole(_: Outcome) -> None:
-            region.worlds = list(dict.fromkeys(_punched(w, op.offset, end, page) for w in region.worlds))
+            region.worlds = list(dict.fromkeys(_punched(w, offset, end, page) for w in region.worlds))
         return [Branch("memfd.fallocate.punch", ok(0), hole)]
     if end > region.size:
         return fails("memfd.fallocate.allocate", errno.EPERM)
 
     def allocate(_: Outcome) -> None:
-        pages = set(range(op.offset // page, (end + page - 1) // page))
+        pages = set(range(offset // page, (end + page - 1) // page))
         region.worlds = list(dict.fromkeys(w.touch(pages) for w in region.worlds))
     return [Branch("memfd.fallocate.allocate", ok(0), allocate)]
 

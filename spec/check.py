@@ -71,35 +71,37 @@ class Spec:
         return SPEC[type(op)](self.kernel, op)
 
     def steps(self, op: o.Op) -> tuple[str, ...]:
-        """The steps a concurrent history searches `op` as: WHOLE; or for read() where the position
-        is not atomic (fileio.read_begin) BEGIN (the position taken), BODY (the bytes read at it), END
-        (the position stored); or for PURGE_ALL_CACHES where pinning is real, BODY (the count) and
+        """The steps a concurrent history searches `op` as: WHOLE; or for read() and write() (where
+        it can store) BEGIN (the position taken), BODY (the bytes moved at it), END (the position
+        stored): fileio.position; or for PURGE_ALL_CACHES where pinning is real, BODY (the count) and
         END (the return), any range purged at any moment between them (pinning.py)."""
         profile = self.kernel.profile
-        if isinstance(op, o.Read) and not profile.regular_file:
+        if isinstance(op, o.Read) or (isinstance(op, o.Write) and profile.fd_write):
             return BEGIN, BODY, END
         if isinstance(op, o.PurgeAllCaches) and profile.pinning:
             return BODY, END
         return (WHOLE,)
 
     def begin(self, op: o.Op) -> int | None:
-        """BEGIN: what the call takes as it starts (a read's position)."""
-        assert isinstance(op, o.Read)
-        return fileio.read_begin(self.kernel, op)
+        """BEGIN: what the call takes as it starts (a read's or write's position)."""
+        assert isinstance(op, o.Read | o.Write)
+        return fileio.position(self.kernel, op)
 
     def allowed_body(self, op: o.Op, taken: int | None) -> list[Branch]:
         """BODY's allowed outcomes; `taken` is what BEGIN took."""
         self._purges_may_have_happened()
         if isinstance(op, o.Read):
             return fileio.read_body(self.kernel, op, taken)
+        if isinstance(op, o.Write):
+            return fileio.write_body(self.kernel, op, taken)
         assert isinstance(op, o.PurgeAllCaches)
         return pinning.purge_all_caches(self.kernel, op, in_steps=True)
 
     def end(self, op: o.Op, taken: int | None, observed: Outcome) -> None:
-        """END: a read stores its position; a purge that began stops purging (after what it may
-        have purged up to its return)."""
-        if isinstance(op, o.Read):
-            fileio.read_end(self.kernel, op, taken, observed)
+        """END: a read or write stores its position; a purge that began stops purging (after what it
+        may have purged up to its return)."""
+        if isinstance(op, o.Read | o.Write):
+            fileio.store_position(self.kernel, op, taken, observed)
         elif observed.kind is Kind.VALUE:
             self._purges_may_have_happened()
             self.kernel.purges_in_flight -= 1

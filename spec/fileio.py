@@ -107,25 +107,26 @@ def read(k: Kernel, op: Read) -> list[Branch]:
     return ebadf() if region is None else read_body(k, op, region.pos, advance=True)
 
 
-# Where the position is not atomic (Profile.regular_file False: a char device), read() is
-# three steps that other calls may come between (fs/read_write.c ksys_read, 5.10: the position is
-# copied before vfs_read and stored back after it, with f_pos_lock taken only for FMODE_ATOMIC_POS
-# files, fs/open.c do_dentry_open: regular files and directories; ashmem_read_iter reads the
-# backing file with ashmem_mutex dropped). A concurrent lseek() can so be undone, or a read read at
-# the position it had before (observed on 5.10.223 with 2 vCPUs). linearize.py uses these.
+# read() and write() are three steps that other calls may come between (fs/read_write.c ksys_read,
+# ksys_write, 5.10 to 6.12: the position is copied before vfs_read/vfs_write and stored back after).
+# fdget_pos would hold f_pos_lock across them only for FMODE_ATOMIC_POS files, which fs/open.c
+# do_dentry_open marks (regular files and directories opened by path): /dev/ashmem is a character
+# device, and a memfd is made by alloc_file_pseudo (shmem_file_setup), which never marks it. A
+# concurrent lseek() can so be undone, a read read at the position it had before, two writes store
+# at the same place (observed: 5.10.223 ashmem with 2 vCPUs; 6.1.176 memfd). linearize.py uses these.
 # Not modelled: the driver's own store of the backing file's position (which SEEK_CUR starts from)
 # comes a little before the VFS's store of the file's; an lseek between them leaves the two apart,
 # which the next read or lseek shows only one of (both then move together) unless that read is at
 # the end of the file (it stores the file's position alone).
 
-def read_begin(k: Kernel, op: Read) -> int | None:
-    """The position the read takes as it starts (None: the fd is not a region's)."""
+def position(k: Kernel, op: Read | Write) -> int | None:
+    """The position a read or write takes as it starts (None: the fd is not a region's)."""
     region = _region(k, op.proc, op.fd)
     return None if region is None else region.pos
 
 
 def read_body(k: Kernel, op: Read, at: int | None, *, advance: bool = False) -> list[Branch]:
-    """The read at position `at` (from read_begin); the position moves only if `advance`."""
+    """The read at position `at` (from position()); the position moves only if `advance`."""
     region = _region(k, op.proc, op.fd)
     if region is None or at is None:
         return ebadf()
@@ -151,11 +152,17 @@ def read_body(k: Kernel, op: Read, at: int | None, *, advance: bool = False) -> 
     return [keep(data, ws) for data, ws in groups.items()]
 
 
-def read_end(k: Kernel, op: Read, at: int | None, outcome: Outcome) -> None:
-    """The position stored back: where the read began plus what it returned (an error stores nothing)."""
+def store_position(k: Kernel, op: Read | Write, at: int | None, outcome: Outcome) -> None:
+    """The position stored back: where the call began plus what it read or wrote (an error stores
+    nothing)."""
     region = _region(k, op.proc, op.fd)
-    if region is not None and at is not None and outcome.kind is Kind.VALUE and isinstance(outcome.value, bytes):
-        region.pos = at + len(outcome.value)
+    if region is None or at is None or outcome.kind is not Kind.VALUE:
+        return
+    value = outcome.value
+    if isinstance(value, bytes):
+        region.pos = at + len(value)
+    elif isinstance(value, int):
+        region.pos = at + value
 
 
 def lseek(k: Kernel, op: Lseek) -> list[Branch]:
@@ -229,27 +236,34 @@ def _seek(world: Mem, offset: int, size: int, data: bool, page: int, wraps: bool
 
 
 def write(k: Kernel, op: Write) -> list[Branch]:
+    """write() as one step: the bytes stored at the position, which moves past them."""
     region = _region(k, op.proc, op.fd)
-    if region is None:
+    return ebadf() if region is None else write_body(k, op, region.pos, advance=True)
+
+
+def write_body(k: Kernel, op: Write, at: int | None, *, advance: bool = False) -> list[Branch]:
+    """The write at position `at` (from position()); the position moves only if `advance`."""
+    region = _region(k, op.proc, op.fd)
+    if region is None or at is None:
         return ebadf()
     if not k.profile.fd_write:
         return fails("ashmem.write.einval", errno.EINVAL)
-    if _past_loff_t(region.pos, len(op.data)):
+    if _past_loff_t(at, len(op.data)):
         return fails("fd.rw.range", errno.EINVAL)
     if not region.prot_mask & PROT_WRITE:
         return fails("memfd.seal.write", errno.EPERM)
     written = 0
-    pos = region.pos
     while written < len(op.data):  # generic_perform_write: one page chunk at a time
-        chunk = min(k.page - (pos + written) % k.page, len(op.data) - written)
-        if pos + written + chunk > region.size:
+        chunk = min(k.page - (at + written) % k.page, len(op.data) - written)
+        if at + written + chunk > region.size:
             break
         written += chunk
     if written == 0 and op.data:
         return fails("memfd.write.stores", errno.EPERM)
 
     def effect(_: Outcome) -> None:
-        region.worlds = list(dict.fromkeys(w.write(pos, op.data[:written], k.page) for w in region.worlds))
-        region.pos = pos + written
+        region.worlds = list(dict.fromkeys(w.write(at, op.data[:written], k.page) for w in region.worlds))
+        if advance:
+            region.pos = at + written
 
     return [Branch("memfd.write.stores", ok(written), effect)]

@@ -15,9 +15,9 @@ the memo cuts those repeats. The spec's possible worlds stay inside each state, 
 may or may not have happened need no search of their own.
 
 A call that the kernel makes of several steps, other calls coming between them, is searched as
-those steps, each at its own point of the call's span (Spec.steps): read() where the file position
-is not atomic (the position taken, the bytes read, the position stored back), and PURGE_ALL_CACHES,
-which punches range after range with ashmem_mutex dropped and may give up half way.
+those steps, each at its own point of the call's span (Spec.steps): read() and write(), whose file
+position is not locked (taken, the bytes moved, stored back), and PURGE_ALL_CACHES, which punches
+range after range with ashmem_mutex dropped and may give up half way.
 
 A call whose transport was lost is not judged: the history is then undecided, never a violation.
 """

@@ -47,8 +47,7 @@ class Profile:
     mmap_file_max: int          # file_mmap_size_max of the file mmap is asked on: /dev/ashmem, a char
                                 # device, ULONG_MAX; a memfd, a regular file, MAX_LFS_FILESIZE
     regular_file: bool          # the fd is a regular file (a memfd), not a character device (/dev/ashmem):
-                                # ftruncate/fallocate work on it, and read() moves the position as one
-                                # step (fdget_pos locks it for regular files only, FMODE_ATOMIC_POS)
+                                # ftruncate and fallocate reach it
 
 
 ASHMEM = Profile(

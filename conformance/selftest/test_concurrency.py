@@ -58,7 +58,7 @@ def test_a_race_that_no_order_explains_is_rejected_and_one_order_is_found_otherw
 
 
 @pytest.mark.parametrize("profile", ["ashmem", "memfd"])
-def test_a_read_may_take_the_position_before_an_lseek_and_store_it_after_only_on_a_char_device(profile: str) -> None:
+def test_a_read_may_take_the_position_before_an_lseek_and_store_it_after(profile: str) -> None:
     spec = Spec(profile)
     for op, out in [(o.Spawn(0), ok((0, 1, 2))), (o.Spawn(1), ok((0, 1, 2))), (o.CreateRegion(0, b"r", 8192), ok(3)),
                     (o.Mmap(0, 3, 0, 8192, 3, True), ok(None)), (o.Store(0, 0, 0, b"A"), ok(None)),
@@ -71,13 +71,27 @@ def test_a_read_may_take_the_position_before_an_lseek_and_store_it_after_only_on
         return [[read], [seek], [Call(o.Lseek(0, 3, 0, 1), ok(1), 11, 12)]]
 
     # the lseek inside the read's span: the read began at 0 and stored 1 after it (fs/read_write.c
-    # ksys_read), so the lseek is lost; a regular file (memfd) holds f_pos_lock and has no such order
+    # ksys_read; neither /dev/ashmem nor a memfd has FMODE_ATOMIC_POS), so the lseek is lost
     lost = linearize(spec, history((4, 5)))
-    assert lost.ok is (profile == "ashmem") and not lost.undecided
+    assert lost.ok and not lost.undecided
     # the lseek done before the read began: no kernel reads at 0 then
     before = linearize(spec, history((1, 2)))
     assert not before.ok and not before.undecided and before.blame is not None
     assert before.blame.rule == "fd.read.data"
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_two_writes_at_once_may_store_at_the_same_place_but_not_when_one_follows_the_other(overlap: bool) -> None:
+    spec = Spec("memfd")
+    for op, out in [(o.Spawn(0), ok((0, 1, 2))), (o.Spawn(1), ok((0, 1, 2))), (o.CreateRegion(0, b"r", 8192), ok(3)),
+                    (o.Mmap(0, 3, 0, 8192, 3, True), ok(None)), (o.BinderSend(0, 1, (3,)), ok((3,)))]:
+        assert spec.observe(op, out).ok, op
+    second = (4, 6) if overlap else (11, 12)
+    history = [[Call(o.Write(0, 3, b"AB"), ok(2), 3, 10)], [Call(o.Write(1, 3, b"C"), ok(1), *second)],
+               [Call(o.Load(0, 0, 0, 4), ok(b"CB\x00\x00"), 20, 21), Call(o.Lseek(0, 3, 0, 1), ok(2), 22, 23)]]
+    # both took position 0; "C" stored over "A"; the first write stored its end (2) last
+    result = linearize(spec, history)
+    assert result.ok is overlap and not result.undecided
 
 
 @pytest.mark.parametrize("pinned", ["purged", "not purged"])

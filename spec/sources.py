@@ -98,6 +98,10 @@ SOURCES: tuple[Source, ...] = (
            "mmap64 (a negative offset EINVAL; a length rounding past PTRDIFF_MAX ENOMEM)",
            "git.musl-libc.org/musl src/mman/mmap.c; android.googlesource.com platform/bionic libc/bionic/mmap.cpp",
            r"^(musl src/mman/mmap\.c|bionic libc/bionic/mmap\.cpp)"),
+    Source("MEMFD-TEST", "The kernel's memfd selftest, tools/testing/selftests/memfd/memfd_test.c, each "
+           "kernel's own version (the test named), run against the same kernels by `ashcheck peers`",
+           "Debian's linux-source-5.10 (5.10.223-1), linux-source-6.1 (6.1.176-1), linux-source-6.12 (6.12.117-1); "
+           "docs/peers.md", r"^memfd_test\b"),
     Source("HERLIHY-WING", "Herlihy and Wing, Linearizability: a correctness condition for concurrent objects, "
            "ACM TOPLAS 12(3), 1990 (the check: Wing and Gong's search with Lowe's memo, as in Knossos and "
            "Porcupine)", "https://doi.org/10.1145/78969.78972", _tag("HERLIHY-WING")),

@@ -62,6 +62,8 @@ PROGRAMS: dict[str, tuple[o.Op, ...]] = {
     "ashmem.lseek.not-mapped": (*START, o.Lseek(0, 3, 0, 0)),
     "ashmem.lseek.size-zero": (o.Spawn(0), o.CreateRegion(0, b"", 0), o.Lseek(0, 3, 0, 0)),
     "ashmem.write.einval": (*START, o.Write(0, 3, b"w")),
+    "ashmem.ftruncate.einval": (*START, o.Ftruncate(0, 3, 3 * P)),
+    "ashmem.fallocate.enodev": (*START, o.Fallocate(0, 3, 3, 0, P)),
     "ashmem.mmap.too-long": (*START, o.Mmap(0, 3, 0, 2 * P, RW, True)),
     "ashmem.mmap.size-zero": (o.Spawn(0), o.CreateRegion(0, b"", 0), o.Mmap(0, 3, 0, P, RW, True)),
     "ashmem.mmap.private-anonymous": (*MAPPED, o.Store(0, 0, 0, b"data"), o.Mmap(0, 3, 1, P, RW, False),

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from ashcheck.adapters.vm import debian
-from ashcheck.adapters.vm.assets import VmError, cache_root, locked, write_atomic
+from ashcheck.adapters.vm import debian, image
+from ashcheck.adapters.vm.assets import VmError, cache_root, locked
 
 Say = Callable[[str], None]
 ANDROID_SOURCE = "android-platform-tools"
@@ -150,6 +150,7 @@ def memfd_source(kernel: str, say: Say) -> tuple[Path, str]:
         got = sorted((_root() / f"linux-{kernel}").glob("*/.unpacked"))
         if got:
             return got[-1].parent / MEMFD_DIR, got[-1].parent.name
+        # the host's suite shares its apt state with android_source(), which needs source lists too
         apt = debian.Apt(_root() / f"apt-{suite}", say, suite, sources=suite == debian.host_codename())
         name, version = debian.newest(apt.versions(re.escape(package)))
         say(f"peers: fetching {name} {version} ({suite})")
@@ -251,10 +252,7 @@ def run_in_vm(kernel: str, binaries: dict[str, Path], say: Say) -> Iterator[tupl
     from ashcheck.adapters.vm.qemu import Vm
 
     assets = fetch(say, kernel=kernel)
-    hub = _root() / "peer-hub.sh"
-    text = (_support() / "peer-hub.sh").read_bytes()
-    if not hub.is_file() or hub.read_bytes() != text:
-        write_atomic(hub, text, 0o755)
+    hub = image.hub_script("peer-hub.sh", (_support() / "peer-hub.sh").read_bytes())
     extra = {f"peers/{name}": path.read_bytes() for name, path in binaries.items()}
     with Vm.boot(assets, executor=hub, extra=extra, memory_mb=1024) as vm:
         for name in binaries:

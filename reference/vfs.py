@@ -25,13 +25,17 @@ from typing import TYPE_CHECKING
 
 from ashcheck.reference.cint import LONG_MAX, MAX_ERRNO, MAX_RW_COUNT, s32
 from ashcheck.reference.errors import SyscallError
+from ashcheck.spec.constants import (
+    FALLOC_FL_KEEP_SIZE,
+    FALLOC_FL_PUNCH_HOLE,
+    FALLOC_FL_SUPPORTED_MASK,
+    FALLOC_FL_ZERO_RANGE,
+)
 
 if TYPE_CHECKING:
     from ashcheck.reference.mm import Vma
 
 SEEK_MAX = 4  # SEEK_HOLE
-FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE = 0x01, 0x02, 0x10
-FALLOC_FL_SUPPORTED_MASK = 0x7F
 RLIMIT_NOFILE = 1024  # the usual soft limit: fds 0..1023
 
 IoctlArg = int | bytes | tuple[int, int] | None

@@ -80,6 +80,12 @@ def ashmem_io(nr: int) -> int:
     return _ioc(0, nr, 0)
 
 
+def loff_t(value: int) -> int:
+    """`value` as a loff_t holds it: 64 bits, signed (a sum past the maximum wraps negative)."""
+    value &= (1 << 64) - 1
+    return value - (1 << 64) if value >> 63 else value
+
+
 def page_align(n: int, page: int) -> int:
     return (n + page - 1) // page * page
 

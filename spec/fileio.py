@@ -37,6 +37,7 @@ from ashcheck.spec.constants import (
     SEEK_HOLE,
     SEEK_MAX,
     SEEK_SET,
+    loff_t,
     page_align,
 )
 from ashcheck.spec.ops import Lseek, Read, Write
@@ -79,11 +80,6 @@ declare(
          "every later write through the file", "man 2 fcntl (F_SEAL_FUTURE_WRITE); mm/shmem.c shmem_write_begin; "
          "ashmem.md §6.4", profiles=M),
 )
-
-
-def _loff_t(value: int) -> int:
-    value &= (1 << 64) - 1
-    return value - (1 << 64) if value >> 63 else value
 
 
 def _past_loff_t(pos: int, count: int) -> bool:
@@ -179,7 +175,7 @@ def lseek(k: Kernel, op: Lseek) -> list[Branch]:
     if op.whence in (SEEK_DATA, SEEK_HOLE):
         return _hole_or_data(k, op, region)
     base = {SEEK_SET: 0, SEEK_CUR: region.pos, SEEK_END: region.size}.get(op.whence)
-    new = None if base is None else _loff_t(base + op.offset)  # the sum is a loff_t: it may wrap
+    new = None if base is None else loff_t(base + op.offset)  # the sum is a loff_t: it may wrap
     if new is None or not 0 <= new <= MAX_LFS_FILESIZE:  # generic_file_llseek_size / vfs_setpos
         return fails("fd.lseek.position", errno.EINVAL)
 
@@ -219,7 +215,7 @@ def _seek(world: Mem, offset: int, size: int, data: bool, page: int, wraps: bool
     5.10.223: SEEK_DATA at 0 of an untouched region of 2^63 - 1 bytes returns 0); 6.x's
     mapping_seek_hole_data does not overflow."""
     # an arithmetic shift of the wrapped loff_t, then a pgoff_t; or the page count as it is
-    end = (_loff_t(size + page - 1) // page) & ((1 << 64) - 1) if wraps else page_align(size, page) // page
+    end = (loff_t(size + page - 1) // page) & ((1 << 64) - 1) if wraps else page_align(size, page) // page
     index = offset // page
     if data:  # the first page held at or after index (the set is small; the region may be 2^63 bytes)
         index = min((i for i in world.present if i >= index), default=end)
@@ -227,7 +223,7 @@ def _seek(world: Mem, offset: int, size: int, data: bool, page: int, wraps: bool
         while index in world.present:
             index += 1
     index = min(index, end)
-    found = _loff_t(index * page) if wraps else index * page
+    found = loff_t(index * page) if wraps else index * page
     if found <= offset:
         return offset
     if found < size:

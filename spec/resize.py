@@ -23,7 +23,6 @@ shmem_fallocate; Linux 5.10; ashmem.md §6.4):
 from __future__ import annotations
 
 import errno
-from dataclasses import replace
 
 from ashcheck.spec.branch import Branch, ebadf, fails
 from ashcheck.spec.constants import (
@@ -33,11 +32,12 @@ from ashcheck.spec.constants import (
     FALLOC_FL_ZERO_RANGE,
     MAX_LFS_FILESIZE,
     PROT_WRITE,
+    loff_t,
 )
 from ashcheck.spec.ops import Fallocate, Ftruncate
 from ashcheck.spec.outcome import Outcome, ok
 from ashcheck.spec.rules import Rule, declare
-from ashcheck.spec.state import Kernel, Mem, _normal
+from ashcheck.spec.state import Kernel
 
 OPEN = "fs/open.c"
 SHMEM = "mm/shmem.c"
@@ -67,14 +67,8 @@ declare(
 )
 
 
-def _loff_t(value: int) -> int:
-    """A value as the syscall's loff_t receives it (64 bits, signed)."""
-    value &= (1 << 64) - 1
-    return value - (1 << 64) if value >> 63 else value
-
-
 def ftruncate(k: Kernel, op: Ftruncate) -> list[Branch]:
-    if _loff_t(op.length) < 0:
+    if loff_t(op.length) < 0:
         return fails("fd.ftruncate.negative", errno.EINVAL)
     region = k.region_of(op.proc, op.fd)
     if region is None:
@@ -85,7 +79,7 @@ def ftruncate(k: Kernel, op: Ftruncate) -> list[Branch]:
         return fails("memfd.ftruncate.sealed", errno.EPERM)
 
     def tail_zeroed(_: Outcome) -> None:  # newsize <= oldsize: shmem_truncate_range(newsize, -1)
-        region.worlds = list(dict.fromkeys(_punched(w, region.size, MAX_LFS_FILESIZE, k.page) for w in region.worlds))
+        region.worlds = list(dict.fromkeys(w.punch(region.size, MAX_LFS_FILESIZE, k.page) for w in region.worlds))
     return [Branch("memfd.ftruncate.sealed", ok(0), tail_zeroed)]
 
 
@@ -94,7 +88,7 @@ def fallocate(k: Kernel, op: Fallocate) -> list[Branch]:
     if region is None:
         return ebadf()
     punch = op.mode & FALLOC_FL_PUNCH_HOLE
-    offset, length = _loff_t(op.offset), _loff_t(op.length)
+    offset, length = loff_t(op.offset), loff_t(op.length)
     if offset < 0 or length <= 0:
         return fails("fd.fallocate.args", errno.EINVAL)
     if (op.mode & ~FALLOC_FL_SUPPORTED_MASK or (punch and op.mode & FALLOC_FL_ZERO_RANGE)
@@ -113,7 +107,7 @@ def fallocate(k: Kernel, op: Fallocate) -> list[Branch]:
             return fails("memfd.fallocate.punch", errno.EPERM)
 
         def hole(_: Outcome) -> None:
-            region.worlds = list(dict.fromkeys(_punched(w, offset, end, page) for w in region.worlds))
+            region.worlds = list(dict.fromkeys(w.punch(offset, end, page) for w in region.worlds))
         return [Branch("memfd.fallocate.punch", ok(0), hole)]
     if end > region.size:
         return fails("memfd.fallocate.allocate", errno.EPERM)
@@ -122,18 +116,3 @@ def fallocate(k: Kernel, op: Fallocate) -> list[Branch]:
         pages = set(range(offset // page, (end + page - 1) // page))
         region.worlds = list(dict.fromkeys(w.touch(pages) for w in region.worlds))
     return [Branch("memfd.fallocate.allocate", ok(0), allocate)]
-
-
-def _punched(world: Mem, start: int, end: int, page: int) -> Mem:
-    """shmem_truncate_range(start, end - 1): the bytes zeroed; the pages wholly inside dropped (the
-    range may be 2^63 bytes long: only the pages the world holds are visited)."""
-    first, last = -(-start // page), end // page  # the pages wholly inside: [first, last)
-    data = {}
-    for index, content in world.pages:
-        lo, hi = max(start, index * page) - index * page, min(end, (index + 1) * page) - index * page
-        if first <= index < last:
-            continue
-        if lo < hi:
-            content = content[:lo] + bytes(hi - lo) + content[hi:]
-        data[index] = content
-    return replace(world, pages=_normal(data), present=frozenset(i for i in world.present if not first <= i < last))

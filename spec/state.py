@@ -64,6 +64,20 @@ class Mem:
         """The file pages `indexes` were faulted in (a load or a copy-on-write through a mapping)."""
         return self if indexes <= self.present else replace(self, present=self.present | indexes)
 
+    def punch(self, start: int, end: int, page: int) -> Mem:
+        """shmem_truncate_range(start, end - 1): the bytes zeroed; the pages wholly inside dropped (the
+        range may be 2^63 bytes long: only the pages the world holds are visited)."""
+        first, last = -(-start // page), end // page  # the pages wholly inside: [first, last)
+        data = {}
+        for index, content in self.pages:
+            lo, hi = max(start, index * page) - index * page, min(end, (index + 1) * page) - index * page
+            if first <= index < last:
+                continue
+            if lo < hi:
+                content = content[:lo] + bytes(hi - lo) + content[hi:]
+            data[index] = content
+        return replace(self, pages=_normal(data), present=frozenset(i for i in self.present if not first <= i < last))
+
     def purge(self, r: pins.Range) -> Mem:
         """The shrinker punches the whole range (zeros, the pages gone) and marks it purged."""
         data = {i: c for i, c in self.pages if not r[0] <= i <= r[1]}

@@ -144,7 +144,13 @@ done
 
 def standin_executor() -> Path:
     """A busybox sh script that plays the hub for `* ping` (see STANDIN_HUB), in the cache."""
-    path = cache_root() / "standin-hub.sh"
-    if not path.is_file() or path.read_bytes() != STANDIN_HUB:
-        write_atomic(path, STANDIN_HUB, 0o755)
+    return hub_script("standin-hub.sh", STANDIN_HUB)
+
+
+def hub_script(name: str, text: bytes) -> Path:
+    """A busybox sh script to run as the guest's hub, kept in the cache as `name` (rewritten when
+    `text` changed)."""
+    path = cache_root() / name
+    if not path.is_file() or path.read_bytes() != text:
+        write_atomic(path, text, 0o755)
     return path

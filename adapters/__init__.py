@@ -6,9 +6,9 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 
-from ashcheck.adapters.base import Adapter, AdapterUnavailable, Capability
+from ashcheck.adapters.base import Adapter, AdapterUnavailable, Capability, UnsupportedOperation
 
-__all__ = ["Adapter", "AdapterUnavailable", "Capability", "adapter_names", "load_adapter"]
+__all__ = ["Adapter", "AdapterUnavailable", "Capability", "UnsupportedOperation", "adapter_names", "load_adapter"]
 
 GROUP = "ashcheck.adapters"
 

@@ -11,7 +11,9 @@ sends operations (ashcheck.spec.ops) through `perform`, which returns one Outcom
 - A declared deviation (rule id → why) turns that rule into a strict expected failure: if the
   implementation stops deviating, the run says the declaration is stale.
 - A declared unsupported operation (op type → why) is never sent; the rules that only that
-  operation can reach are skipped with the reason.
+  operation can reach are skipped with the reason. An adapter that meets an operation it does not
+  know (one added to the suite after it was written) raises UnsupportedOperation from `perform`:
+  that operation type is then unsupported for the rest of the run, and the report says so.
 - An answer the adapter computed itself rather than observed is marked `emulated(...)`: reports
   keep it apart, and it never counts as confirmed on the implementation.
 
@@ -51,6 +53,15 @@ class Timed:
     outcome: Outcome
     invoked: int
     completed: int
+
+
+class UnsupportedOperation(Exception):
+    """`perform` met an operation type this adapter does not provide; the message says why (by
+    default: which operation). The suite stops sending it and skips the rules only it reaches."""
+
+    def __init__(self, op: Op, why: str | None = None) -> None:
+        super().__init__(why or f"the adapter has no {type(op).__name__} ({op.call})")
+        self.op_type = type(op)
 
 
 class AdapterUnavailable(Exception):

@@ -29,24 +29,16 @@ from ashcheck.spec.constants import (
     F_SEAL_FUTURE_WRITE,
     F_SEAL_WRITE,
     FD_CLOEXEC,
-    MAP_NORESERVE,
-    MAP_PRIVATE,
-    MAP_SHARED,
     O_CLOEXEC,
-    O_PATH,
     O_RDWR,
     PROT_EXEC,
     PROT_READ,
     PROT_WRITE,
     AshmemIoctl,
     abi_number,
-    ashmem_io,
 )
 from ashcheck.spec.outcome import SIGBUS, SIGSEGV, Outcome, emulated, err, fault, indeterminate, ok
 from ashcheck.spec.pinning import NO_OP_ANSWER
-
-F_GETFD = 1
-
 
 Send = Callable[[int, str], Reply]  # (proc, request line) → reply
 
@@ -202,48 +194,19 @@ class MemfdRegions:
         return ok(path)
 
 
+ANSWERS: dict[str, Callable[[tuple[str, ...]], Any]] = {  # spec/ops.py ANSWERS, as functions
+    "none": lambda f: None, "int": first_int, "ints": ints, "bytes": lambda f: unhex(f[0]),
+    "cloexec": lambda f: int(f[0]) & FD_CLOEXEC, "zero": lambda f: 0,
+}
+
+
 def common(send: Send, op: o.Op) -> Outcome | None:
-    """Operations that do not depend on the region backend; None if `op` is not one of them."""
-    p = op.proc
-    match op:
-        case o.ListFds():
-            return outcome(send(p, "fds"), ints)
-        case o.OpenPath():
-            return outcome(send(p, f"open {hexed(b'/')} {O_PATH}"), first_int)
-        case o.Mmap(fd=fd, map_id=m, length=n, prot=prot, shared=shared, offset=off, noreserve=noreserve,
-                    near=near, above=above):
-            flags = (MAP_SHARED if shared else MAP_PRIVATE) | (MAP_NORESERVE if noreserve else 0)
-            hint = "" if near is None else f" {near} {1 if above else -1}"  # an address hint, not MAP_FIXED
-            return outcome(send(p, f"mmap {m} {fd} {n} {prot} {flags} {off}{hint}"))
-        case o.Munmap(map_id=m):
-            return outcome(send(p, f"munmap {m}"))
-        case o.Mprotect(map_id=m, prot=prot):
-            return outcome(send(p, f"mprotect {m} {prot}"))
-        case o.Load(map_id=m, offset=off, length=n):
-            return outcome(send(p, f"load {m} {off} {n}"), lambda f: unhex(f[0]))
-        case o.Store(map_id=m, offset=off, data=data):
-            return outcome(send(p, f"store {m} {off} {hexed(data)}"))
-        case o.MapsName(map_id=m):
-            return outcome(send(p, f"maps_name {m}"), lambda f: unhex(f[0]))
-        case o.Dup(fd=fd):
-            return outcome(send(p, f"dup {fd}"), first_int)
-        case o.Close(fd=fd):
-            return outcome(send(p, f"close {fd}"))
-        case o.Lseek(fd=fd, offset=off, whence=whence):
-            return outcome(send(p, f"lseek {fd} {off} {whence}"), first_int)
-        case o.Read(fd=fd, count=n):
-            return outcome(send(p, f"read {fd} {n}"), lambda f: unhex(f[0]))
-        case o.Write(fd=fd, data=data):
-            return outcome(send(p, f"write {fd} {hexed(data)}"), first_int)
-        case o.GetFdFlags(fd=fd):
-            return outcome(send(p, f"fcntl {fd} {F_GETFD} 0"), lambda f: int(f[0]) & FD_CLOEXEC)
-        case o.Ftruncate(fd=fd, length=n):
-            return outcome(send(p, f"ftruncate {fd} {n}"), lambda f: 0)
-        case o.Fallocate(fd=fd, mode=mode, offset=off, length=n):
-            return outcome(send(p, f"fallocate {fd} {mode} {off} {n}"), lambda f: 0)
-        case o.UnknownIoctl(fd=fd, nr=nr):  # observed in both modes: a memfd has no ioctl handler
-            return _ioctl(send, p, fd, ashmem_io(nr), "int 0")
-    return None
+    """Operations whose request does not depend on the region backend (their `wire` declares it);
+    None if `op` is not one of them. UnknownIoctl is observed in both modes: a memfd has no ioctl
+    handler to emulate."""
+    if op.wire in (o.REGIONS, o.ADAPTER):
+        return None
+    return outcome(send(op.proc, op.request()), ANSWERS[op.answer])
 
 
 __all__ = ["SIGBUS", "SIGSEGV", "AshmemRegions", "MemfdRegions", "ProtocolError", "common", "indeterminate"]

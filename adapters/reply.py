@@ -7,14 +7,17 @@ else: any other line (a `\\r` before the '\\n', a NUL, an empty field, another i
 MalformedReply, which the channels turn into the loss of the executor, so that a reply is never
 taken as the answer to a request it does not name. Reading is linear in the line's length.
 
-This module is the only place that turns reply fields into values (`Reply.int`, `Reply.bytes`,
-`unhex`), and the only hex encoder of request arguments (`hexed`).
+This module turns reply fields into values (`Reply.int`, `Reply.bytes`,
+`unhex`); the one hex encoder of request arguments (`hexed`) lives with the operations'
+declarations (spec/ops.py) and is exported from here too.
 """
 
 from __future__ import annotations
 
 import builtins
 from typing import NamedTuple
+
+from ashcheck.spec.ops import hexed  # the one encoder of request arguments, beside the op declarations
 
 STATUSES = frozenset({"ok", "err", "fault", "bad"})
 HUB_STATUSES = STATUSES | {"lost"}  # `lost`: the hub's answer for a process that died
@@ -54,11 +57,6 @@ class Reply(NamedTuple):
 
     def __str__(self) -> str:
         return " ".join((self.status, *self.fields))
-
-
-def hexed(data: builtins.bytes) -> str:
-    """A byte string as a request argument: lowercase hex, `-` for empty."""
-    return data.hex() or "-"
 
 
 def unhex(field: str) -> builtins.bytes:

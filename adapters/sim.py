@@ -196,24 +196,15 @@ class SimAdapter(Adapter):
         return self.kernel.binder_reply(op.proc, op.replier, op.fds, op.accept_fds)
 
 
-_HANDLERS: dict[type[o.Op], Callable[[SimAdapter, Any], Outcome]] = {
-    o.Spawn: SimAdapter._spawn, o.Exit: SimAdapter._exit, o.ListFds: SimAdapter._list_fds,
-    o.CreateRegion: SimAdapter._create_region, o.OpenAshmem: SimAdapter._open_ashmem,
-    o.OpenPath: SimAdapter._open_path,
-    o.SetName: SimAdapter._set_name, o.GetName: SimAdapter._get_name,
-    o.SetSize: SimAdapter._set_size, o.GetSize: SimAdapter._get_size,
-    o.SetProtMask: SimAdapter._set_prot_mask, o.GetProtMask: SimAdapter._get_prot_mask,
-    o.Pin: SimAdapter._pin, o.Unpin: SimAdapter._unpin, o.GetPinStatus: SimAdapter._get_pin_status,
-    o.PurgeAllCaches: SimAdapter._purge_all_caches, o.IoctlNullArg: SimAdapter._ioctl_null_arg,
-    o.UnknownIoctl: SimAdapter._unknown_ioctl,
-    o.Mmap: SimAdapter._mmap, o.Munmap: SimAdapter._munmap, o.Mprotect: SimAdapter._mprotect,
-    o.Load: SimAdapter._load, o.Store: SimAdapter._store, o.MapsName: SimAdapter._maps_name,
-    o.Dup: SimAdapter._dup, o.Close: SimAdapter._close, o.Lseek: SimAdapter._lseek,
-    o.Read: SimAdapter._read, o.Write: SimAdapter._write, o.GetFdFlags: SimAdapter._get_fd_flags,
-    o.Ftruncate: SimAdapter._ftruncate, o.Fallocate: SimAdapter._fallocate,
-    o.BinderSend: SimAdapter._binder_send, o.BinderReply: SimAdapter._binder_reply,
-}
-assert set(_HANDLERS) == set(o.OPS.values()), "every operation needs a handler"
+def _handler(op: type[o.Op]) -> Callable[[SimAdapter, Any], Outcome]:
+    """`SimAdapter._<snake name>`: the simulator's call for each declared operation."""
+    method = getattr(SimAdapter, f"_{op.snake_name()}", None)
+    if method is None:
+        raise ImportError(f"the simulator has no SimAdapter._{op.snake_name()} for {op.__name__}")
+    return method  # type: ignore[no-any-return]
+
+
+_HANDLERS: dict[type[o.Op], Callable[[SimAdapter, Any], Outcome]] = {op: _handler(op) for op in o.OPS.values()}
 
 
 def _int_option(options: dict[str, Any], key: str, default: int) -> int:

@@ -294,6 +294,7 @@ def finish(args: argparse.Namespace, options: dict[str, str], run: dict[str, Any
         print(f"ashcheck: {why}", file=sys.stderr)
         return int(run["exit_code"])  # the interruption's, or 2
     meta = metas[0]
+    meta["unsupported"] = {**meta.get("unsupported", {}), **Recorder.load_unsupported(evidence_dir)}
     evidence, totals = Recorder.load_all(evidence_dir)
     results = statuses(evidence, meta["profile"], set(meta["capabilities"]), meta["deviations"],
                        unreachable(meta.get("unsupported", {})))

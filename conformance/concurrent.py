@@ -193,7 +193,9 @@ def look_after(adapter: Adapter, h: Harness, branches: Sequence[Sequence[o.Op]],
     def call(op: o.Op) -> Outcome | None:
         if h.quarantine.blocks(model, op) or type(op) in adapter.unsupported:
             return None
-        out = adapter.perform(op)
+        out = h.perform(op)
+        if out is None:
+            return None
         done.append((op, out))
         return out
 

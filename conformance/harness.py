@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ashcheck.adapters.base import Adapter
+from ashcheck.adapters.base import Adapter, UnsupportedOperation
 from ashcheck.conformance.quarantine import Quarantine
 from ashcheck.conformance.results import RECORDER, Recorder
 from ashcheck.spec import RULES, Spec, SpecLimit
@@ -74,7 +74,10 @@ class Harness:
             self.recorder.totals.set_aside += 1
             self.not_performed += 1
             return None
-        observed = self.adapter.perform(op)
+        observed = self.perform(op)
+        if observed is None:
+            self.not_performed += 1
+            return None
         self.trace.append((op, observed))
         self.recorder.totals.steps += 1
         if observed.kind is Kind.INDETERMINATE:
@@ -87,6 +90,16 @@ class Harness:
         self._judge(op, branches, observed)
         self.recorder.maybe_dump()  # a long run's progress can be read from the evidence files
         return observed
+
+    def perform(self, op: Op) -> Outcome | None:
+        """The adapter's outcome of `op`; None if the adapter does not know the operation (one newer
+        than the adapter): from then on it is unsupported, and the report says so."""
+        try:
+            return self.adapter.perform(op)
+        except UnsupportedOperation as exc:
+            self.adapter.unsupported = {**self.adapter.unsupported, exc.op_type: str(exc)}
+            self.recorder.unsupported[exc.op_type.__name__] = str(exc)
+            return None
 
     def _judge(self, op: Op, branches: list[Branch], observed: Outcome) -> None:
         try:

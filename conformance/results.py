@@ -96,6 +96,7 @@ class Recorder:
         self.rules: dict[str, Evidence] = {}
         self.flows: dict[str, FlowResult] = {}
         self.totals = Totals()
+        self.unsupported: dict[str, str] = {}  # operation → why, for those the adapter refused at run time
         self.path: Path | None = None  # where to write, set by the plugin
         self._written = 0.0
 
@@ -106,6 +107,7 @@ class Recorder:
         self.rules.clear()
         self.flows.clear()
         self.totals = Totals()
+        self.unsupported.clear()
 
     def dump(self, path: Path | None = None) -> None:
         path = path or self.path
@@ -115,7 +117,7 @@ class Recorder:
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(json.dumps({"rules": {r: asdict(e) for r, e in self.rules.items()},
                                    "flows": {f: asdict(r) for f, r in self.flows.items()},
-                                   "totals": asdict(self.totals)}))
+                                   "totals": asdict(self.totals), "unsupported": self.unsupported}))
         tmp.replace(path)
         self._written = time.monotonic()
 
@@ -134,6 +136,14 @@ class Recorder:
                 merged.setdefault(rule, Evidence()).merge(Evidence(**ev))
             totals.merge(Totals(**data["totals"]))
         return merged, totals
+
+    @staticmethod
+    def load_unsupported(directory: Path) -> dict[str, str]:
+        """The operations an adapter refused at run time (UnsupportedOperation), in every process."""
+        found: dict[str, str] = {}
+        for part in sorted(directory.glob("*.json")):
+            found.update(json.loads(part.read_text()).get("unsupported", {}))
+        return found
 
     @staticmethod
     def load_flows(directory: Path) -> dict[str, FlowResult]:

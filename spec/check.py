@@ -18,21 +18,19 @@ from ashcheck.spec.outcome import Kind, Outcome
 from ashcheck.spec.profiles import PROFILES
 from ashcheck.spec.state import Kernel, SpecLimit, expand_purges
 
-SPEC: dict[type[o.Op], Callable[[Kernel, Any], list[Branch]]] = {
-    o.Spawn: fds.spawn, o.Exit: fds.exit_, o.ListFds: fds.list_fds, o.Dup: fds.dup, o.Close: fds.close,
-    o.GetFdFlags: fds.get_fd_flags, o.OpenPath: fds.open_path,
-    o.CreateRegion: regions.create_region, o.OpenAshmem: regions.open_ashmem,
-    o.SetName: regions.set_name, o.GetName: regions.get_name, o.SetSize: regions.set_size,
-    o.GetSize: regions.get_size, o.SetProtMask: regions.set_prot_mask, o.GetProtMask: regions.get_prot_mask,
-    o.Pin: pinning.pin, o.Unpin: pinning.unpin, o.GetPinStatus: pinning.get_pin_status,
-    o.PurgeAllCaches: pinning.purge_all_caches, o.IoctlNullArg: pinning.null_arg,
-    o.UnknownIoctl: regions.unknown_ioctl,
-    o.Mmap: memory.mmap, o.Munmap: memory.munmap, o.Mprotect: memory.mprotect, o.Load: memory.load,
-    o.Store: memory.store, o.MapsName: memory.maps_name,
-    o.Read: fileio.read, o.Lseek: fileio.lseek, o.Write: fileio.write,
-    o.Ftruncate: resize.ftruncate, o.Fallocate: resize.fallocate,
-    o.BinderSend: binder.send, o.BinderReply: binder.reply,
-}
+AREAS = {m.__name__.rsplit(".", 1)[-1]: m for m in (binder, fds, fileio, memory, pinning, regions, resize)}
+
+
+def _spec_function(op: type[o.Op]) -> Callable[[Kernel, Any], list[Branch]]:
+    """The function an operation's declaration names (`spec`: "module.function")."""
+    area, _, name = op.spec.partition(".")
+    function = getattr(AREAS.get(area), name, None)
+    if not callable(function):
+        raise ImportError(f"{op.__name__}.spec = {op.spec!r} names no function of ashcheck.spec")
+    return function  # type: ignore[no-any-return]
+
+
+SPEC: dict[type[o.Op], Callable[[Kernel, Any], list[Branch]]] = {op: _spec_function(op) for op in o.OPS.values()}
 
 MAX_WORLDS = 64
 

@@ -20,6 +20,7 @@ MAP_PRIVATE = 2
 MAP_NORESERVE = 0x4000  # asm-generic and x86; the executor's targets all use this value
 
 FD_CLOEXEC = 1
+F_GETFD = 1
 O_RDWR = 2
 O_CLOEXEC = 0o2000000
 O_PATH = 0o10000000

@@ -4,6 +4,14 @@ One frozen dataclass per operation. Processes and mappings are named by small in
 chooses (`proc`, `map_id`); file descriptors are the real numbers the implementation returned,
 because which number comes back (lowest free) is itself specified. Each operation prints like the
 strace line it stands for, so a shrunk counterexample reads like a syscall trace.
+
+Each operation is declared once, here: its fields, `spec` (the function of ashcheck.spec that gives
+its allowed outcomes), and `wire` (how the native executor performs it: a request line over its
+fields, whose `ok` reply becomes the result as `answer` says; or REGIONS where the request depends
+on how regions are made, ashmem ioctls or the memfd shim; or ADAPTER where the executor adapter
+does it with its transport: processes, binder). The simulator's handler is `SimAdapter._<name>`
+(`snake_name`). Self-tests check every declaration resolves: a spec function, a simulator handler,
+an encoder whose verbs and argument counts are in executor.c's table.
 """
 
 from __future__ import annotations
@@ -12,7 +20,17 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ashcheck.spec.constants import F_GETFD, MAP_NORESERVE, MAP_PRIVATE, MAP_SHARED, O_PATH, ashmem_io
 from ashcheck.spec.outcome import _jsonable, _unjson
+
+REGIONS = "regions"  # `wire`: encoded by the region backend (adapters/executor_ops.py)
+ADAPTER = "adapter"  # `wire`: carried out by the executor adapter itself (processes, binder)
+ANSWERS = ("none", "int", "ints", "bytes", "cloexec", "zero")  # what an `ok` reply's fields become
+
+
+def hexed(data: bytes) -> str:
+    """A byte string as a request argument: lowercase hex, `-` for empty."""
+    return data.hex() or "-"
 
 
 @dataclass(frozen=True)
@@ -20,7 +38,24 @@ class Op:
     """Base of all operations. `proc` is the process that performs the call."""
 
     call: ClassVar[str] = ""
+    spec: ClassVar[str] = ""
+    wire: ClassVar[str] = ADAPTER
+    answer: ClassVar[str] = "none"
     proc: int
+
+    @classmethod
+    def snake_name(cls) -> str:
+        """`GetPinStatus` → `get_pin_status`: the simulator's handler is `_` + this."""
+        return "".join(f"_{c.lower()}" if c.isupper() else c for c in cls.__name__).lstrip("_")
+
+    def wire_fields(self) -> dict[str, object]:
+        """The values `wire` is formatted with: the fields, bytes in hex, booleans as 0 or 1."""
+        return {f.name: _wire_arg(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def request(self) -> str:
+        """The executor's request line for this operation (a `wire` template only)."""
+        assert self.wire not in (REGIONS, ADAPTER), f"{type(self).__name__} has no request of its own"
+        return self.wire.format(**self.wire_fields())
 
     def __str__(self) -> str:
         """Positional fields, then the optional ones that differ from their default, by name."""
@@ -45,6 +80,12 @@ class Op:
         return cls(**{k: _unjson(v) for k, v in data["args"].items()})
 
 
+def _wire_arg(value: object) -> object:
+    if isinstance(value, bytes):
+        return hexed(value)
+    return int(value) if isinstance(value, bool) else value
+
+
 def _arg(value: Any) -> str:
     if isinstance(value, bytes) and len(value) > 24:
         return f"{value[:16]!r}…({len(value)} bytes)"
@@ -59,6 +100,8 @@ class Spawn(Op):
     `privileged` = has CAP_SYS_ADMIN; `accepts_fds` = its binder node is created with
     FLAT_BINDER_FLAG_ACCEPTS_FDS."""
     call: ClassVar[str] = "spawn"
+    spec = "fds.spawn"
+    wire = ADAPTER
     proc: int
     privileged: bool = True
     accepts_fds: bool = True
@@ -67,6 +110,8 @@ class Spawn(Op):
 @dataclass(frozen=True)
 class Exit(Op):
     call: ClassVar[str] = "exit"
+    spec = "fds.exit_"
+    wire = ADAPTER
     proc: int
 
 
@@ -74,6 +119,9 @@ class Exit(Op):
 class ListFds(Op):
     """Observation: the sorted tuple of open fd numbers of `proc`."""
     call: ClassVar[str] = "list_fds"
+    spec = "fds.list_fds"
+    wire = "fds"
+    answer = "ints"
     proc: int
 
 
@@ -83,6 +131,8 @@ class ListFds(Op):
 class CreateRegion(Op):
     """libcutils `ashmem_create_region(name, size)`: the way every profile creates a region."""
     call: ClassVar[str] = "ashmem_create_region"
+    spec = "regions.create_region"
+    wire = REGIONS
     proc: int
     name: bytes
     size: int
@@ -92,6 +142,8 @@ class CreateRegion(Op):
 class OpenAshmem(Op):
     """`open("/dev/ashmem", O_RDWR|O_CLOEXEC)`: a fresh, unnamed, zero-size region."""
     call: ClassVar[str] = "open_ashmem"
+    spec = "regions.open_ashmem"
+    wire = REGIONS
     proc: int
 
 
@@ -99,6 +151,9 @@ class OpenAshmem(Op):
 class OpenPath(Op):
     """`open("/", O_PATH)`: an fd that binder must refuse to send."""
     call: ClassVar[str] = "open_path"
+    spec = "fds.open_path"
+    wire = f"open {hexed(b'/')} {O_PATH}"
+    answer = "int"
     proc: int
 
 
@@ -108,6 +163,8 @@ class OpenPath(Op):
 class SetName(Op):
     """ASHMEM_SET_NAME. `name` None passes a NULL pointer."""
     call: ClassVar[str] = "ASHMEM_SET_NAME"
+    spec = "regions.set_name"
+    wire = REGIONS
     proc: int
     fd: int
     name: bytes | None
@@ -116,6 +173,8 @@ class SetName(Op):
 @dataclass(frozen=True)
 class GetName(Op):
     call: ClassVar[str] = "ASHMEM_GET_NAME"
+    spec = "regions.get_name"
+    wire = REGIONS
     proc: int
     fd: int
 
@@ -123,6 +182,8 @@ class GetName(Op):
 @dataclass(frozen=True)
 class SetSize(Op):
     call: ClassVar[str] = "ASHMEM_SET_SIZE"
+    spec = "regions.set_size"
+    wire = REGIONS
     proc: int
     fd: int
     size: int
@@ -131,6 +192,8 @@ class SetSize(Op):
 @dataclass(frozen=True)
 class GetSize(Op):
     call: ClassVar[str] = "ASHMEM_GET_SIZE"
+    spec = "regions.get_size"
+    wire = REGIONS
     proc: int
     fd: int
 
@@ -138,6 +201,8 @@ class GetSize(Op):
 @dataclass(frozen=True)
 class SetProtMask(Op):
     call: ClassVar[str] = "ASHMEM_SET_PROT_MASK"
+    spec = "regions.set_prot_mask"
+    wire = REGIONS
     proc: int
     fd: int
     prot: int
@@ -146,6 +211,8 @@ class SetProtMask(Op):
 @dataclass(frozen=True)
 class GetProtMask(Op):
     call: ClassVar[str] = "ASHMEM_GET_PROT_MASK"
+    spec = "regions.get_prot_mask"
+    wire = REGIONS
     proc: int
     fd: int
 
@@ -153,6 +220,8 @@ class GetProtMask(Op):
 @dataclass(frozen=True)
 class Pin(Op):
     call: ClassVar[str] = "ASHMEM_PIN"
+    spec = "pinning.pin"
+    wire = REGIONS
     proc: int
     fd: int
     offset: int
@@ -162,6 +231,8 @@ class Pin(Op):
 @dataclass(frozen=True)
 class Unpin(Op):
     call: ClassVar[str] = "ASHMEM_UNPIN"
+    spec = "pinning.unpin"
+    wire = REGIONS
     proc: int
     fd: int
     offset: int
@@ -171,6 +242,8 @@ class Unpin(Op):
 @dataclass(frozen=True)
 class GetPinStatus(Op):
     call: ClassVar[str] = "ASHMEM_GET_PIN_STATUS"
+    spec = "pinning.get_pin_status"
+    wire = REGIONS
     proc: int
     fd: int
     offset: int
@@ -182,6 +255,8 @@ class IoctlNullArg(Op):
     """ioctl(fd, ASHMEM_PIN / ASHMEM_UNPIN / ASHMEM_GET_PIN_STATUS, NULL): the struct ashmem_pin
     pointer is NULL. `cmd` is the ioctl's name without the ASHMEM_ prefix."""
     call: ClassVar[str] = "ioctl_null"
+    spec = "pinning.null_arg"
+    wire = REGIONS
     proc: int
     fd: int
     cmd: str
@@ -191,14 +266,22 @@ class IoctlNullArg(Op):
 class UnknownIoctl(Op):
     """ioctl(fd, _IO(0x77, nr), 0): a request number the driver does not know."""
     call: ClassVar[str] = "ioctl_unknown"
+    spec = "regions.unknown_ioctl"
+    wire = "ioctl {fd} {request} int 0"
+    answer = "int"
     proc: int
     fd: int
     nr: int
+
+    def wire_fields(self) -> dict[str, object]:
+        return {**super().wire_fields(), "request": ashmem_io(self.nr)}
 
 
 @dataclass(frozen=True)
 class PurgeAllCaches(Op):
     call: ClassVar[str] = "ASHMEM_PURGE_ALL_CACHES"
+    spec = "pinning.purge_all_caches"
+    wire = REGIONS
     proc: int
     fd: int
 
@@ -216,6 +299,8 @@ class Mmap(Op):
     elsewhere. Addresses are not modelled, so no outcome depends on it; it exists to make the
     implementation meet the cases where a new mapping lands next to an older one."""
     call: ClassVar[str] = "mmap"
+    spec = "memory.mmap"
+    wire = "mmap {map_id} {fd} {length} {prot} {flags} {offset}{hint}"
     proc: int
     fd: int
     map_id: int
@@ -227,10 +312,17 @@ class Mmap(Op):
     near: int | None = None
     above: bool = False
 
+    def wire_fields(self) -> dict[str, object]:
+        flags = (MAP_SHARED if self.shared else MAP_PRIVATE) | (MAP_NORESERVE if self.noreserve else 0)
+        hint = "" if self.near is None else f" {self.near} {1 if self.above else -1}"  # a hint, not MAP_FIXED
+        return {**super().wire_fields(), "flags": flags, "hint": hint}
+
 
 @dataclass(frozen=True)
 class Munmap(Op):
     call: ClassVar[str] = "munmap"
+    spec = "memory.munmap"
+    wire = "munmap {map_id}"
     proc: int
     map_id: int
 
@@ -238,6 +330,8 @@ class Munmap(Op):
 @dataclass(frozen=True)
 class Mprotect(Op):
     call: ClassVar[str] = "mprotect"
+    spec = "memory.mprotect"
+    wire = "mprotect {map_id} {prot}"
     proc: int
     map_id: int
     prot: int
@@ -247,6 +341,9 @@ class Mprotect(Op):
 class Load(Op):
     """Read `length` bytes at `offset` inside mapping `map_id` (a fault is an outcome)."""
     call: ClassVar[str] = "load"
+    spec = "memory.load"
+    wire = "load {map_id} {offset} {length}"
+    answer = "bytes"
     proc: int
     map_id: int
     offset: int
@@ -257,6 +354,8 @@ class Load(Op):
 class Store(Op):
     """Write `data` at `offset` inside mapping `map_id`, byte by byte, in ascending order."""
     call: ClassVar[str] = "store"
+    spec = "memory.store"
+    wire = "store {map_id} {offset} {data}"
     proc: int
     map_id: int
     offset: int
@@ -267,6 +366,9 @@ class Store(Op):
 class MapsName(Op):
     """Observation: the pathname column of the mapping's line in /proc/self/maps."""
     call: ClassVar[str] = "maps_name"
+    spec = "memory.maps_name"
+    wire = "maps_name {map_id}"
+    answer = "bytes"
     proc: int
     map_id: int
 
@@ -276,6 +378,9 @@ class MapsName(Op):
 @dataclass(frozen=True)
 class Dup(Op):
     call: ClassVar[str] = "dup"
+    spec = "fds.dup"
+    wire = "dup {fd}"
+    answer = "int"
     proc: int
     fd: int
 
@@ -283,6 +388,8 @@ class Dup(Op):
 @dataclass(frozen=True)
 class Close(Op):
     call: ClassVar[str] = "close"
+    spec = "fds.close"
+    wire = "close {fd}"
     proc: int
     fd: int
 
@@ -290,6 +397,9 @@ class Close(Op):
 @dataclass(frozen=True)
 class Lseek(Op):
     call: ClassVar[str] = "lseek"
+    spec = "fileio.lseek"
+    wire = "lseek {fd} {offset} {whence}"
+    answer = "int"
     proc: int
     fd: int
     offset: int
@@ -299,6 +409,9 @@ class Lseek(Op):
 @dataclass(frozen=True)
 class Read(Op):
     call: ClassVar[str] = "read"
+    spec = "fileio.read"
+    wire = "read {fd} {count}"
+    answer = "bytes"
     proc: int
     fd: int
     count: int
@@ -307,6 +420,9 @@ class Read(Op):
 @dataclass(frozen=True)
 class Write(Op):
     call: ClassVar[str] = "write"
+    spec = "fileio.write"
+    wire = "write {fd} {data}"
+    answer = "int"
     proc: int
     fd: int
     data: bytes
@@ -316,6 +432,9 @@ class Write(Op):
 class Ftruncate(Op):
     """ftruncate(fd, length). Result: 0."""
     call: ClassVar[str] = "ftruncate"
+    spec = "resize.ftruncate"
+    wire = "ftruncate {fd} {length}"
+    answer = "zero"
     proc: int
     fd: int
     length: int
@@ -326,6 +445,9 @@ class Fallocate(Op):
     """fallocate(fd, mode, offset, length): FALLOC_FL_* `mode` (0 allocates; KEEP_SIZE | PUNCH_HOLE
     punches a hole). Result: 0."""
     call: ClassVar[str] = "fallocate"
+    spec = "resize.fallocate"
+    wire = "fallocate {fd} {mode} {offset} {length}"
+    answer = "zero"
     proc: int
     fd: int
     mode: int
@@ -337,6 +459,9 @@ class Fallocate(Op):
 class GetFdFlags(Op):
     """fcntl(fd, F_GETFD): 1 when FD_CLOEXEC is set."""
     call: ClassVar[str] = "fcntl_getfd"
+    spec = "fds.get_fd_flags"
+    wire = f"fcntl {{fd}} {F_GETFD} 0"
+    answer = "cloexec"
     proc: int
     fd: int
 
@@ -348,6 +473,8 @@ class BinderSend(Op):
     """A transaction from `proc` to the node of `dst` carrying one BINDER_TYPE_FD object per fd.
     Result: the tuple of fds that appeared in `dst`, or BR_FAILED_REPLY."""
     call: ClassVar[str] = "binder_transaction"
+    spec = "binder.send"
+    wire = ADAPTER
     proc: int
     dst: int
     fds: tuple[int, ...]
@@ -359,6 +486,8 @@ class BinderReply(Op):
     replier. Result: (what the caller got: a tuple of fds or BR_FAILED_REPLY,
     what the replier got: BR_TRANSACTION_COMPLETE or BR_FAILED_REPLY)."""
     call: ClassVar[str] = "binder_reply"
+    spec = "binder.reply"
+    wire = ADAPTER
     proc: int
     replier: int
     fds: tuple[int, ...]

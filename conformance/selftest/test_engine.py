@@ -195,6 +195,30 @@ def test_an_error_answer_is_judged_like_any_other() -> None:
     assert spec.observe(o.Close(0, 7), err(9)).rule == "fd.ebadf"
 
 
+def test_every_operation_declaration_is_complete() -> None:
+    """spec/ops.py declares each operation once: a spec function (resolved when spec.check loads),
+    a simulator handler by name, and a wire form: a request template over its own fields whose
+    answer is a known one, or REGIONS / ADAPTER (the executor adapter's own encoders)."""
+    from ashcheck.adapters.executor_ops import ANSWERS
+    from ashcheck.adapters.sim import SimAdapter
+
+    assert set(ANSWERS) == set(o.ANSWERS)
+    by_adapter = set()
+    for name, op in o.OPS.items():
+        assert op.call and op.spec, name
+        assert callable(getattr(SimAdapter, f"_{op.snake_name()}", None)), name
+        if op.wire == o.ADAPTER:
+            by_adapter.add(name)
+        elif op.wire != o.REGIONS:
+            assert op.answer in o.ANSWERS, name
+            assert not op.wire.startswith(" ") and "  " not in op.wire, name
+    # processes and binder transactions are the transport's, not a request line
+    assert by_adapter == {"Spawn", "Exit", "BinderSend", "BinderReply"}
+    assert o.Mmap(0, 3, 1, 4096, 3, True, near=2).request() == "mmap 1 3 4096 3 1 0 2 -1"
+    assert o.Write(0, 3, b"").request() == "write 3 -"
+    assert o.UnknownIoctl(0, 3, 11).request() == f"ioctl 3 {0x770b} int 0"
+
+
 def test_every_operation_is_specified_simulated_explored_and_reaches_a_rule() -> None:
     """Totality over the operations: each has a spec function, a simulator call, rules that only it
     (or it among others) reaches, and the exploration performs it."""

@@ -45,6 +45,26 @@ def test_the_example_adapter_runs_as_printed(tmp_path: Path) -> None:
     assert list(results.values()).count("pass") >= 60
 
 
+def test_an_operation_newer_than_the_example_adapter_is_skipped_and_reported(tmp_path: Path) -> None:
+    """The example adapter as if written before fallocate existed: it raises UnsupportedOperation,
+    the run goes on (exit 0), the report names the operation and skips the rules only it reaches."""
+    block = re.search(r"<!-- example-adapter[^\n]*-->\n```python\n(.*?)```", readme(), re.S)
+    assert block
+    older = re.sub(r"\n *o\.Fallocate: [^\n]*", "", block.group(1))
+    assert older != block.group(1), "the example adapter no longer calls fallocate"
+    (tmp_path / "older_adapter.py").write_text(older)
+    report = tmp_path / "report"
+    done = subprocess.run([sys.executable, "-m", "ashcheck.conformance.cli", "run", "--adapter",
+                           "older_adapter:MyAshmemAdapter", "--profile", "quick", "--report", str(report)],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)}, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    data = json.loads((report / "report.json").read_text())
+    assert "Fallocate" in data["unsupported"], data["unsupported"]
+    results = {r["rule"]: r["status"] for r in data["results"]}
+    assert results["ashmem.fallocate.enodev"] == "skip" and results["fd.fallocate.args"] == "skip"
+    assert results["ashmem.ftruncate.einval"] == "pass"  # its neighbour still runs
+
+
 def test_the_readme_test_command_is_what_ci_runs() -> None:
     text = readme()
     commands = re.search(r"```sh\n(.*?)```", text, re.S)

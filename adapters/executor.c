@@ -61,6 +61,11 @@
  *   ftruncate <fd> <len>              -> ok
  *   fallocate <fd> <mode> <off> <len> -> ok          (fallocate(2), mode the raw FALLOC_FL_* bits)
  *   fstat <fd>                        -> ok <st_mode> <st_size> <st_rdev> <st_dev> <st_ino>
+ *   setrlimit <soft>                  -> ok | err     RLIMIT_NOFILE's soft limit (the hard one kept).
+ *                                        The executor's own transient fds (/proc/self/fd, maps) are
+ *                                        opened with the limit lifted to the hard one for that call,
+ *                                        so only the modelled calls meet it; fds that come with a
+ *                                        request beyond it are lost (MSG_CTRUNC): recvfds says EMFILE
  *   readlink <pathhex>                -> ok <hex>
  *   dup <fd> -> ok <newfd>   close <fd> -> ok   lseek <fd> <off> <whence> -> ok <pos>
  *   read <fd> <n> (n <= 1 MiB) -> ok <hex>      write <fd> <hex> -> ok <n>
@@ -152,6 +157,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -363,7 +369,8 @@ static void reader_init(struct reader *r, int fd, size_t max)
 static void close_line_fds(struct reader *r)
 {
 	for (int i = 0; i < r->nlinefds; i++)
-		close(r->linefds[i]);
+		if (r->linefds[i] >= 0)
+			close(r->linefds[i]);
 	r->nlinefds = 0;
 }
 
@@ -375,7 +382,7 @@ static void take_pending(struct reader *r, size_t upto, int keep)
 		if (r->pend[i].pos <= upto) {
 			if (keep && r->nlinefds < MAX_PENDING_FDS)
 				r->linefds[r->nlinefds++] = r->pend[i].fd;
-			else
+			else if (r->pend[i].fd >= 0)
 				close(r->pend[i].fd);
 		} else {
 			r->pend[j++] = r->pend[i];
@@ -439,6 +446,12 @@ static ssize_t reader_fill(struct reader *r)
 						close(fd);
 					}
 				}
+			}
+			/* fds the kernel could not install here (RLIMIT_NOFILE): the line's set is incomplete,
+			 * marked by an fd of -1 among them */
+			if ((mh.msg_flags & MSG_CTRUNC) && r->npend < MAX_PENDING_FDS) {
+				r->pend[r->npend].pos = pos;
+				r->pend[r->npend++].fd = -1;
 			}
 		} else {
 			n = read(r->fd, dst, room);
@@ -750,10 +763,55 @@ static int cmp_int(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
+/* RLIMIT_NOFILE as `setrlimit` left it; `limited` once one was asked. The executor's own transient
+ * fds are opened between lift_fd_limit() and restore_fd_limit(). */
+static struct rlimit nofile;
+static int limited;
+
+static void op_setrlimit(int argc, char **argv)
+{
+	(void)argc;
+	uint64_t soft;
+	struct rlimit r;
+	if (arg_u64(argv, 1, &soft))
+		return;
+	if (getrlimit(RLIMIT_NOFILE, &r) < 0) {
+		reply_err(errno);
+		return;
+	}
+	r.rlim_cur = (rlim_t)soft;
+	if (setrlimit(RLIMIT_NOFILE, &r) < 0) {
+		reply_err(errno);
+		return;
+	}
+	nofile = r;
+	limited = 1;
+	reply_ok();
+}
+
+static void lift_fd_limit(void)
+{
+	if (limited) {
+		struct rlimit r = nofile;
+		r.rlim_cur = r.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &r);
+	}
+}
+
+static void restore_fd_limit(void)
+{
+	int e = errno;
+	if (limited)
+		setrlimit(RLIMIT_NOFILE, &nofile);
+	errno = e;
+}
+
 static void op_fds(int argc, char **argv)
 {
 	(void)argc; (void)argv;
+	lift_fd_limit();
 	DIR *d = opendir("/proc/self/fd");
+	restore_fd_limit();
 	if (!d) {
 		reply_err(errno);
 		return;
@@ -1287,7 +1345,9 @@ static void op_maps_name(int argc, char **argv)
 	int id;
 	if (arg_map(argv, 1, &id, 1))
 		return;
+	lift_fd_limit();
 	int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+	restore_fd_limit();
 	if (fd < 0) {
 		reply_err(errno);
 		return;
@@ -1370,6 +1430,12 @@ static void op_sendfds(int argc, char **argv)
 static void op_recvfds(int argc, char **argv)
 {
 	(void)argc; (void)argv;
+	for (int i = 0; i < in.nlinefds; i++)
+		if (in.linefds[i] < 0) {  /* some did not fit under RLIMIT_NOFILE: keep none, as binder */
+			close_line_fds(&in);
+			reply_err(EMFILE);
+			return;
+		}
 	reply_ok();
 	for (int i = 0; i < in.nlinefds; i++)
 		ob_i64(in.linefds[i]);
@@ -2042,6 +2108,7 @@ static const struct op ops[] = {
 	{ "ftruncate", 2, 2, op_ftruncate },
 	{ "fallocate", 4, 4, op_fallocate },
 	{ "fstat", 1, 1, op_fstat },
+	{ "setrlimit", 1, 1, op_setrlimit },
 	{ "readlink", 1, 1, op_readlink },
 	{ "dup", 1, 1, op_dup },
 	{ "close", 1, 1, op_close },

@@ -94,6 +94,9 @@ class SimAdapter(Adapter):
     def _exit(self, op: o.Exit) -> Outcome:
         return self.kernel.exit(op.proc)
 
+    def _set_fd_limit(self, op: o.SetFdLimit) -> Outcome:
+        return self.kernel.setrlimit_nofile(op.proc, op.limit)
+
     def _list_fds(self, op: o.ListFds) -> Outcome:
         return self.kernel.list_fds(op.proc)
 

@@ -150,6 +150,16 @@ class Conformance(RuleBasedStateMachine):
         if p is not None and len(self.d.live_procs()) > 1:
             self.d.step(o.Exit(p))
 
+    @kind(proc=PROC, room=S.FD_ROOM)
+    def setrlimit_nofile(self, proc: int, room: int | str) -> None:
+        """Set a process's fd limit near what it holds: `room` more fds fit (negative: below fds it
+        already has), or it is lifted well above: the calls that make fds next, here or by binder
+        into it, meet EMFILE (a transfer that cannot be installed must deliver nothing)."""
+        p = self.d.proc(proc)
+        if p is not None:
+            free = self.d.h.model.procs[p].lowest_free()
+            self.d.step(o.SetFdLimit(p, S.FD_LIMIT_LIFTED if room == "lift" else max(0, free + int(room))))
+
     # regions ---------------------------------------------------------------------------------
     @kind(weight=2, proc=PROC, name=S.NAMES, size=S.SMALL_SIZES)
     def ashmem_create_region(self, proc: int, name: bytes | S.NameInUse, size: tuple[int, int]) -> None:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from ashcheck.conformance.driver import Driver
 
 FD_CHANGING = (o.CreateRegion, o.OpenAshmem, o.OpenPath, o.Dup, o.Close, o.BinderSend, o.BinderReply,
-               o.Spawn, o.Exit)
+               o.Spawn, o.Exit, o.SetFdLimit)  # (a lower limit must close nothing)
 # After these, mapped data may have changed somewhere: some pages are loaded again.
 DATA_CHANGING = (o.PurgeAllCaches, o.Exit, o.Close, o.Unpin, o.Store, o.Write, o.Munmap, o.Pin, o.BinderSend,
                  o.Fallocate, o.Ftruncate)

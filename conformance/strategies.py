@@ -174,3 +174,5 @@ FALLOC_MODES = pick([3, 3, 3, 0, 0, 1, 2, 0x10, 0x13, 0x80])
 FALLOC_OFFSETS = pick([0, 0, 1, "byte", "unaligned", "end", "neg"])
 FALLOC_LENGTHS = pick([1, 1, 3, "byte", "to-end", "past-end", 0, "neg", "max"])
 UNKNOWN_IOCTLS = pick([0, 11, 12, 255])
+FD_ROOM = pick([0, 0, 1, 1, 2, -1, "lift"])  # fds that still fit under the new RLIMIT_NOFILE
+FD_LIMIT_LIFTED = 64  # above every fd a test case makes, below any hard limit

@@ -96,6 +96,11 @@ class Kernel:
         del self.procs[pid]
         return ok(None)
 
+    def setrlimit_nofile(self, pid: int, limit: int) -> Outcome:
+        """setrlimit(RLIMIT_NOFILE, soft = limit): later fds must be below it; none is closed."""
+        self._proc(pid).files.limit = limit
+        return ok(0)
+
     def list_fds(self, pid: int) -> Outcome:
         return ok(self._proc(pid).files.fds())
 

@@ -116,6 +116,7 @@ class FdTable:
 
     def __init__(self) -> None:
         self.entries: dict[int, FdEntry] = {}
+        self.limit = RLIMIT_NOFILE  # the soft RLIMIT_NOFILE (setrlimit changes it)
 
     def fds(self) -> tuple[int, ...]:
         return tuple(sorted(self.entries))
@@ -123,7 +124,7 @@ class FdTable:
     def install(self, file: File, cloexec: bool) -> int:
         """get_unused_fd_flags + fd_install: the lowest free number, or EMFILE."""
         fd = next(n for n in range(len(self.entries) + 1) if n not in self.entries)
-        if fd >= RLIMIT_NOFILE:
+        if fd >= self.limit:
             raise SyscallError(errno.EMFILE)
         self.entries[fd] = FdEntry(file, cloexec)
         file.refs += 1

@@ -14,6 +14,11 @@ Rules (drivers/android/binder.c binder_translate_fd / binder_apply_fd_fixups, Li
   FD_CLOEXEC set, for the same open file description (offset, data, mask, pins shared). The same
   fd twice gives two fds. The receiver owns them: they stay open after BC_FREE_BUFFER.
 - The sender's fds are unaffected.
+- If the receiver cannot get a new fd for every object (its soft RLIMIT_NOFILE), the transaction
+  fails when it is read: binder_apply_fd_fixups fails, binder_cleanup_transaction sends
+  BR_FAILED_REPLY to the caller, and the receiver keeps none (5.10 closes the fds it had installed,
+  binder_deferred_fd_close; 6.1 and later reserve them all before installing any). For a reply the
+  caller gets BR_FAILED_REPLY; the replier has had its BR_TRANSACTION_COMPLETE.
 """
 
 from __future__ import annotations
@@ -49,6 +54,12 @@ declare(
     Rule("binder.reply.needs-accept-fds", "a reply carrying fds to a caller without TF_ACCEPT_FDS fails "
          "for the caller (BR_FAILED_REPLY) while the replier sees BR_TRANSACTION_COMPLETE",
          "binder_transaction err path (in_reply_to), 5.10.89; " + OBS, NEEDS),
+    Rule("binder.fd.emfile", "a transaction whose fds the receiver cannot all get below its RLIMIT_NOFILE "
+         "fails with BR_FAILED_REPLY and leaves no fd in the receiver",
+         "binder_apply_fd_fixups → binder_cleanup_transaction(BR_FAILED_REPLY), 5.10.89 and 6.1", NEEDS),
+    Rule("binder.reply.emfile", "a reply whose fds the caller cannot all get below its RLIMIT_NOFILE fails "
+         "for the caller (BR_FAILED_REPLY, no fd kept); the replier sees BR_TRANSACTION_COMPLETE",
+         "binder_thread_read (BR_REPLY → BR_FAILED_REPLY on failed fd fixups), 5.10.89 and 6.1", NEEDS),
     Rule("binder.reply.invalid-fd", "a reply naming a bad fd fails for the caller; the replier sees "
          "BR_TRANSACTION_COMPLETE", "binder_transaction err path (in_reply_to), 5.10.89", NEEDS),
 )
@@ -73,12 +84,15 @@ def _refusal(k: Kernel, sender: int, fds: tuple[int, ...], accepted: bool) -> st
     return None
 
 
-def _deliver(k: Kernel, sender: int, receiver: int, fds: tuple[int, ...]) -> tuple[int, ...]:
-    """The fd numbers the receiver will get, without changing anything."""
+def _deliver(k: Kernel, sender: int, receiver: int, fds: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The fd numbers the receiver will get, without changing anything; None if it cannot get
+    them all (RLIMIT_NOFILE)."""
     taken: set[int] = set()
     out = []
     for _ in fds:
         fd = k.procs[receiver].lowest_free(taken)
+        if k.procs[receiver].beyond_limit(fd):
+            return None
         taken.add(fd)
         out.append(fd)
     return tuple(out)
@@ -96,6 +110,8 @@ def send(k: Kernel, op: BinderSend) -> list[Branch]:
     if why is not None:
         return [Branch(REFUSAL_RULES[why], ok(BR_FAILED_REPLY))]
     got = _deliver(k, op.proc, op.dst, op.fds)
+    if got is None:
+        return [Branch("binder.fd.emfile", ok(BR_FAILED_REPLY))]
     rule = ("binder.fd.no-objects" if not op.fds else "binder.fd.twice" if len(set(op.fds)) < len(op.fds)
             else "binder.fd.lowest-free")
 
@@ -111,6 +127,8 @@ def reply(k: Kernel, op: BinderReply) -> list[Branch]:
         rule = "binder.reply.needs-accept-fds" if why == "target" else "binder.reply.invalid-fd"
         return [Branch(rule, ok((BR_FAILED_REPLY, BR_TRANSACTION_COMPLETE)))]
     got = _deliver(k, op.replier, op.proc, op.fds)
+    if got is None:
+        return [Branch("binder.reply.emfile", ok((BR_FAILED_REPLY, BR_TRANSACTION_COMPLETE)))]
 
     def effect(_: Outcome) -> None:
         _install(k, op.replier, op.proc, op.fds)

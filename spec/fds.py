@@ -7,15 +7,23 @@ Rules (POSIX and fs/file.c; the executor's contract):
 - close() of an fd that is not open is EBADF; any call naming such an fd is EBADF.
 - A spawned process starts with some fds of its own (stdio, the transport); the spec learns them
   from Spawn's result and never touches them. Exit closes everything and unmaps everything.
+- RLIMIT_NOFILE: a call that needs a new fd when the lowest free one is at or above the soft limit
+  fails with EMFILE and makes nothing (fs/file.c alloc_fd: `end = rlimit(RLIMIT_NOFILE)`, fd >=
+  end → -EMFILE, checked before the file is made: do_sys_open, memfd_create and ksys_dup all take
+  the fd first). setrlimit to a lower limit closes nothing (kernel/sys.c do_prlimit).
 """
 
 from __future__ import annotations
 
-from ashcheck.spec.branch import EBADF_RULE, Branch, ebadf
-from ashcheck.spec.ops import Close, Dup, Exit, GetFdFlags, ListFds, OpenPath, Spawn
+import errno
+
+from ashcheck.spec.branch import EBADF_RULE, Branch, ebadf, fails
+from ashcheck.spec.ops import Close, Dup, Exit, GetFdFlags, ListFds, OpenPath, SetFdLimit, Spawn
 from ashcheck.spec.outcome import Kind, Outcome, ok
 from ashcheck.spec.rules import Rule, declare
 from ashcheck.spec.state import Fd, FdKind, Kernel, Proc
+
+EMFILE_RULE = "fd.emfile"
 
 declare(
     Rule("proc.spawn", "a new process starts with only its own fds", "the adapter contract"),
@@ -29,6 +37,12 @@ declare(
     Rule("fd.close.ok", "close of an open fd succeeds", "fs/open.c"),
     Rule("fd.cloexec.value", "F_GETFD reports FD_CLOEXEC as it was set", "fs/fcntl.c"),
     Rule("fd.open-path", "open(\"/\", O_PATH) returns the lowest free fd", "fs/open.c"),
+    Rule("fd.limit.set", "setrlimit(RLIMIT_NOFILE) within the hard limit succeeds and closes no fd, even "
+         "one at or above the new limit", "kernel/sys.c do_prlimit; fs/file.c"),
+    Rule(EMFILE_RULE, "a call that needs a new fd when the lowest free one is at or above the soft "
+         "RLIMIT_NOFILE fails with EMFILE and makes nothing (open, memfd_create, dup)",
+         "fs/file.c alloc_fd (fd >= rlimit(RLIMIT_NOFILE) → -EMFILE); fs/open.c do_sys_openat2; "
+         "mm/memfd.c memfd_create (get_unused_fd_flags first)"),
 )
 
 
@@ -58,6 +72,19 @@ def exit_(k: Kernel, op: Exit) -> list[Branch]:
     return [Branch("proc.exit", ok(None), effect)]
 
 
+def set_fd_limit(k: Kernel, op: SetFdLimit) -> list[Branch]:
+    def effect(_: Outcome) -> None:
+        k.procs[op.proc].fd_limit = op.limit
+
+    return [Branch("fd.limit.set", ok(0), effect)]
+
+
+def emfile(k: Kernel, proc: int) -> list[Branch] | None:
+    """EMFILE's branch if `proc` can make no new fd now, else None."""
+    p = k.procs[proc]
+    return fails(EMFILE_RULE, errno.EMFILE) if p.beyond_limit(p.lowest_free()) else None
+
+
 def list_fds(k: Kernel, op: ListFds) -> list[Branch]:
     p = k.procs[op.proc]
     rule = "binder.fd.sender-keeps" if p.has_sent_fds else "fd.table"
@@ -68,6 +95,8 @@ def dup(k: Kernel, op: Dup) -> list[Branch]:
     entry = k.procs[op.proc].fds.get(op.fd)
     if entry is None:
         return ebadf()
+    if (full := emfile(k, op.proc)) is not None:
+        return full
     new = k.procs[op.proc].lowest_free()
 
     def effect(_: Outcome) -> None:
@@ -98,6 +127,8 @@ def get_fd_flags(k: Kernel, op: GetFdFlags) -> list[Branch]:
 
 
 def open_path(k: Kernel, op: OpenPath) -> list[Branch]:
+    if (full := emfile(k, op.proc)) is not None:
+        return full
     fd = k.procs[op.proc].lowest_free()
 
     def effect(_: Outcome) -> None:

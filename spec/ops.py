@@ -116,6 +116,18 @@ class Exit(Op):
 
 
 @dataclass(frozen=True)
+class SetFdLimit(Op):
+    """setrlimit(RLIMIT_NOFILE, {limit, hard limit unchanged}): no new fd at or above `limit`.
+    Result: 0."""
+    call: ClassVar[str] = "setrlimit_nofile"
+    spec = "fds.set_fd_limit"
+    wire = "setrlimit {limit}"
+    answer = "zero"
+    proc: int
+    limit: int
+
+
+@dataclass(frozen=True)
 class ListFds(Op):
     """Observation: the sorted tuple of open fd numbers of `proc`."""
     call: ClassVar[str] = "list_fds"

@@ -160,6 +160,10 @@ OPS_OF: dict[str, tuple[str, ...]] = {
     'memfd.write.stores': ('Write',),
     'proc.exit': ('Exit',),
     'proc.spawn': ('Spawn',),
+    'binder.fd.emfile': ('BinderSend',),
+    'binder.reply.emfile': ('BinderReply',),
+    'fd.emfile': ('CreateRegion', 'Dup', 'OpenAshmem', 'OpenPath'),
+    'fd.limit.set': ('SetFdLimit',),
 }
 
 

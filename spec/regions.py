@@ -28,6 +28,7 @@ import errno
 
 from ashcheck.spec.branch import Branch, ebadf, fails
 from ashcheck.spec.constants import MAX_ERRNO, PROT_MASK
+from ashcheck.spec.fds import emfile
 from ashcheck.spec.ops import (
     CreateRegion,
     GetName,
@@ -113,6 +114,8 @@ def open_ashmem(k: Kernel, op: OpenAshmem) -> list[Branch]:
 
 
 def _new_fd(k: Kernel, proc: int, rule: str, name: bytes, size: int, materialized: bool) -> list[Branch]:
+    if (full := emfile(k, proc)) is not None:  # the fd is taken before the file is made
+        return full
     fd = k.procs[proc].lowest_free()
 
     def effect(_: Outcome) -> None:

@@ -140,12 +140,17 @@ class Proc:
     fds: dict[int, Fd] = field(default_factory=dict)
     maps: dict[int, Mapping] = field(default_factory=dict)
     has_sent_fds: bool = False
+    fd_limit: int | None = None  # the soft RLIMIT_NOFILE once SetFdLimit set it (None: far above any fd)
 
     def lowest_free(self, taken: set[int] | None = None) -> int:
         fd = 0
         while fd in self.fds or (taken is not None and fd in taken):
             fd += 1
         return fd
+
+    def beyond_limit(self, fd: int) -> bool:
+        """alloc_fd refuses `fd` (EMFILE): it is at or above the soft RLIMIT_NOFILE."""
+        return self.fd_limit is not None and fd >= self.fd_limit
 
 
 @dataclass

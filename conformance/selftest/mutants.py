@@ -370,6 +370,25 @@ class BinderNewFile(Patched):
     patches: ClassVar[Patches] = ((binder, "transfer_fds", _transfer_new_file),)
 
 
+def _transfer_keeps_partial(src: vfs.FdTable, dst: vfs.FdTable, fds: Sequence[int], allowed: bool) -> tuple[int, ...]:
+    """binder_apply_fd_fixups without its error path: the fds installed before the receiver ran out
+    stay in it, though the transaction fails."""
+    files = []
+    for fd in fds:
+        if not allowed:
+            raise SyscallError(errno.EPERM)
+        files.append(src.get(fd))
+    return tuple(dst.install(file, cloexec=True) for file in files)
+
+
+class BinderKeepsPartial(Patched):
+    """binder fd limit: a transaction the receiver cannot take whole (RLIMIT_NOFILE) fails, but the
+    fds installed before the limit stay in the receiver."""
+    name = "mutant-binder-keeps-partial"
+    breaks = "binder.fd.emfile"
+    patches: ClassVar[Patches] = ((binder, "transfer_fds", _transfer_keeps_partial),)
+
+
 def _exit_keeps_fds(self: kernel.Kernel, pid: int) -> Outcome:
     """exit that unmaps but forgets to close the process's fds (their files are never released)."""
     p = self._proc(pid)
@@ -621,6 +640,7 @@ STATE_MUTANTS: list[type[Mutant]] = [
     PinSplitForgetsPurged, PurgeOverreaches, ReleaseKeepsRanges, CloseOfDupReleases, BinderNewFile,
     ExitLeaksFds, PinLeavesLru, UnpinMergesAdjacent, SetSizeTakesWhenMapped, DupSeparatePosition,
     PrivateWritesThrough, PurgeForgetsFlag, NameChangesWhenMapped, BinderCopiesCloexec, NamesAreKeys,
+    BinderKeepsPartial,
 ]
 
 MUTANTS: list[type[Mutant]] = [

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import errno
 import os
 import platform
 import random
@@ -359,6 +360,29 @@ def test_fd_transfer_between_executors(exe: Path) -> None:
         finally:
             os.close(spare)
         assert dst.request("recvfds") == Reply("ok"), "nothing came with this line"
+
+
+def test_fd_limit_meets_the_modelled_calls_only(exe: Path) -> None:
+    """setrlimit: new fds at or above the soft limit are EMFILE; the executor's own listing and
+    maps still work; fds that arrive beyond the limit are all refused (binder keeps none)."""
+    with Executor(exe) as src, Executor(exe) as dst:
+        fd = src.request(f"memfd_region {h(b'x')} 4096").int()
+        assert dst.request("setrlimit 4") == Reply("ok")
+        assert dst.request(f"open {h(b'/')} {O_PATH}").int() == 3
+        assert dst.request(f"open {h(b'/')} {O_PATH}") == Reply("err", (str(errno.EMFILE),))
+        assert dst.request("dup 3") == Reply("err", (str(errno.EMFILE),))
+        assert dst.request("fds").fields == ("0", "1", "2", "3"), "its own listing is not limited"
+        reply, fds = src.request_recv_fds(f"sendfds {fd}")
+        try:
+            assert dst.request("recvfds", fds=fds) == Reply("err", (str(errno.EMFILE),))
+            assert dst.request("setrlimit 6") == Reply("ok")
+            assert dst.request("recvfds", fds=fds + fds + fds) == Reply("err", (str(errno.EMFILE),))
+            assert dst.request("fds").fields == ("0", "1", "2", "3"), "none of a partial set is kept"
+            assert dst.request("recvfds", fds=fds + fds) == Reply("ok", ("4", "5"))
+        finally:
+            for f in fds:
+                os.close(f)
+        assert dst.request("setrlimit 0") == Reply("ok") and dst.request("fds").fields[-1] == "5", "nothing closed"
 
 
 def test_sendfds_needs_a_socket(exe: Path) -> None:
@@ -1038,7 +1062,7 @@ def test_the_executor_compiles_without_warnings(tmp_path: Path) -> None:
 
 
 SAMPLES: list[o.Op] = [
-    o.Spawn(0), o.Spawn(0, privileged=False, accepts_fds=False), o.Exit(0), o.ListFds(0),
+    o.Spawn(0), o.Spawn(0, privileged=False, accepts_fds=False), o.Exit(0), o.ListFds(0), o.SetFdLimit(0, 5),
     o.CreateRegion(0, b"region", 4096), o.OpenAshmem(0), o.OpenPath(0),
     o.SetName(0, 3, b"name"), o.SetName(0, 3, None), o.GetName(0, 3), o.SetSize(0, 3, 4096), o.GetSize(0, 3),
     o.SetProtMask(0, 3, PROT_READ), o.SetProtMask(0, 3, PROT_RW), o.GetProtMask(0, 3),

@@ -96,6 +96,18 @@ class LineBuffer:
             raise MalformedReply(f"more after the reply to request {rid}: {builtins.bytes(self.data[:120])!r}")
         return reply
 
+    def add_reply(self, chunk: bytearray, size: int, rid: str) -> Reply | None:
+        """take_reply(rid) after appending chunk[:size], the bytes just read. The usual case, an
+        empty buffer and a chunk that is exactly one line, is parsed without the buffer."""
+        if not self.data:
+            end = chunk.find(b"\n", 0, size)
+            if end == size - 1:
+                return parse(chunk[:end], rid)
+            if end < 0:
+                self.scanned = size  # searched once: take() goes on from there
+        self.data += memoryview(chunk)[:size]
+        return self.take_reply(rid)
+
 
 def _close_fds(fds: Sequence[int]) -> None:
     for fd in fds:
@@ -174,29 +186,34 @@ class Executor:
         return self._proc.poll()
 
     def request(self, line: str | builtins.bytes, *, fds: Sequence[int] = (), timeout: float | None = None) -> Reply:
-        """Send one request (with `fds` attached by SCM_RIGHTS) and return its reply. fds that come
-        back with the reply are closed (use request_recv_fds for `sendfds`). Raises ExecutorError."""
-        reply, received = self._call(line, fds, timeout)
-        _close_fds(received)
-        return reply
+        """Send one request (with `fds` attached by SCM_RIGHTS) and return its reply. No fds are
+        expected back: any that come are dropped (closed) by the kernel, never installed here (use
+        request_recv_fds for `sendfds`). Raises ExecutorError."""
+        return self._call(line, fds, timeout, None)
 
     def request_recv_fds(self, line: str | builtins.bytes, *, fds: Sequence[int] = (),
                          timeout: float | None = None) -> tuple[Reply, list[int]]:
         """Like request, and also return the fds that came with the reply: the caller owns them."""
-        return self._call(line, fds, timeout)
+        received: list[int] = []
+        return self._call(line, fds, timeout, received), received
 
-    def _call(self, line: str | builtins.bytes, fds: Sequence[int], timeout: float | None) -> tuple[Reply, list[int]]:
+    def _call(self, line: str | builtins.bytes, fds: Sequence[int], timeout: float | None,
+              received: list[int] | None) -> Reply:
+        """One round trip. `received`: where the fds that come with the reply go (None: none wanted)."""
         rid = str(next(self._ids))
-        data = rid.encode() + b" " + _line(line)
+        data = f"{rid} {line}\n".encode() if isinstance(line, str) else rid.encode() + b" " + line + b"\n"
+        if data.find(b"\n") != len(data) - 1:
+            raise ValueError("a request is one line: it may not contain a newline")
         if self._dead is not None:
             raise ExecutorError(f"executor pid {self.pid} is gone: {self._dead}")
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        received: list[int] = []
         try:
             self._send(data, fds, deadline)
-            return self._read_reply(rid, deadline, received), received
+            return self._read_reply(rid, deadline, received)
         except BaseException as exc:
-            _close_fds(received)
+            if received:
+                _close_fds(received)
+                received.clear()
             what = self._describe(exc)
             self._fail(what)
             if not isinstance(exc, Exception):  # Ctrl-C, SIGTERM, exit: the run ends, not just this request
@@ -220,33 +237,41 @@ class Executor:
         return f"was abandoned ({type(exc).__name__})"  # e.g. KeyboardInterrupt: state unknown
 
     def _send(self, data: builtins.bytes, fds: Sequence[int], deadline: float) -> None:
-        view = memoryview(data)
-        while view:
+        view: builtins.bytes | memoryview = data  # a memoryview only if a send stops short
+        while True:
             self._until(deadline)
             try:
                 sent = socket.send_fds(self._sock, [view], list(fds)) if fds else self._sock.send(view)
             except BlockingIOError:  # SO_SNDTIMEO expired: _until decides whether the deadline passed
                 continue
+            if sent == len(view):
+                return
             fds = ()  # attached to the first bytes only
-            view = view[sent:]
+            view = memoryview(view)[sent:]
 
-    def _read_reply(self, rid: str, deadline: float, received: list[int]) -> Reply:
-        lines, chunk = self._lines, self._chunk
-        while (reply := lines.take_reply(rid)) is None:
+    def _read_reply(self, rid: str, deadline: float, received: list[int] | None) -> Reply:
+        """Read until the reply to `rid` is complete. The buffer is empty here: the last reply was
+        all there was (take_reply checks it). Without `received`, a plain recv: any fds that
+        arrive are closed by the kernel (MSG_CTRUNC) and never take a number here."""
+        lines, sock, chunk = self._lines, self._sock, self._chunk
+        while True:
             self._until(deadline)
-            if len(lines.data) > len(chunk) and len(chunk) < _LONG_CHUNK:  # a long reply is coming
-                chunk = self._chunk = bytearray(_LONG_CHUNK)
             try:  # into a buffer of our own: a fresh one per call costs more than the copy
-                size, ancillary, _, _ = self._sock.recvmsg_into([chunk], _FDS_SPACE, socket.MSG_CMSG_CLOEXEC)
+                if received is None:
+                    size = sock.recv_into(chunk)
+                else:
+                    size, ancillary, _, _ = sock.recvmsg_into([chunk], _FDS_SPACE, socket.MSG_CMSG_CLOEXEC)
+                    for level, kind, payload in ancillary:  # as socket.recv_fds, without its per-call setup
+                        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                            received.extend(array.array("i", payload[:len(payload) - len(payload) % 4]))
             except BlockingIOError:  # SO_RCVTIMEO expired: _until decides whether the deadline passed
                 continue
-            for level, kind, payload in ancillary:  # what socket.recv_fds does, without its per-call setup
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    received.extend(array.array("i", payload[:len(payload) - len(payload) % 4]))
             if not size:
                 raise EOFError
-            lines.data += memoryview(chunk)[:size]
-        return reply
+            if (reply := lines.add_reply(chunk, size, rid)) is not None:
+                return reply
+            if len(lines.data) > len(chunk) and len(chunk) < _LONG_CHUNK:  # a long reply is coming
+                chunk = self._chunk = bytearray(_LONG_CHUNK)
 
     def _until(self, deadline: float) -> None:
         """The next socket call may wait until deadline (then it raises TimeoutError).

@@ -225,19 +225,22 @@ static void ob_put(const void *p, size_t n)
 
 static void ob_str(const char *s) { ob_put(s, strlen(s)); }
 
-static void ob_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void ob_fmt(const char *fmt, ...)
+/* " <n>" in decimal, n = -magnitude if negative: what " %lld" writes, without printf's cost (a
+ * reply may carry several numbers, and every reply passes here) */
+static void ob_num(uint64_t magnitude, int negative)
 {
-	char tmp[128];
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-	va_end(ap);
-	ob_put(tmp, n < 0 ? 0 : (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+	char tmp[22], *p = tmp + sizeof tmp;  /* a space, a sign, 20 digits */
+	do
+		*--p = (char)('0' + magnitude % 10);
+	while (magnitude /= 10);
+	if (negative)
+		*--p = '-';
+	*--p = ' ';
+	ob_put(p, (size_t)(tmp + sizeof tmp - p));
 }
 
-static void ob_u64(uint64_t v) { ob_fmt(" %llu", (unsigned long long)v); }
-static void ob_i64(int64_t v) { ob_fmt(" %lld", (long long)v); }
+static void ob_u64(uint64_t v) { ob_num(v, 0); }
+static void ob_i64(int64_t v) { ob_num(v < 0 ? -(uint64_t)v : (uint64_t)v, v < 0); }
 
 static void ob_hex(const void *p, size_t n)
 {
@@ -276,8 +279,8 @@ static void reply_start(void)
 
 static int reply_is_ok(void) { return oblen >= status_at + 2 && memcmp(ob + status_at, "ok", 2) == 0; }
 static void reply_ok(void) { reply_start(); ob_str("ok"); }
-static void reply_err(int e) { reply_start(); ob_fmt("err %d", e); }
-static void reply_fault(int sig) { reply_start(); ob_fmt("fault %d", sig); }
+static void reply_err(int e) { reply_start(); ob_str("err"); ob_i64(e); }
+static void reply_fault(int sig) { reply_start(); ob_str("fault"); ob_i64(sig); }
 
 static void bad(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void bad(const char *fmt, ...)

@@ -160,10 +160,11 @@ class MemfdRegions:
     @staticmethod
     def _regular(send: Send, p: int, fd: int, then: Callable[[tuple[int, ...]], Outcome]) -> Outcome:
         """Only a memfd answers; an O_PATH fd (here: a directory) is EBADF like any ioctl on it."""
-        got = outcome(send(p, f"fstat {fd}"), lambda f: (int(f[0]), int(f[1])))  # mode, size
-        if not got.succeeded:
-            return got
-        return then(got.value) if stat.S_ISREG(got.value[0]) else err(errno.EBADF)
+        reply = send(p, f"fstat {fd}")
+        if reply.status != "ok":
+            return outcome(reply)
+        mode, size = int(reply.fields[0]), int(reply.fields[1])
+        return then((mode, size)) if stat.S_ISREG(mode) else err(errno.EBADF)
 
     def _seals(self, send: Send, p: int, fd: int, then: Callable[[int], Outcome]) -> Outcome:
         def with_seals(_: tuple[int, ...]) -> Outcome:

@@ -75,8 +75,8 @@ class HostTransport:
             e.close()
 
     def request(self, proc: int, line: str) -> Reply:
-        try:
-            return self.executor(proc).request(line)
+        try:  # every operation passes here: the lookup inline, executor() only to raise
+            return (self._execs.get(proc) or self.executor(proc)).request(line)
         except ExecutorError as exc:
             raise TransportLost(str(exc)) from exc
 

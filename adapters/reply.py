@@ -64,7 +64,7 @@ def unhex(field: str) -> builtins.bytes:
     return b"" if field == "-" else builtins.bytes.fromhex(field)
 
 
-def parse(line: builtins.bytes, expect_id: str, statuses: frozenset[str] = STATUSES) -> Reply:
+def parse(line: builtins.bytes | bytearray, expect_id: str, statuses: frozenset[str] = STATUSES) -> Reply:
     """The reply in `line` (without its '\\n'), which must answer request `expect_id`.
 
     Raises MalformedReply if the line breaks the grammar, names another id, or has a status
@@ -79,11 +79,11 @@ def parse(line: builtins.bytes, expect_id: str, statuses: frozenset[str] = STATU
     fields = tuple(parts[2:])
     if len(parts) < 2 or parts[1] not in statuses or "" in fields:
         raise MalformedReply(f"not a reply line: {_excerpt(line)}")
-    return Reply._make((parts[1], fields))  # tuple.__new__: one is made per request
+    return tuple.__new__(Reply, (parts[1], fields))  # what Reply() and _make call, without them: one per request
 
 
-def _excerpt(data: builtins.bytes) -> str:
-    return repr(data[:120]) + ("…" if len(data) > 120 else "")
+def _excerpt(data: builtins.bytes | bytearray) -> str:
+    return repr(builtins.bytes(data[:120])) + ("…" if len(data) > 120 else "")
 
 
 __all__ = ["HUB_STATUSES", "STATUSES", "MalformedReply", "Reply", "hexed", "parse", "unhex"]

@@ -7,7 +7,10 @@ Figures are measured in the same run so that ratios survive a noisy machine:
   sim_steps_per_s: the exploration (machines.Conformance) on the sim adapter, observations included;
   sim_ratio = sim / floor (target ≥ 0.5).
 - memfd_steps_per_s, memfd_op_us (median round trip of one operation through an executor),
-  pipe_rtt_us (a bare Python pipe round trip to a child process), memfd_ratio = op / pipe (≤ 2).
+  pipe_rtt_us (a bare Python pipe round trip to a child process), memfd_ratio = op / pipe (≤ 2),
+  sampled in turns, block by block (round_trips_us); memfd_raw_rtt_us, a bare round trip to an
+  executor without the channel (a C child on a socketpair: about the pipe's, so the pipe is a fair
+  floor).
 - vm_boot_s, kernel_op_us, vport_rtt_us (a bare `* ping` over the same virtio-serial channel),
   kernel_ratio = op / vport (≤ 2). The vport ping is answered by the guest's hub; an operation
   also crosses to the modelled process and back, two more context switches that TCG makes
@@ -43,7 +46,11 @@ Figures are measured in the same run so that ratios survive a noisy machine:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import random
+import socket
 import statistics
 import subprocess
 import sys
@@ -112,9 +119,13 @@ def machine_rate(adapter: str) -> float:
         session.shutdown()
 
 
-def op_round_trip_us(adapter: str, n: int = 2000) -> tuple[float, float]:
-    """Median time of GET_SIZE through the adapter, after a region exists; and of a bare `ping`
-    answered by the same executor process (the channel to the modelled process, without the op)."""
+def round_trips_us(adapter: str, n: int = 2000, *, floors: bool = False) -> dict[str, float]:
+    """Median times, in µs, of `op`: GET_SIZE through the adapter, after a region exists; and `ping`:
+    a bare `ping` answered by the same executor process (the channel to the modelled process,
+    without the op); the two alternate in one loop. With `floors`, also `pipe`: a bare line round
+    trip to a Python child over pipes (the floor for any executor), and `raw`: the same to an
+    executor over its socketpair, written and read by hand (the floor for this executor, without
+    the channel), each in a loop of its own. The loops take turns (_medians_us)."""
     session.shutdown()
     session.configure(adapter, {})
     try:
@@ -123,35 +134,78 @@ def op_round_trip_us(adapter: str, n: int = 2000) -> tuple[float, float]:
         a.perform(o.Spawn(0))
         fd = a.perform(o.CreateRegion(0, b"bench", 4096)).value
         ping = a.transport.request  # type: ignore[attr-defined]
-        ops, pings = [], []
-        for _ in range(n):
-            t = time.perf_counter()
-            a.perform(o.GetSize(0, fd))
-            ops.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            ping(0, "ping")
-            pings.append(time.perf_counter() - t)
-        return statistics.median(ops) * 1e6, statistics.median(pings) * 1e6
+        loops: list[dict[str, Callable[[], object]]] = [{"op": lambda: a.perform(o.GetSize(0, fd)),
+                                                         "ping": lambda: ping(0, "ping")}]
+        with contextlib.ExitStack() as stack:
+            if floors:
+                loops.append({"pipe": stack.enter_context(PipeChild()).round_trip})
+                loops.append({"raw": stack.enter_context(RawExecutor()).round_trip})
+            return _medians_us(loops, n)
     finally:
         session.shutdown()
 
 
-def pipe_rtt_us(n: int = 2000) -> float:
-    """A bare line round trip to a child process over pipes (the floor for any executor)."""
-    child = subprocess.Popen([sys.executable, "-c", "import sys\nfor l in sys.stdin: sys.stdout.write(l); "
-                              "sys.stdout.flush()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
-    assert child.stdin is not None and child.stdout is not None
-    samples = []
-    try:
-        for _ in range(n):
-            t = time.perf_counter()
-            child.stdin.write(b"ping\n")
-            child.stdout.readline()
-            samples.append(time.perf_counter() - t)
-    finally:
-        child.stdin.close()
-        child.wait()
-    return statistics.median(samples) * 1e6
+def _medians_us(loops: list[dict[str, Callable[[], object]]], n: int, block: int = 50) -> dict[str, float]:
+    """n samples of every trip. Each loop runs as a loop of its own would (its trips in turn, `block`
+    rounds at a time: the same caches and scheduling), and the loops take turns block by block, in
+    an order shuffled per block: so every figure spans the same minutes of the shared machine's
+    changing load, and a ratio of two compares like with like."""
+    samples: dict[str, list[float]] = {name: [] for loop in loops for name in loop}
+    order, rng = list(loops), random.Random(0)
+    for _ in range(0, n, block):
+        rng.shuffle(order)
+        for loop in order:
+            for _ in range(block):
+                for name, trip in loop.items():
+                    t = time.perf_counter()
+                    trip()
+                    samples[name].append(time.perf_counter() - t)
+    return {name: statistics.median(times) * 1e6 for name, times in samples.items()}
+
+
+class PipeChild:
+    """A Python child that echoes lines over pipes: the bare round trip any executor is held to."""
+
+    def __enter__(self) -> PipeChild:
+        self.child = subprocess.Popen([sys.executable, "-c", "import sys\nfor l in sys.stdin: sys.stdout.write(l); "
+                                       "sys.stdout.flush()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        assert self.child.stdin is not None and self.child.stdout is not None
+        self.write, self.readline = self.child.stdin.write, self.child.stdout.readline
+        return self
+
+    def round_trip(self) -> None:
+        self.write(b"ping\n")
+        self.readline()
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.child.stdin is not None
+        self.child.stdin.close()
+        self.child.wait()
+
+
+class RawExecutor:
+    """A host executor on a socketpair, a framed `ping` written and its reply read by hand: what
+    a round trip to the executor costs without channel.Executor (C child, socket, one read)."""
+
+    def __enter__(self) -> RawExecutor:
+        from ashcheck.adapters import build
+
+        self.sock, theirs = socket.socketpair()
+        with theirs:
+            env = dict(os.environ, ASHCHECK_PARENT=str(os.getpid()))
+            self.proc = subprocess.Popen([str(build.executor_path("host"))], stdin=theirs.fileno(),
+                                         stdout=theirs.fileno(), env=env)
+        self.buffer = bytearray(1 << 16)
+        self.round_trip()
+        return self
+
+    def round_trip(self) -> None:
+        self.sock.send(b"1 ping\n")
+        assert self.sock.recv_into(self.buffer) == 5, "one read brings `1 ok\\n`"
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+        self.proc.wait()
 
 
 def main(argv: list[str]) -> int:
@@ -174,9 +228,10 @@ def main(argv: list[str]) -> int:
         figures["sim_ratio"] = float(figures["sim_steps_per_s"]) / floor
     if "memfd" in parts:
         figures["memfd_steps_per_s"] = machine_rate("memfd")
-        figures["memfd_op_us"], figures["memfd_child_ping_us"] = op_round_trip_us("memfd")
-        figures["pipe_rtt_us"] = pipe_rtt_us()
-        figures["memfd_ratio"] = float(figures["memfd_op_us"]) / float(figures["pipe_rtt_us"])
+        trips = round_trips_us("memfd", floors=True)
+        figures["memfd_op_us"], figures["memfd_child_ping_us"] = trips["op"], trips["ping"]
+        figures["pipe_rtt_us"], figures["memfd_raw_rtt_us"] = trips["pipe"], trips["raw"]
+        figures["memfd_ratio"] = trips["op"] / trips["pipe"]
     if "kernel" in parts:
         figures.update(kernel_figures())
     if "fuzz" in parts:
@@ -310,7 +365,8 @@ def kernel_figures() -> dict[str, float]:
 
     vm = measure()
     out = dict(vm)
-    out["kernel_op_us"], out["kernel_child_ping_us"] = op_round_trip_us("kernel", n=500)
+    trips = round_trips_us("kernel", n=500)
+    out["kernel_op_us"], out["kernel_child_ping_us"] = trips["op"], trips["ping"]
     out["kernel_ratio"] = out["kernel_op_us"] / out["vport_rtt_us"]
     return out
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import errno as _errno
 import signal as _signal
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -72,7 +72,7 @@ def indeterminate(reason: str) -> Outcome:
 
 def emulated(outcome: Outcome) -> Outcome:
     """The same outcome, marked as computed by the adapter rather than observed."""
-    return replace(outcome, emulated=True)
+    return Outcome(outcome.kind, outcome.value, True)  # (dataclasses.replace costs twice as much)
 
 
 # Binder answers that are not errnos: the driver reports a failed transaction to the sender as

@@ -42,6 +42,7 @@ class Driver:
         self.fills = 0
         self.watch = Watch(self)
         self.recent: list[int] = []  # region ids, most recently used first
+        self.mapped_first = True  # focus(): mapped regions before the others (else recency alone)
         self.fd_handles: list[FdRef] = []  # every fd handle made in this test case
         self.map_handles: list[MapRef] = []
 
@@ -183,6 +184,13 @@ class Driver:
         fds = [fd for fd, e in self.h.model.procs[handle.proc].fds.items() if e.rid == m.rid]
         return FdRef(handle.proc, min(fds)) if fds else None
 
+    def region_fd(self, proc: int) -> FdRef | None:
+        """An fd `proc` holds of the most recently used region it has (None if it has none)."""
+        for rid in self.recent:
+            for ref in self.fds_of(proc, rid):
+                return ref
+        return None
+
     def proc(self, index: int) -> int | None:
         """The index-th live process (modulo their number)."""
         live = self.live_procs()
@@ -198,11 +206,12 @@ class Driver:
 
     def focus(self, index: int) -> FdRef | None:
         """The `index`-th region that can still be asked about, as an fd a usable process holds:
-        mapped regions first, then the others, each most recently used first. So index 0 (what is
+        mapped regions first (with `mapped_first`, most test cases), then the others, each most
+        recently used first. So index 0 (what is
         drawn most) is the mapped region the last steps worked on, and one region goes deep:
         unpinned, shared, closed and purged in turn."""
         mapped = {m.rid for p in self.h.model.procs.values() for m in p.maps.values()}
-        order = sorted(self.recent, key=lambda rid: rid not in mapped)  # stable: recency kept within
+        order = sorted(self.recent, key=lambda rid: self.mapped_first and rid not in mapped)  # stable
         # every fd of the region, in every process: the next indexes reach its dups and the fds
         # other processes received for it
         candidates = [fd for rid in order for proc in self.live_procs() for fd in self.fds_of(proc, rid)]

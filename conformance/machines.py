@@ -81,6 +81,8 @@ def kind(*, needs: tuple[Capability, ...] = (), scenario: bool = False, weight: 
 REGION, MAPPING, PROC = S.REGION_REF, S.MAPPING_REF, S.PROC_REF
 SWARM_LOW, SWARM_HIGH = 0.05, 0.6  # the share of kinds a test case enables, drawn uniformly between
 XFER = (Capability.MULTI_PROCESS, Capability.FD_TRANSFER)
+FIRST_REGIONS = ((b"first", 4, 0), (b"first", 4, 0), (b"", 4, 0), (b"first", 3, 100))  # name, pages, bytes
+MAPPED_FIRST = 2 / 3  # the share of test cases whose focus takes mapped regions first
 
 
 @dataclass
@@ -108,15 +110,20 @@ class Conformance(RuleBasedStateMachine):
         """Processes 0 and 1 (when the adapter has more than one), a mapped region with data in
         every page, and this test case's swarm: the enabled kinds and their rotation."""
         d = self.d
+        rng = random.Random(self.swarm_seed)
+        # The region every test case starts from is where depth goes: its name and size, and whether
+        # the focus prefers mapped regions, vary by test case, so unnamed regions and sizes that are
+        # not whole pages meet everything a named one of 4 pages does.
+        name, pages, extra = rng.choice(FIRST_REGIONS)
+        d.mapped_first = rng.random() < MAPPED_FIRST
         d.first_process()
         if d.can(Capability.MULTI_PROCESS) and d.can(Capability.FD_TRANSFER):
             d.spawn(d.can(Capability.PRIVILEGED), accepts_fds=True)
-        for fd in d.new_fds(o.CreateRegion(0, b"first", 4 * d.page)).values:
+        for fd in d.new_fds(o.CreateRegion(0, name, pages * d.page + extra)).values:
             for m in d.mmap(fd, WHOLE, 3, True, 0).values:
                 d.fill(m)
         usable = [k for k in KINDS.values()
                   if all(d.can(c) for c in k.needs) and (self.scenarios or not k.scenario)]
-        rng = random.Random(self.swarm_seed)
         share = rng.uniform(SWARM_LOW, SWARM_HIGH)
         enabled = [k for k in usable if rng.random() < share] or usable
         weighted = [k for k in enabled for _ in range(k.weight)]
@@ -150,15 +157,29 @@ class Conformance(RuleBasedStateMachine):
         if p is not None and len(self.d.live_procs()) > 1:
             self.d.step(o.Exit(p))
 
-    @kind(proc=PROC, room=S.FD_ROOM)
-    def setrlimit_nofile(self, proc: int, room: int | str) -> None:
+    @kind(proc=PROC, room=S.FD_ROOM, then=S.AT_THE_LIMIT, other=PROC)
+    def setrlimit_nofile(self, proc: int, room: int | str, then: str, other: int) -> None:
         """Set a process's fd limit near what it holds: `room` more fds fit (negative: below fds it
-        already has), or it is lifted well above: the calls that make fds next, here or by binder
-        into it, meet EMFILE (a transfer that cannot be installed must deliver nothing)."""
+        already has), or it is lifted well above. Then (`then`) a call that makes fds in it: a dup,
+        or two fds coming in by binder, in a transaction or in a reply to its call, from `other`:
+        with room for one of two, a transfer fails half way and must leave nothing."""
         p = self.d.proc(proc)
-        if p is not None:
-            free = self.d.h.model.procs[p].lowest_free()
-            self.d.step(o.SetFdLimit(p, S.FD_LIMIT_LIFTED if room == "lift" else max(0, free + int(room))))
+        if p is None:
+            return
+        free = self.d.h.model.procs[p].lowest_free()
+        self.d.step(o.SetFdLimit(p, S.FD_LIMIT_LIFTED if room == "lift" else max(0, free + int(room))))
+        mine = self.d.region_fd(p)
+        if then == "dup" and mine is not None:
+            self.d.new_fds(o.Dup(p, mine.fd))
+            return
+        q = self.d.other(p, other)
+        theirs = self.d.region_fd(q)
+        if theirs is None or q == p or not self.d.can(Capability.FD_TRANSFER):
+            return
+        if then == "receive":
+            self.d.transfer(q, p, (theirs.fd, theirs.fd))
+        elif then == "reply":
+            self.d.reply(p, q, (theirs.fd, theirs.fd), accept_fds=True)
 
     # regions ---------------------------------------------------------------------------------
     @kind(weight=2, proc=PROC, name=S.NAMES, size=S.SMALL_SIZES)
@@ -279,9 +300,13 @@ class Conformance(RuleBasedStateMachine):
     def munmap(self, m: Ref) -> None:
         self.d.on_map(m, lambda h, _: o.Munmap(h.proc, h.map_id))
 
-    @kind(m=MAPPING, prot=S.PROT)
-    def mprotect(self, m: Ref, prot: int) -> None:
-        self.d.on_map(m, lambda h, _: o.Mprotect(h.proc, h.map_id, prot))
+    @kind(m=MAPPING, prot=S.PROT, again=S.MAYBE_PROT)
+    def mprotect(self, m: Ref, prot: int, again: int | None) -> None:
+        """mprotect, and now and then a second one on the same mapping: what the first allowed or
+        refused must not change what the second may add (the mask is the region's, not the last
+        call's)."""
+        if self.d.on_map(m, lambda h, _: o.Mprotect(h.proc, h.map_id, prot)) is not None and again is not None:
+            self.d.on_map(m, lambda h, _: o.Mprotect(h.proc, h.map_id, again))
 
     @kind(m=MAPPING, at=S.POSITIONS, length=S.LOAD_LENGTHS)
     def load(self, m: Ref, at: int, length: int) -> None:

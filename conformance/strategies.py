@@ -154,6 +154,7 @@ MAP_LENGTHS = pick(["whole", "whole", "whole", 0, 1, 2, 5, "unaligned", "neg", "
 MAP_OFFSETS = pick([0, 0, 0, 0, 1, 2, 3, "unaligned", "odd", "end", "neg", "neg-page"])
 
 PROT = pick([1, 1, 3, 3, 3, 5, 7, 0, 2, 4, 6, 9])  # mostly readable: the data checks look through it; 8 PROT_SEM
+MAYBE_PROT = mixed((2, pick([None])), (1, PROT))  # a second mprotect, or none
 MAP_PROT = pick([3, 3, 3, 1, 1, 0, 2, 4, 5, 6, 7])
 PROT_MASK_ARG = pick([0, 1, 2, 3, 4, 5, 6, 7, 8, 15])
 
@@ -176,3 +177,4 @@ FALLOC_LENGTHS = pick([1, 1, 3, "byte", "to-end", "past-end", 0, "neg", "max"])
 UNKNOWN_IOCTLS = pick([0, 11, 12, 255])
 FD_ROOM = pick([0, 0, 1, 1, 2, -1, "lift"])  # fds that still fit under the new RLIMIT_NOFILE
 FD_LIMIT_LIFTED = 64  # above every fd a test case makes, below any hard limit
+AT_THE_LIMIT = pick(["", "dup", "receive", "reply"])  # the call that meets a new fd limit

@@ -447,13 +447,11 @@ class SetSizeTakesWhenMapped(Patched):
     patches: ClassVar[Patches] = ((ashmem, "ashmem_ioctl", _set_size_even_when_mapped),)
 
 
+@kernel.syscall
 def _dup_new_file(self: kernel.Kernel, pid: int, fd: int) -> Outcome:
     """dup that opens a new struct file on the same area (a position of its own)."""
     files = self._proc(pid).files
-    try:
-        old = files.get_raw(fd).file
-    except SyscallError:
-        return err(errno.EBADF)
+    old = files.get_raw(fd).file
     return ok(files.install(vfs.File(old.fops, old.private_data, old.o_path, old.pos), cloexec=False))
 
 

@@ -13,8 +13,8 @@ environment, so executors of other tests running in the same pytest-xdist worker
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import errno
+import importlib.util
 import os
 import platform
 import random
@@ -374,6 +374,7 @@ def test_fd_limit_meets_the_modelled_calls_only(exe: Path) -> None:
         assert dst.request("fds").fields == ("0", "1", "2", "3"), "its own listing is not limited"
         reply, fds = src.request_recv_fds(f"sendfds {fd}")
         try:
+            assert reply == Reply("ok") and len(fds) == 1
             assert dst.request("recvfds", fds=fds) == Reply("err", (str(errno.EMFILE),))
             assert dst.request("setrlimit 6") == Reply("ok")
             assert dst.request("recvfds", fds=fds + fds + fds) == Reply("err", (str(errno.EMFILE),))

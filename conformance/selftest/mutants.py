@@ -111,7 +111,8 @@ class MmapSizeZero(Mutant):
     def perform(self, op: o.Op) -> Outcome:
         if isinstance(op, o.Mmap):
             size = super().perform(o.GetSize(op.proc, op.fd))
-            if size == ok(0):
+            if size == ok(0):  # a mapping claimed, none made: touching it faults, as nothing is there
+                self.kernel._proc(op.proc).unmapped.add(op.map_id)
                 return ok(None)
         return super().perform(op)
 

@@ -32,7 +32,8 @@ class Mem:
 
     `present` is the page cache of the backing file: the pages a fault through a file-backed
     mapping or a write brought in (zero or not), less those a purge punched out. SEEK_DATA and
-    SEEK_HOLE answer from it (shmem, with transparent huge pages off, the distributions' default)."""
+    SEEK_HOLE answer from it (shmem, with transparent huge pages off, the distributions' default).
+    A page fallocate() allocated is not in it until written or faulted: shmem keeps it !Uptodate."""
 
     pages: Pages = ()
     ranges: pins.Ranges = ()

@@ -106,9 +106,9 @@ class Driver:
         out = self.h.step(op)
         if out is None:
             return None
-        self.watch.note(op, regions, out)
         if out.succeeded and isinstance(op, o.CreateRegion | o.OpenAshmem) and isinstance(out.value, int):
             regions = {e.rid for fd, e in self.h.model.procs[op.proc].fds.items() if fd == out.value}
+        self.watch.note(op, regions, out)
         self.recent = [*sorted(regions), *(rid for rid in self.recent if rid not in regions)]
         return out
 
@@ -309,13 +309,17 @@ class Driver:
         return at, max(1, min(length, span - at))
 
     def fill(self, ref: MapRef) -> None:
-        """Store a tag of its own at the start of every page of the mapping (one store per page)."""
+        """Store a tag of its own at the start of every page of the mapping (one store per page),
+        and one in the last bytes of its last page: past the end of the file when the region's size
+        is not page-aligned, where only a mapping can write and ftruncate must zero."""
         m = self.mapping(ref)
         if m is None or not m.prot & PROT_WRITE:
             return
         self.fills += 1
-        for at in range(0, self.span(m), self.page):
+        span = self.span(m)
+        for at in [*range(0, span, self.page), span - 8]:
             tag = f"{ref.proc}.{ref.map_id}.{at // self.page}.{self.fills}".encode()
+            tag = tag if at % self.page == 0 else tag[-8:]
             if self.step(o.Store(ref.proc, ref.map_id, at, tag)) is None or self.mapping(ref) is None:
                 return
 
@@ -325,11 +329,11 @@ class Driver:
             return []
         return [FdRef(proc, fd) for fd, e in sorted(self.h.model.procs[proc].fds.items()) if e.rid == rid]
 
-    def _holders(self, rid: int) -> list[FdRef]:
+    def holders(self, rid: int) -> list[FdRef]:
         """The lowest fd of region `rid` in each usable process that holds one."""
         return [fds[0] for proc in self.live_procs() if (fds := self.fds_of(proc, rid))]
 
     def holder(self, rid: int) -> FdRef | None:
         """An fd of region `rid` that a usable process holds (the first process's lowest), or None."""
-        holders = self._holders(rid)
+        holders = self.holders(rid)
         return holders[0] if holders else None

@@ -5,15 +5,23 @@ forgotten, a page purged too eagerly, an fd left open) shows here, at the next s
 by luck much later. After each step, in this order:
 
 1. fd tables: every process whose table a step may have changed is listed (ListFds);
-2. release: after the last fd of a mapped region went (a close, a dup's close, an exit), its
+2. read-back: after a region was made, or its name, size or mask set (or refused), the getters of
+   what changed are asked, through the fd some process holds first (another than the caller's, now
+   and then): a setter is judged by what it left, not only by its answer;
+3. release: after the last fd of a mapped region went (a close, a dup's close, an exit), its
    mappings are filled with fresh data, everything purgeable is purged, and every page is looked
    at: a released region's memory is no longer purgeable, however it was unpinned;
-3. pins: GET_PIN_STATUS of every page of the regions a step touched;
-4. new mappings: the first page of each mapping a step made is loaded at once: a mapping must show
+4. pins: GET_PIN_STATUS of every page of the regions a step touched;
+5. page cache: after a step that may add pages to a region's file or take them out (a write, a read,
+   fallocate, ftruncate, an unpin, a purge, a close), the region is walked with SEEK_DATA and
+   SEEK_HOLE, its position put back after: before the data looks, whose loads fault pages in and
+   would hide what the step left;
+6. new mappings: the first page of each mapping a step made is loaded at once: a mapping must show
    the region's data from its first load (not another region's pages, not stale or shifted ones);
-5. data: loads of mapped pages, judged against what the spec knows (the bytes, or zero where
-   purged): a few pages after a step that may change data (the adapter's `checks_per_step`, in
-   turn, so that over a test case every page is seen), every page after a purge or an exit.
+7. data: loads of mapped pages, judged against what the spec knows (the bytes, or zero where
+   purged): a few pages after a step that may change data (the adapter's `checks_per_step`: half on
+   the regions the step named, half in turn over every mapping, so that over a test case every page
+   is seen), every page after a purge or an exit.
 
 Every look is an operation like any other: performed through the harness, judged by the spec.
 """
@@ -25,7 +33,7 @@ from typing import TYPE_CHECKING
 from ashcheck.adapters.base import Capability
 from ashcheck.conformance.handles import FdRef, MapRef
 from ashcheck.spec import ops as o
-from ashcheck.spec.constants import PROT_READ
+from ashcheck.spec.constants import PROT_READ, SEEK_DATA, SEEK_HOLE, SEEK_SET
 from ashcheck.spec.outcome import Outcome
 
 if TYPE_CHECKING:
@@ -42,6 +50,12 @@ FULL_CHECK_LIMIT = 64  # looks made by one full check at most
 # After these, the pin state of the regions they name may have changed (or gone with a release).
 PIN_CHANGING = (o.Pin, o.Unpin, o.Close, o.Dup, o.BinderSend, o.BinderReply, o.Mmap)
 PIN_CHECK_PAGES = 8  # pages of a region whose pin status is asked, at most
+# After these, the regions they name are read back with the getters of what may have changed.
+READ_BACK: dict[type[o.Op], tuple[type[o.GetName | o.GetSize | o.GetProtMask], ...]] = {
+    o.CreateRegion: (o.GetName, o.GetSize), o.SetName: (o.GetName,), o.SetSize: (o.GetSize,),
+    o.SetProtMask: (o.GetProtMask,)}
+# After these, the pages the backing file holds may have changed: SEEK_DATA/SEEK_HOLE see them.
+CACHE_CHANGING = (o.Write, o.Read, o.Fallocate, o.Ftruncate, o.Unpin, o.PurgeAllCaches, o.Close, o.Exit)
 
 
 class Watch:
@@ -56,7 +70,11 @@ class Watch:
         self.released: set[int] = set()  # regions a step released while a mapping still holds them
         self.cursor = 0  # where the next partial data check starts, over all mapped pages
         self.new_maps: list[MapRef] = []  # mappings made since the last look
-
+        self.read_back: list[tuple[int, type[o.Op]]] = []  # (region, getter) to ask
+        self.cache: set[int] = set()  # regions whose page cache a step may have changed
+        self.named: set[int] = set()  # regions a data-changing step named: their pages are loaded first
+        self.near = 0  # where the next look at the named regions' pages starts
+        self.other_holder = 0  # turns the read-back's fd between holders
     def note(self, op: o.Op, regions: set[int], out: Outcome) -> None:
         """`op` was performed; `regions` are those it named (taken before it ran)."""
         model = self.d.h.model
@@ -64,6 +82,12 @@ class Watch:
             self.released |= {rid for rid in regions if self._released_while_mapped(rid)}
         if isinstance(op, o.Mmap) and out.succeeded:
             self.new_maps.append(MapRef(op.proc, op.map_id))
+        for getter in READ_BACK.get(type(op), ()):
+            self.read_back += [(rid, getter) for rid in sorted(regions)]
+        if isinstance(op, CACHE_CHANGING):
+            self.cache |= set(model.regions) if isinstance(op, FULL_CHECK) else regions
+        if isinstance(op, DATA_CHANGING):
+            self.named |= regions
         if isinstance(op, FD_CHANGING):
             self.changed_tables |= {op.proc} | ({op.dst} if isinstance(op, o.BinderSend) else set())
         self.data_dirty = self.data_dirty or isinstance(op, DATA_CHANGING)
@@ -76,12 +100,14 @@ class Watch:
     def look(self) -> None:
         """The looks after a step, in order, then a fresh start for the next step."""
         self.fd_tables()
+        self.read_backs()
         self.release()
         self.pins()
+        self.page_cache()
         self.first_pages()
         self.data()
         self.data_dirty = self.full_check = False
-        self.released = set()
+        self.released, self.named, self.cache, self.read_back = set(), set(), set(), []
 
     def _released_while_mapped(self, rid: int) -> bool:
         region = self.d.h.model.regions.get(rid)  # still there: something maps it
@@ -93,6 +119,18 @@ class Watch:
             if self.d.alive(proc):
                 self.d.step(o.ListFds(proc))
         self.changed_tables.clear()
+
+    def read_backs(self) -> None:
+        """Ask the getters READ_BACK names of the regions a setter (or a creation) named."""
+        d = self.d
+        asks, self.read_back = self.read_back, []
+        for rid, getter in dict.fromkeys(asks):
+            holders = d.holders(rid)
+            region = d.h.model.regions.get(rid)
+            if holders and region is not None and not region.untracked:
+                self.other_holder += 1
+                ref = holders[self.other_holder % len(holders)]
+                d.step(getter(ref.proc, ref.fd))  # type: ignore[call-arg]
 
     def release(self) -> None:
         """After a mapped region's last fd went: fill its mappings, purge, look at every page."""
@@ -132,6 +170,34 @@ class Watch:
                 budget -= 1
                 d.step(o.GetPinStatus(holder.proc, holder.fd, page * d.page, d.page))
 
+    def page_cache(self) -> None:
+        """Walk each region whose page cache a step may have changed, as a sparse copy does (SEEK_DATA
+        from 0, SEEK_HOLE from the data found, ...), within the step's budget; then put its
+        position back, so that the walk does not steer the reads and writes that follow."""
+        d = self.d
+        budget = FULL_CHECK_LIMIT if self.full_check else d.adapter.checks_per_step
+        regions, self.cache = sorted(self.cache), set()
+        for rid in regions:
+            region = d.h.model.regions.get(rid)
+            holder = d.holder(rid)
+            if (region is None or region.untracked or holder is None or region.size == 0
+                    or (d.h.model.profile.fd_io_needs_mapping and not region.materialized)):
+                continue  # (lseek's own refusals are the lseek kind's to explore)
+            was, pos, size = region.pos, 0, region.size
+            for whence in (SEEK_DATA, SEEK_HOLE) * budget:
+                if budget <= 0:
+                    break
+                budget -= 1
+                out = d.step(o.Lseek(holder.proc, holder.fd, pos, whence))
+                if out is None or not out.succeeded or not isinstance(out.value, int) or out.value >= size:
+                    break
+                pos = out.value
+            after = d.h.model.regions.get(rid)
+            if after is not None and not after.untracked and after.pos != was and d.alive(holder.proc):
+                d.step(o.Lseek(holder.proc, holder.fd, was, SEEK_SET))
+            if budget <= 0:
+                return
+
     def first_pages(self) -> None:
         """Load the first page of every readable mapping made since the last look."""
         d = self.d
@@ -151,10 +217,17 @@ class Watch:
         budget = FULL_CHECK_LIMIT if self.full_check else d.adapter.checks_per_step
         if not pages:
             return
-        start = self.cursor % len(pages)
-        chosen = (pages[start:] + pages[:start])[:budget]
-        self.cursor = start + len(chosen)
-        for ref, offset in chosen:
+        near = [(ref, at) for ref, at in pages if (m := d.mapping(ref)) is not None and m.rid in self.named]
+        chosen = []
+        if near and not self.full_check:  # half the looks where the step acted, in turn over its pages
+            start = self.near % len(near)
+            chosen = (near[start:] + near[:start])[:(budget + 1) // 2]
+            self.near = start + len(chosen)
+        rest = [p for p in pages if p not in chosen]
+        start = self.cursor % len(rest) if rest else 0
+        more = (rest[start:] + rest[:start])[:budget - len(chosen)]
+        self.cursor = start + len(more)
+        for ref, offset in chosen + more:
             m = d.mapping(ref)
             if m is not None:  # an earlier load may have set the region aside
                 d.step(o.Load(ref.proc, ref.map_id, offset, min(d.page, d.span(m) - offset)))

@@ -127,7 +127,8 @@ class Watch:
         for rid, getter in dict.fromkeys(asks):
             holders = d.holders(rid)
             region = d.h.model.regions.get(rid)
-            if holders and region is not None and not region.untracked:
+            if holders and region is not None and not region.untracked and not (
+                    region.name_unknown and getter is o.GetName):
                 self.other_holder += 1
                 ref = holders[self.other_holder % len(holders)]
                 d.step(getter(ref.proc, ref.fd))  # type: ignore[call-arg]

@@ -12,6 +12,9 @@ exactly what the surprise touched and goes on with the rest:
   wrong, or its purge histories grew beyond tracking): nothing more is asked about it, through any
   fd or mapping, in any process; fd-level calls on its fds (dup, close, F_GETFD, sending it over
   binder) still are, since they do not depend on its state;
+- a region whose name alone is in doubt (GET_NAME went wrong: nothing else in ashmem or memfd
+  depends on the name): its name is not asked again, and everything else goes on, so an
+  implementation that keeps no names (libcutils' host build) is still judged on all the rest;
 - one fd whose close-on-exec flag is in doubt: until it is closed.
 
 A set-aside operation is not performed at all. A declared deviation is set aside exactly like a
@@ -27,6 +30,9 @@ from ashcheck.spec.state import FdKind, Kernel, Region
 
 # Operations whose outcome is a matter of the fd table, not of the region behind the fd.
 FD_LEVEL = (o.Dup, o.Close, o.GetFdFlags, o.BinderSend, o.BinderReply, o.ListFds, o.Spawn, o.Exit, o.Munmap)
+# A surprise in GET_NAME puts only the name in doubt, and only GET_NAME reads it (SET_NAME's answer
+# does not depend on the name it replaces).
+NAME_QUERY = o.GetName
 # Operations after whose surprise the fd table of the acting process is in doubt.
 FD_TABLE = (o.Spawn, o.ListFds, o.Dup, o.Close, o.CreateRegion, o.OpenAshmem, o.OpenPath)
 
@@ -88,7 +94,8 @@ class Quarantine:
             return True
         if isinstance(op, FD_LEVEL):
             return False
-        return any(k.regions[rid].untracked for rid in inv.regions if rid in k.regions)
+        regions = [k.regions[rid] for rid in inv.regions if rid in k.regions]
+        return any(r.untracked or (r.name_unknown and isinstance(op, NAME_QUERY)) for r in regions)
 
     def forget(self, op: o.Op) -> None:
         """After `op` was performed: an fd closed is no longer in doubt, nor are a dead process's."""
@@ -110,6 +117,10 @@ class Quarantine:
             self.procs.add(op.proc)
         elif isinstance(op, o.GetFdFlags):
             self.fds |= inv.fds
+            return
+        elif isinstance(op, NAME_QUERY):
+            for rid in inv.regions & k.regions.keys():
+                k.regions[rid].name_unknown = True
             return
         regions = set(inv.regions)
         if isinstance(op, o.PurgeAllCaches | o.Exit):  # their effect reaches beyond the named fd

@@ -129,6 +129,7 @@ class Region:
     pos: int = 0
     fd_refs: int = 0  # fds in all processes; at 0 the area is released (ashmem_release)
     untracked: bool = False  # set aside: a violation or a lost transport made its state unknown
+    name_unknown: bool = False  # set aside for its name only: a GET_NAME answer the spec does not allow
 
     def npages_file(self, page: int) -> int:
         return page_align(self.size, page) // page

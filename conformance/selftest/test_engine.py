@@ -17,7 +17,7 @@ from ashcheck.adapters.sim import SimAdapter
 from ashcheck.conformance.explore import explore
 from ashcheck.conformance.harness import Harness
 from ashcheck.conformance.results import RECORDER, Evidence, Recorder, statuses
-from ashcheck.conformance.selftest.mutants import DefaultNameSlash
+from ashcheck.conformance.selftest.mutants import DefaultNameSlash, ProtMaskCanGrow
 from ashcheck.conformance.settings import PROFILES
 from ashcheck.conformance.shrink import minimize
 from ashcheck.spec import RULES, Spec
@@ -45,17 +45,30 @@ class BrokenName(DefaultNameSlash):
 
 
 def test_a_violation_sets_aside_its_region_and_the_rest_goes_on() -> None:
-    a = BrokenName()
-    h = Harness(a, Recorder())
+    h = Harness(ProtMaskCanGrow(), Recorder())
     h.step(o.Spawn(0))
     first = h.step(o.CreateRegion(0, b"", P))
     second = h.step(o.CreateRegion(0, b"b", P))
     assert first == ok(3) and second == ok(4)
-    assert h.step(o.GetName(0, 3)) == ok(b"dev/ashmem/") and h.violated == ["ashmem.get-name.value"]
+    assert h.step(o.SetProtMask(0, 3, 1)) == ok(0)
+    assert h.step(o.SetProtMask(0, 3, 3)) == ok(0) and h.violated == ["ashmem.set-prot-mask.add"]
     assert h.step(o.GetSize(0, 3)) is None  # set aside: not performed
     assert h.step(o.Close(0, 3)) == ok(None)  # fd-level calls on it still are
     assert h.step(o.GetSize(0, 4)) == ok(P)  # the other region goes on being judged
     assert h.recorder.get("ashmem.get-size.value").confirmed == 1
+
+
+def test_a_wrong_name_sets_aside_the_name_alone() -> None:
+    h = Harness(BrokenName(), Recorder())
+    h.step(o.Spawn(0))
+    h.step(o.CreateRegion(0, b"", P))
+    assert h.step(o.GetName(0, 3)) == ok(b"dev/ashmem/") and h.violated == ["ashmem.get-name.value"]
+    assert h.step(o.GetName(0, 3)) is None  # the name is set aside
+    assert h.step(o.SetName(0, 3, b"x")) == ok(0)  # its answer does not depend on the name it replaces
+    assert h.step(o.GetSize(0, 3)) == ok(P)  # the rest of the region goes on being judged
+    assert h.step(o.Mmap(0, 3, 0, P, 3, True)) == ok(None)
+    assert h.step(o.Store(0, 0, 0, b"x")) == ok(None) and h.step(o.Load(0, 0, 0, 1)) == ok(b"x")
+    assert h.violated == ["ashmem.get-name.value"]
 
 
 class DeclaresIt(BrokenName):

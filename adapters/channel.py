@@ -28,7 +28,7 @@ import subprocess
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -330,6 +330,17 @@ class Ticket:
 
     proc: str
     id: str
+    port: str = ""  # the process port it went to ("": through the hub)
+
+
+class _Port:
+    """A process port: a stream of its own to one process of the hub (see Hub)."""
+
+    def __init__(self, name: str, stream: Stream) -> None:
+        self.name, self.fd = name, stream if isinstance(stream, int) else stream.fileno()
+        self.lines = LineBuffer()
+        self.owner: str | None = None  # the proc spawned (or being spawned) on it; None: free
+        self.sync: builtins.bytes | None = None  # the line its new owner starts with; dropped till then
 
 
 class Hub:
@@ -341,12 +352,23 @@ class Hub:
     outstanding at once (submit/wait). A reply `lost` (the proc died) raises ProcessLost for that
     request only. Anything else that breaks the protocol (a reply for no outstanding request or for
     another proc, a malformed line, EOF) breaks the Hub: every later call raises ExecutorError.
+
+    `ports`: process ports (a VM's extra virtio-serial ports), by their name in the guest. A
+    `* spawn <proc> <uid>` gets a free one, if any, and from its `ok` on, `proc`'s requests go
+    there as `<id> <request>` and its replies come back there, skipping the hub (executor.c's
+    `spawn`). The hub's notice `<proc> - lost <hex>` (the process died or was killed) makes what it
+    still owes there lost, frees the port, and sends its later requests through the hub again,
+    which answers them `lost`.
     """
 
-    def __init__(self, read: Stream, write: Stream | None = None, *, timeout: float = 10.0) -> None:
+    def __init__(self, read: Stream, write: Stream | None = None, *, timeout: float = 10.0,
+                 ports: Mapping[str, Stream] | None = None) -> None:
         self._rfd = read if isinstance(read, int) else read.fileno()
         self._wfd = self._rfd if write is None else write if isinstance(write, int) else write.fileno()
         self.timeout = timeout
+        self._ports = [_Port(name, stream) for name, stream in (ports or {}).items()]
+        self._route: dict[str, _Port] = {}  # proc → the port it was spawned on, while it lives
+        self._spawning: dict[str, tuple[str, _Port]] = {}  # spawn request id → (proc, its port)
         self._lines = LineBuffer()
         self._ids = itertools.count(1)
         self._pending: dict[str, Ticket] = {}   # id → ticket: submitted, not yet waited for
@@ -364,12 +386,29 @@ class Hub:
         """Send a request without waiting for the reply."""
         if not proc or " " in proc or "\n" in proc:
             raise ValueError(f"a proc tag is a short token without spaces, not {proc!r}")
+        data = _line(line)
         with self._cond:
             self._check()
-            ticket = Ticket(proc, str(next(self._ids)))
-            self._pending[ticket.id] = ticket
-            self._write(f"{proc} {ticket.id} ".encode() + _line(line), self._deadline(timeout))
+            rid, deadline = str(next(self._ids)), self._deadline(timeout)
+            if (port := self._route.get(proc)) is not None:
+                self._pending[rid] = ticket = Ticket(proc, rid, port.name)
+                self._write(f"{rid} ".encode() + data, deadline, port.fd)
+                return ticket
+            if proc == "*" and data.startswith(b"spawn ") and data.count(b" ") == 2:
+                data = self._give_port(rid, data, deadline)
+            self._pending[rid] = ticket = Ticket(proc, rid)
+            self._write(f"{proc} {rid} ".encode() + data, deadline)
         return ticket
+
+    def _give_port(self, rid: str, spawn: builtins.bytes, deadline: float) -> builtins.bytes:
+        """The spawn request `spawn` (`spawn <proc> <uid>\n`) with a free port, if any (the lock is held)."""
+        port = next((p for p in self._ports if p.owner is None), None)
+        if port is None:
+            return spawn
+        port.owner, port.sync = spawn.split(b" ")[1].decode(), f"{rid} sync".encode()
+        self._spawning[rid] = (port.owner, port)
+        self._write(port.sync + b"\n", deadline, port.fd)  # before anything else the new process reads
+        return spawn[:-1] + f" {port.name}\n".encode()
 
     def wait(self, ticket: Ticket, timeout: float | None = None) -> Reply:
         """The reply to a submitted request. Raises ProcessLost if the proc is gone, HubTimeout if
@@ -425,53 +464,111 @@ class Hub:
         self._broken = why
         return ExecutorError(why)
 
-    def _write(self, data: builtins.bytes, deadline: float) -> None:
+    def _write(self, data: builtins.bytes, deadline: float, fd: int | None = None) -> None:
+        fd = self._wfd if fd is None else fd
         view = memoryview(data)
         while view:
-            if not select.select([], [self._wfd], [], max(deadline - time.monotonic(), 0))[1]:
+            if not select.select([], [fd], [], max(deadline - time.monotonic(), 0))[1]:
                 raise self._break(f"the hub does not take requests (stream full for {self.timeout} s)")
             try:
-                view = view[os.write(self._wfd, view[:4096]):]  # ≤ PIPE_BUF: never blocks once writable
+                view = view[os.write(fd, view[:4096]):]  # ≤ PIPE_BUF: never blocks once writable
             except OSError as exc:
                 raise self._break(f"writing to the hub failed: {exc}") from exc
 
-    def _receive(self, deadline: float, waiting: Ticket) -> builtins.bytes:
-        """Read what is there, waiting at most until deadline (without the lock: others may submit)."""
+    def _receive(self, deadline: float, waiting: Ticket) -> list[tuple[_Port | None, builtins.bytes]]:
+        """Read what is there on the hub's stream (None) and the ports, waiting at most until
+        deadline (without the lock: others may submit)."""
         left = deadline - time.monotonic()
-        if not select.select([self._rfd], [], [], max(left, 0))[0]:
+        fds = [self._rfd, *(port.fd for port in self._ports)]
+        ready = select.select(fds, [], [], max(left, 0))[0]
+        if not ready:
             raise HubTimeout(f"hub process {waiting.proc} did not answer within the timeout")
-        try:
-            data = os.read(self._rfd, 1 << 20)
-        except OSError as exc:
-            data, error = b"", f": {exc}"
-        else:
-            error = ""
-        if not data:
-            raise self._break(f"the hub closed the stream{error}")
-        return data
+        got = []
+        for port in [None, *self._ports]:
+            if (fd := self._rfd if port is None else port.fd) not in ready:
+                continue
+            lines = self._lines if port is None else port.lines
+            try:  # a short read unless a long reply is coming: a 1 MiB buffer costs more than the read
+                data = os.read(fd, _LONG_CHUNK if lines.data else _SHORT_CHUNK)
+            except OSError as exc:
+                data, error = b"", f": {exc}"
+            else:
+                error = ""
+            if not data:
+                raise self._break(f"the hub closed {'the stream' if port is None else f'port {port.name}'}{error}")
+            got.append((port, data))
+        return got
 
-    def _take(self, data: builtins.bytes) -> None:
-        """File the complete reply lines in `data` (the lock is held)."""
-        self._lines.data += data
-        while (line := self._lines.take()) is not None:
-            self._file(line)
-        if len(self._lines.data) > MAX_REPLY:
-            raise self._break("the hub sent a line longer than any reply")
+    def _take(self, received: list[tuple[_Port | None, builtins.bytes]]) -> None:
+        """File the complete reply lines received (the lock is held)."""
+        for port, data in received:
+            lines = self._lines if port is None else port.lines
+            lines.data += data
+            while (line := lines.take()) is not None:
+                if port is None:
+                    self._file(line)
+                else:
+                    self._file_port(port, line)
+            if len(lines.data) > MAX_REPLY:
+                raise self._break("the hub sent a line longer than any reply")
 
     def _file(self, line: builtins.bytes) -> None:
         """Match one line from the hub to the request it answers, by id, or break the Hub."""
         tag, _, rest = line.partition(b" ")
         proc, rid = tag.decode(errors="replace"), rest.partition(b" ")[0].decode(errors="replace")
+        if rid == "-" and rest.startswith(b"- lost "):
+            self._lost(proc, rest)
+            return
+        spawned = self._spawning.pop(rid, None)
         if self._abandoned.get(rid) == proc:
             del self._abandoned[rid]
+            if spawned:
+                spawned[1].owner = None
             return
         ticket = self._pending.get(rid)
         if ticket is None or ticket.proc != proc or rid in self._replies:
             raise self._break(f"the hub sent a line that answers no request: {line[:200]!r}")
         try:
-            self._replies[rid] = parse(rest, rid, HUB_STATUSES)
+            self._replies[rid] = reply = parse(rest, rid, HUB_STATUSES)
         except MalformedReply as exc:
             raise self._break(f"the hub broke the protocol: {exc}") from exc
+        if spawned and reply.ok:
+            self._route[spawned[0]] = spawned[1]
+        elif spawned:
+            spawned[1].owner = None
+
+    def _lost(self, proc: str, notice: builtins.bytes) -> None:
+        """`<proc> - lost <hex>`: a process with a port of its own is gone (of one without, or of
+        a spawn that failed, the notice says nothing new: dropped)."""
+        try:
+            reply = parse(notice, "-", HUB_STATUSES)
+        except MalformedReply as exc:
+            raise self._break(f"the hub broke the protocol: {exc}") from exc
+        port = self._route.pop(proc, None)
+        if port is None:
+            return
+        port.owner = None  # what it still sends there is dropped; the next owner starts with a sync line
+        for ticket in self._pending.values():
+            if ticket.port == port.name and ticket.proc == proc and ticket.id not in self._replies:
+                self._replies[ticket.id] = reply
+
+    def _file_port(self, port: _Port, line: builtins.bytes) -> None:
+        """Match one line from a process port to the request it answers, by id, or break the Hub."""
+        if port.sync is not None:  # what an earlier owner left, up to the new one's first line
+            if line == port.sync:
+                port.sync = None
+            return
+        rid = line.partition(b" ")[0].decode(errors="replace")
+        if port.owner is None or self._abandoned.get(rid) == port.owner:  # from a dead or abandoned process
+            self._abandoned.pop(rid, None)
+            return
+        ticket = self._pending.get(rid)
+        if ticket is None or ticket.port != port.name or ticket.proc != port.owner or rid in self._replies:
+            raise self._break(f"process port {port.name} sent a line that answers no request: {line[:200]!r}")
+        try:
+            self._replies[rid] = parse(line, rid)
+        except MalformedReply as exc:
+            raise self._break(f"process {port.owner} broke the protocol on its port: {exc}") from exc
 
 
 __all__ = ["Executor", "ExecutorError", "HandshakeError", "Hub", "HubTimeout", "LineBuffer", "ProcessLost", "Reply",

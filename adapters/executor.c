@@ -12,6 +12,7 @@
  *
  * USAGE
  *   ashcheck-exec                          child mode: requests on fd 0, replies on fd 1
+ *   ashcheck-exec --port SYNC              child mode, and also on its own port at fd 1000 (hub spawn)
  *   ashcheck-exec --hub [DEVICE]           hub mode: on fd 0/1, or on DEVICE opened O_RDWR
  *   ashcheck-exec --servicemanager DEVICE  binder context manager (prints "ok" when ready)
  *   (the dashes are optional: `hub`, `servicemanager` work too)
@@ -130,8 +131,22 @@
  * (`* <id> <request>`; without the id, as in child mode, the reply has none):
  *   * ping                       -> * ok          (the transport's bare round trip)
  *   * version                    -> * ok <version>   (the children exec the same binary)
- *   * spawn <proc> <uid>         -> * ok <pid>    exec /proc/self/exe on a new socketpair; uid -1
- *                                   keeps root, else the child runs `setuid <uid>` first
+ *   * spawn <proc> <uid> [<port>] -> * ok <pid>   exec /proc/self/exe on a new socketpair; uid -1
+ *                                   keeps root, else the child runs `setuid <uid>` first. With
+ *                                   <port>, the name of a virtio-serial port (a VM gives several;
+ *                                   err 16 while a live process has it), the child also serves
+ *                                   requests on that port (held at fd 1000, which `fds` leaves
+ *                                   out), answering each on the stream it came on: the host
+ *                                   writes `<id> <request>` there and reads `<id> <reply>`, without
+ *                                   the hub in between (each switch between guest processes is
+ *                                   costly under TCG). A port holds what the host wrote for the
+ *                                   last child there, and what that child wrote last: the new
+ *                                   child writes `\n<sid> sync\n` (<sid>: the id of the spawn
+ *                                   request) before any reply, and drops what it reads up to the
+ *                                   line `<sid> sync` from the host, so each side knows where the
+ *                                   new child's stream begins. When such a child dies or is
+ *                                   killed, the hub says so with `<proc> - lost <hex>`: what it
+ *                                   owed on its port is lost.
  *   * kill <proc>                -> * ok          SIGKILL + reap (err 3: no such process)
  *   * xfer <src> <dst> <fd>...   -> * ok <dst fd>... | * err <errno> | * lost <hex>   `sendfds`
  *                                   on src, then `recvfds` on dst with what arrived; the hub's
@@ -174,6 +189,7 @@
 #define MAX_MAPS 4096
 #define MAX_ID 19                /* a request id: 1 to 19 decimal digits */
 #define HUB_SYNC_TIMEOUT_MS 10000
+#define PORT_FD 1000             /* where a child holds a port of its own: far above the fds it models */
 
 #ifndef MFD_CLOEXEC
 #define MFD_CLOEXEC 0x0001U
@@ -731,6 +747,8 @@ static int copy_guarded(volatile uint8_t *dst, const volatile uint8_t *src, size
 /* slot: the arena slot the mapping was placed in (see below), or -1 */
 static struct { uint8_t *addr; size_t len; int used, slot; } maps[MAX_MAPS];
 static struct reader in;
+static struct reader port_in = { .fd = -1 };  /* the child's own port (PORT_FD), if the hub gave it one */
+static int out_fd = 1;                        /* where the reply goes: fd 1, or that port */
 
 #ifndef ASHCHECK_EXEC_VERSION
 #define ASHCHECK_EXEC_VERSION "unversioned"  /* the build passes the hash of this source */
@@ -819,11 +837,11 @@ static void op_fds(int argc, char **argv)
 		reply_err(errno);
 		return;
 	}
-	int self = dirfd(d), n = 0, cap = 64;
+	int self = dirfd(d), n = 0, cap = 64, port = port_in.fd;
 	int *fds = malloc(cap * sizeof *fds);
 	struct dirent *e;
 	while (fds && (e = readdir(d))) {
-		if (e->d_name[0] < '0' || e->d_name[0] > '9' || atoi(e->d_name) == self)
+		if (e->d_name[0] < '0' || e->d_name[0] > '9' || atoi(e->d_name) == self || atoi(e->d_name) == port)
 			continue;
 		if (n == cap) {
 			int *q = realloc(fds, (cap *= 2) * sizeof *fds);
@@ -2198,15 +2216,15 @@ static void send_reply(void)
 	ob_put("\n", 1);
 	int rc = 0;
 	if (nreply_fds > 0) {
-		rc = send_with_fds(1, ob, oblen, reply_fds, nreply_fds);
+		rc = send_with_fds(out_fd, ob, oblen, reply_fds, nreply_fds);
 		nreply_fds = 0;
 		if (rc < 0 && (errno == ENOTSOCK || errno == EINVAL || errno == EOPNOTSUPP)) {
 			reply_err(errno);  /* nothing was sent: fd 1 cannot carry fds */
 			ob_put("\n", 1);
-			rc = write_all(1, ob, oblen);
+			rc = write_all(out_fd, ob, oblen);
 		}
 	} else {
-		rc = write_all(1, ob, oblen);
+		rc = write_all(out_fd, ob, oblen);
 	}
 	if (rc < 0)
 		_exit(0);  /* the other end is gone */
@@ -2221,33 +2239,69 @@ static void op_exit(int argc, char **argv)
 	_exit(0);
 }
 
-static int child_main(void)
+/* Serves the complete requests buffered in r, replying on the stream they came on. A port starts
+ * with whatever the host wrote for an earlier child there: everything up to the line
+ * `<sync> sync` is dropped (*sync is then NULL). */
+static void serve(struct reader *r, const char **sync)
 {
-	process_setup();
-	install_fault_handlers();
-	reader_init(&in, 0, MAX_LINE);
-	for (;;) {
-		char *line;
-		size_t n;
-		int k = reader_next(&in, &line, &n);
-		if (k == LINE_NONE) {
-			ssize_t got = reader_fill(&in);
-			if (got <= 0)
-				return got == 0 ? 0 : 1;
+	char *line;
+	size_t n;
+	int k;
+	out_fd = r == &in ? 1 : r->fd;
+	while ((k = reader_next(r, &line, &n)) != LINE_NONE) {
+		if (*sync && r != &in) {
+			size_t s = strlen(*sync);
+			if (k == LINE_OK && n == s + 5 && memcmp(line, *sync, s) == 0 && strcmp(line + s, " sync") == 0)
+				*sync = NULL;
 			continue;
 		}
 		if (k == LINE_OVERLONG) {
-			read_id(in.head, in.headlen, cur_id);  /* so the refusal still names the request */
+			read_id(r->head, r->headlen, cur_id);  /* so the refusal still names the request */
 			bad("a request longer than %u bytes (discarded)", MAX_LINE);
 		} else if (take_id(&line, &n) == 0) {
 			/* fds that came with anything but recvfds are closed first: they must not take the
 			 * fd numbers the request is about to allocate */
 			if (strcmp(line, "recvfds") != 0)
-				close_line_fds(&in);
+				close_line_fds(r);
 			dispatch(ops, sizeof ops / sizeof ops[0], line, n);
 		}
-		close_line_fds(&in);
+		close_line_fds(r);
 		send_reply();
+	}
+}
+
+/* Child mode: requests on fd 0 (from the hub or the host), and, with `sync`, also on a
+ * virtio-serial port of its own at PORT_FD (from the host, skipping the hub): the port's first
+ * line, written before any reply, is `<sync> sync` after a newline that ends whatever a dead
+ * predecessor left half-written, so that the host can drop everything before it. */
+static int child_main(const char *sync)
+{
+	process_setup();
+	install_fault_handlers();
+	reader_init(&in, 0, MAX_LINE);
+	if (sync) {
+		char hello[MAX_ID + 8];
+		int len = snprintf(hello, sizeof hello, "\n%s sync\n", sync);
+		reader_init(&port_in, PORT_FD, MAX_LINE);
+		if (write_all(PORT_FD, hello, (size_t)len) < 0)
+			return 1;
+	}
+	for (;;) {
+		struct pollfd p[2] = { { 0, POLLIN, 0 }, { port_in.fd, POLLIN, 0 } };
+		if (port_in.fd >= 0 && poll(p, 2, -1) < 0) {  /* (without a port, fd 0 is read at once) */
+			if (errno == EINTR)
+				continue;
+			return 1;
+		}
+		for (int i = 0; i < 2; i++) {
+			struct reader *r = i ? &port_in : &in;
+			if (r->fd < 0 || (port_in.fd >= 0 && !p[i].revents))
+				continue;
+			ssize_t got = reader_fill(r);
+			if (got <= 0)
+				return got == 0 ? 0 : 1;
+			serve(r, &sync);
+		}
 	}
 }
 
@@ -2266,6 +2320,7 @@ struct child {
 	char tag[32];
 	pid_t pid;
 	int fd;               /* -1 once dead */
+	int port;             /* 1 + its index in ports[] if it has a port of its own (0: none) */
 	struct owed *owed;    /* oldest first: a child answers in order */
 	int nowed, capowed;
 	char why[160];        /* how it died */
@@ -2377,6 +2432,8 @@ static void child_dead(struct child *c, const char *reason)
 	for (int i = 0; i < c->nowed; i++)
 		if (!c->owed[i].hub)
 			hub_lost(c->tag, c->owed[i].id, msg);
+	if (c->port)  /* what it owes on its port, only the host knows: tell it */
+		hub_lost(c->tag, "-", msg);
 	c->nowed = 0;
 	free(c->buf);
 	c->buf = NULL;
@@ -2579,7 +2636,8 @@ static char *child_call(struct child *c, const char *line, const int *fds, int n
 	}
 }
 
-static pid_t spawn_self(int fd, char *const *args)
+/* Starts this binary with `fd` as its fd 0 and 1, and `port` (unless -1) as its PORT_FD. */
+static pid_t spawn_self(int fd, int port, char *const *args)
 {
 	pid_t hub = getpid();
 	pid_t pid = fork();
@@ -2589,6 +2647,8 @@ static pid_t spawn_self(int fd, char *const *args)
 		setenv("ASHCHECK_PARENT", parent, 1);
 		dup2(fd, 0);
 		dup2(fd, 1);
+		if (port >= 0)
+			dup2(port, PORT_FD);
 		signal(SIGPIPE, SIG_DFL);
 		/* Under user-mode emulation without binfmt_misc (the adb self-tests run the Android
 		 * binaries with qemu-user), the emulator must start the child: ASHCHECK_EXEC_WRAPPER
@@ -2622,6 +2682,62 @@ static void reply_lost(const struct child *c)
 	ob_hex(c->why, strlen(c->why));
 }
 
+/* The process ports opened so far. Each stays open in the hub and is lent to every child spawned
+ * on it: qemu does not look at a port's host socket again when the guest opens the port anew, so
+ * what the host wrote before is not delivered until something else wakes qemu's main loop (seen:
+ * a request left unread for good). Open all along, the port is always read. */
+static struct { char name[33]; int fd; } ports[32];
+static int nports;
+
+/* Opens the virtio-serial port named `name`: the /dev/vport<N>p<M> whose sysfs `name` it is (what
+ * udev would link as /dev/virtio-ports/<name>; the guest has no udev). -1 with errno if none. */
+static int open_port(const char *name)
+{
+	DIR *d = opendir("/sys/class/virtio-ports");
+	struct dirent *e;
+	int fd = -1, found = 0;
+	while (d && !found && (e = readdir(d))) {
+		char path[300], got[64];
+		snprintf(path, sizeof path, "/sys/class/virtio-ports/%s/name", e->d_name);
+		int nf = open(path, O_RDONLY | O_CLOEXEC);
+		ssize_t k = nf < 0 ? -1 : read(nf, got, sizeof got - 1);
+		if (nf >= 0)
+			close(nf);
+		if (k <= 0)
+			continue;
+		got[k] = 0;
+		got[strcspn(got, "\n")] = 0;
+		if (strcmp(got, name) == 0) {
+			found = 1;
+			snprintf(path, sizeof path, "/dev/%s", e->d_name);
+			fd = open(path, O_RDWR | O_NOCTTY | O_CLOEXEC);
+		}
+	}
+	int err = errno;
+	if (d)
+		closedir(d);
+	errno = found ? err : ENOENT;
+	return fd;
+}
+
+/* The index in ports[] of the port named `name`, opened if it was not; -1 with errno if it cannot be. */
+static int hub_port(const char *name)
+{
+	for (int i = 0; i < nports; i++)
+		if (strcmp(ports[i].name, name) == 0)
+			return i;
+	if (strlen(name) >= sizeof ports[0].name || nports == (int)(sizeof ports / sizeof ports[0])) {
+		errno = EINVAL;
+		return -1;
+	}
+	int fd = open_port(name);
+	if (fd < 0)
+		return -1;
+	snprintf(ports[nports].name, sizeof ports[0].name, "%s", name);
+	ports[nports].fd = fd;
+	return nports++;
+}
+
 static void hub_spawn(int argc, char **argv)
 {
 	(void)argc;
@@ -2643,13 +2759,28 @@ static void hub_spawn(int argc, char **argv)
 		reply_err(EAGAIN);
 		return;
 	}
+	int port = -1;
+	if (argc > 3) {  /* a virtio-serial port of its own, by name: the host talks to it there */
+		port = hub_port(argv[3]);
+		for (int i = 0; port >= 0 && i < nkids; i++)
+			if (kids[i].port == port + 1 && kids[i].fd >= 0) {
+				port = -1;
+				errno = EBUSY;  /* a live process has it */
+			}
+		if (port < 0) {
+			reply_err(errno);
+			return;
+		}
+	}
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
 		reply_err(errno);
 		return;
 	}
-	char *args[] = { "ashcheck-exec", NULL };
-	pid_t pid = spawn_self(sv[1], args);
+	char sync[sizeof cur_id];  /* the line the child's port starts with: `<sync> sync` */
+	snprintf(sync, sizeof sync, "%s", cur_id[0] && cur_id[0] != '-' ? cur_id : "0");
+	char *args[] = { "ashcheck-exec", port >= 0 ? "--port" : NULL, sync, NULL };
+	pid_t pid = spawn_self(sv[1], port >= 0 ? ports[port].fd : -1, args);
 	int e = errno;
 	close(sv[1]);
 	if (pid < 0) {
@@ -2662,6 +2793,7 @@ static void hub_spawn(int argc, char **argv)
 	snprintf(c->tag, sizeof c->tag, "%s", argv[1]);
 	c->pid = pid;
 	c->fd = sv[0];
+	c->port = port + 1;
 	/* A first request proves the exec worked; with a uid it is the drop of privileges itself. */
 	char req[48];
 	int rfds[MAX_FDS_PER_MSG], nr;
@@ -2760,7 +2892,7 @@ static void hub_servicemanager(int argc, char **argv)
 		return;
 	}
 	char *args[] = { "ashcheck-exec", "--servicemanager", (char *)dev, NULL };
-	pid_t pid = spawn_self(sv[1], args);
+	pid_t pid = spawn_self(sv[1], -1, args);
 	int e = errno;
 	close(sv[1]);
 	if (pid < 0) {
@@ -2823,7 +2955,7 @@ static void hub_exit(int argc, char **argv)
 static const struct op hub_ops[] = {
 	{ "ping", 0, 0, op_ping },
 	{ "version", 0, 0, op_version },
-	{ "spawn", 2, 2, hub_spawn },
+	{ "spawn", 2, 3, hub_spawn },
 	{ "kill", 1, 1, hub_kill },
 	{ "xfer", 2, -1, hub_xfer },
 	{ "servicemanager", 1, 1, hub_servicemanager },
@@ -2973,7 +3105,9 @@ int main(int argc, char **argv)
 	while (*mode == '-')
 		mode++;
 	if (argc == 1)
-		return child_main();
+		return child_main(NULL);
+	if (strcmp(mode, "port") == 0 && argc == 3 && strlen(argv[2]) <= MAX_ID)
+		return child_main(argv[2]);
 	if (strcmp(mode, "hub") == 0 && argc <= 3)
 		return hub_main(argc == 3 ? argv[2] : NULL);
 	if (strcmp(mode, "servicemanager") == 0 && argc == 3)

@@ -1,5 +1,6 @@
 """A Transport over an executor hub: one byte stream (a VM's virtio-serial port, `adb shell`)
-multiplexing the executors of every modelled process. Used by the kernel and adb adapters.
+multiplexing the executors of every modelled process. Used by the kernel and adb adapters. In a
+VM, a process is reached on a port of its own when one is free (channel.Hub's `ports`).
 
 Processes are tagged `p<N>` on the wire. fd relays (`* xfer`) happen inside the hub, on the far
 side, so fds never cross the stream. A process that dies, or does not answer in time (it is then

@@ -82,7 +82,7 @@ class KernelAdapter(ExecutorAdapter):
         from ashcheck.adapters.vm import known_bugs
         from ashcheck.adapters.vm.assets import VmError
         from ashcheck.adapters.vm.fetch import prepare
-        from ashcheck.adapters.vm.qemu import Vm, without_modules
+        from ashcheck.adapters.vm.qemu import Vm, port_name, without_modules
 
         try:
             assets = prepare(self.choice, self.modules_path, progress=print)
@@ -97,7 +97,8 @@ class KernelAdapter(ExecutorAdapter):
             raise AdapterUnavailable(f"regions=ashmem, but the guest of {assets.origin} has no /dev/ashmem "
                                      f"(kernel {vm.guest.get('release')}: ashmem left Linux in 5.18)")
         self.memory_bytes = vm.memory_bytes
-        self.transport = HubTransport(Hub(vm.socket), self.timeout)
+        ports = {port_name(i): sock for i, sock in enumerate(vm.ports)}  # a process's requests skip the hub
+        self.transport = HubTransport(Hub(vm.socket, ports=ports), self.timeout)
         self.page_size, self.long_bits = self._abi_of_processes()
         caps = {Capability.MULTI_PROCESS, Capability.MAPS_NAME, Capability.PRIVILEGED, Capability.UNPRIVILEGED,
                 Capability.CONCURRENT}

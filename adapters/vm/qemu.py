@@ -1,16 +1,17 @@
-"""Boot the guest in qemu and talk to it over a virtio-serial port.
+"""Boot the guest in qemu and talk to it over virtio-serial ports.
 
 The configuration is the fastest one measured in kernel-observed.md (§4) on these 2-core machines:
 TCG (KVM hangs here), `-cpu qemu64` (cheaper to emulate than `max`), q35, the ELF vmlinux booted
 by PVH, kernel arguments that skip calibrations and probes a throwaway guest does not need, and a
-virtio-serial device sized for its one port (SERIAL_DEVICE). The host side of the port is a unix
-socket in a private temp dir, named after its owning process (owned.py) so that one left by a
-killed run is removed by the next boot; the kernel console goes to a log file there, whose tail is
-quoted when a boot fails.
+virtio-serial device with the hub's port and PROC_PORTS process ports (SERIAL_DEVICE). The host side
+of each port is a unix socket in a private temp dir, named after its owning process (owned.py) so
+that one left by a killed run is removed by the next boot; the kernel console goes to a log file
+there, whose tail is quoted when a boot fails.
 
-What /init writes on the port (init.sh): `* vm-version <uname -v>`, then `* vm ashmem=0|1 binder=0|1
-release=<uname -r> memory=… failed=…`, then the executor's hub serves `<proc> <request>` lines.
-`* ping` is answered `* ok`.
+What /init writes on the hub's port (init.sh): `* vm-version <uname -v>`, then `* vm ashmem=0|1
+binder=0|1 release=<uname -r> memory=… ports=<process ports> failed=…`, then the executor's hub
+serves `<proc> <request>` lines. `* ping` is answered `* ok`. The hub hands a process port to each
+process it spawns (executor.c's `spawn`, channel.Hub).
 
 No qemu outlives its Python process: it is killed by the kernel when the thread that started it
 dies (PR_SET_PDEATHSIG, set in the child before exec), and shut down by a weakref finalizer that
@@ -61,12 +62,18 @@ QEMU = "qemu-system-x86_64"
 FAST_ARGS = ("console=ttyS0 quiet loglevel=1 panic=-1 mitigations=off no_timer_check tsc=reliable "
              "lpj=4000000 i8042.noaux i8042.nokbd i8042.nopnp noreplace-smp nokaslr norandmaps "
              "cryptomgr.notests rodata=off acpi=off reboot=t")
-# Room for our one port (port 0 is a console's, unused) instead of 31, and no ioeventfd: a guest's
-# kick is then handled in the vCPU thread instead of going through an eventfd to qemu's main loop,
-# which also no longer polls 64 eventfds (one per virtqueue) on every wakeup. The guest's driver
-# sees fewer ports; nothing else changes for it. Measured side by side under TCG (issue 13): a
-# `* ping` −30–45 %, a child's ping and GET_SIZE −5–15 %. A port per process would raise max_ports.
-SERIAL_DEVICE = "virtio-serial-pci,max_ports=2,ioeventfd=off"
+# The hub's port and PROC_PORTS more, one per modelled process (port 0 is a console's, unused): the
+# host talks to a process on its own port, so a request no longer passes through the hub, whose
+# switches to and from the process under TCG flush qemu's translation caches (issue 13: a child's
+# ping through the channel 520 → 210 µs, what a hub's own costs). No ioeventfd: a guest's kick is
+# then handled in the vCPU thread instead of going through an eventfd to qemu's main loop
+# (measured under TCG: a `* ping` −30–45 %, a child's ping and GET_SIZE −5–15 %). Not 30 ports:
+# qemu announces every port at once on the control queue (32 buffers) and drops what does not
+# fit; past about 15 ports the `host connected` events are lost, and the guest's writes to such a
+# port block for good (seen with 31). The exploration has at most 3 processes; past PROC_PORTS,
+# processes are reached through the hub.
+PROC_PORTS = 8
+SERIAL_DEVICE = f"virtio-serial-pci,max_ports={PROC_PORTS + 2},ioeventfd=off"
 CONSOLE_TAIL = 40
 WORKDIR_PREFIX = "ashcheck-vm-"  # then the owner (owned.py): those of dead owners are removed
 SHUTDOWN_GRACE = 2.0  # seconds for the guest to reboot (= qemu exits) after the host hangs up
@@ -91,25 +98,37 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def port_name(index: int) -> str:
+    """The guest's name of process port `index` (0 ≤ index < PROC_PORTS): /dev/virtio-ports/<it>."""
+    return f"{PORT_NAME[:-1]}{index + 1}"
+
+
 def command(assets: VmAssets, initrd: Path, workdir: Path, memory_mb: int, cpus: int = 1) -> list[str]:
-    """The qemu command line: console to workdir/console.log, the port to workdir/port.sock. More
-    than one cpu runs TCG multi-threaded (one host thread per vCPU): guest processes truly in
-    parallel, as concurrent histories want."""
+    """The qemu command line: console to workdir/console.log, the hub's port to workdir/port.sock,
+    process port i to workdir/p<i>.sock. More than one cpu runs TCG multi-threaded (one host thread
+    per vCPU): guest processes truly in parallel, as concurrent histories want."""
     accel = "tcg" if cpus == 1 else "tcg,thread=multi"
+    procs = [arg for i in range(PROC_PORTS) for arg in (
+        "-chardev", f"socket,id=p{i},path={workdir / f'p{i}.sock'},server=on,wait=off",
+        "-device", f"virtserialport,chardev=p{i},name={port_name(i)}")]
     return [
         QEMU, "-accel", accel, "-cpu", "qemu64", "-M", "q35", "-m", str(memory_mb), "-smp", str(cpus),
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-        "-kernel", str(assets.kernel), "-initrd", str(initrd), "-append", FAST_ARGS,
+        "-kernel", str(assets.kernel), "-initrd", str(initrd), "-append", f"{FAST_ARGS} ashcheck_ports={PROC_PORTS}",
         "-chardev", f"file,id=con,path={workdir / 'console.log'}", "-serial", "chardev:con",
         "-device", SERIAL_DEVICE,
         "-chardev", f"socket,id=port,path={workdir / 'port.sock'},server=on,wait=off",
         "-device", f"virtserialport,chardev=port,name={PORT_NAME}",
+        *procs,
     ]
 
 
-def _stop(proc: subprocess.Popen[bytes], sock: socket.socket | None, workdir: Path) -> None:
+def _stop(proc: subprocess.Popen[bytes], sock: socket.socket | None, workdir: Path,
+          ports: list[socket.socket] | tuple[()] = ()) -> None:
     """Hang up (the hub ends on EOF and /init reboots: qemu exits), then terminate, then kill; remove workdir.
     A module-level function so the finalizer holds no reference to the Vm."""
+    for port in ports:
+        port.close()
     if sock is not None:
         sock.close()
     try:
@@ -177,15 +196,19 @@ class Vm:
         guest: what /init reported: {"ashmem": "1", "binder": "1", "release": <uname -r>,
             "version": <uname -v>, "memory": …, "failed": <modules that did not load>}.
         socket: the connected port, for a protocol client (blocking, no timeout).
-        workdir: the private temp dir (console.log, qemu.log, port.sock), removed by close().
+        ports: the connected process ports the guest has (`ports=` of its report), in order:
+            ports[i] is /dev/virtio-ports/<port_name(i)> in the guest.
+        workdir: the private temp dir (console.log, qemu.log, *.sock), removed by close().
     """
 
     def __init__(self, proc: subprocess.Popen[bytes], lines: _Lines, workdir: Path,
-                 guest: dict[str, str], boot_seconds: float) -> None:
+                 guest: dict[str, str], boot_seconds: float, ports: list[socket.socket]) -> None:
         self.proc, self.socket, self.workdir = proc, lines.sock, workdir
         self.guest, self.boot_seconds = guest, boot_seconds
+        count = guest.get("ports", "0")
+        self.ports = ports[:int(count) if count.isdigit() else 0]
         self._lines = lines
-        self._finalizer = weakref.finalize(self, _stop, proc, lines.sock, workdir)
+        self._finalizer = weakref.finalize(self, _stop, proc, lines.sock, workdir, ports)
 
     @property
     def has_ashmem(self) -> bool:
@@ -227,8 +250,10 @@ class Vm:
                                     stdout=log, stderr=log, process_group=0,
                                     preexec_fn=functools.partial(_die_with_parent, os.getpid()))
         sock: socket.socket | None = None
+        ports: list[socket.socket] = []
         try:
             sock = _connect(proc, workdir / "port.sock", start + timeout)
+            ports.extend(_connect(proc, workdir / f"p{i}.sock", start + timeout) for i in range(PROC_PORTS))
             sock.sendall(b"* ping\n")  # waits in the socket until the hub reads it
             lines = _Lines(sock, proc)
             guest = lines.until_pong(start + timeout)
@@ -236,11 +261,11 @@ class Vm:
             message = _failure(exc, proc, workdir, timeout) if isinstance(exc, (VmError, OSError)) else ""
             if sock is not None:
                 sock.close()
-            _stop(proc, None, workdir)
+            _stop(proc, None, workdir, ports)
             if message:
                 raise VmError(message) from exc
             raise
-        return cls(proc, lines, workdir, guest, time.monotonic() - start)
+        return cls(proc, lines, workdir, guest, time.monotonic() - start, ports)
 
     def request(self, line: str, timeout: float | None = 30) -> str:
         """Send one protocol line, return the next line the guest sends. Raises VmError when no

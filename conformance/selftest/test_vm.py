@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from ashcheck.adapters.base import AdapterUnavailable, Capability
+from ashcheck.adapters.channel import Hub, ProcessLost
 from ashcheck.adapters.kernel import KernelAdapter
 from ashcheck.adapters.reply import hexed, unhex
 from ashcheck.adapters.vm import fetch as fetching
@@ -195,6 +196,36 @@ def test_executors_in_the_guest_open_the_devices(vm: qemu.Vm, executor: Path) ->
             opened = vm.request(f"p0 open {device.hex()} 2")  # O_RDWR
             assert opened.startswith("p0 ok "), f"uid {uid}, open {device.decode()}: {opened}"
         assert vm.request("* kill p0") == "* ok"
+
+
+def test_processes_on_ports_of_their_own(vm: qemu.Vm, executor: Path) -> None:
+    """A process spawned with a port of its own is reached there, skipping the hub (channel.Hub's
+    `ports`). Killed with requests pending there, it answers them `lost`: never a hang, never a
+    reply left over for a later request; and the next process on that port starts clean: what the
+    host wrote there for the dead one is not run by it."""
+    if executor == image.standin_executor():
+        pytest.skip("the executor cannot be built here (no ashcheck.adapters.build): only the stand-in hub runs")
+    assert len(vm.ports) == qemu.PROC_PORTS, vm.guest
+    hub = Hub(vm.socket, timeout=30, ports={qemu.port_name(i): port for i, port in enumerate(vm.ports)})
+    assert hub.request("*", "spawn p0 -1").ok and hub.request("*", "spawn p1 65534").ok
+    ping = hub.submit("p1", "ping")
+    assert ping.port == qemu.port_name(1) and hub.wait(ping).ok
+    assert hub.request("p0", "fds").fields == ("0", "1", "2"), "the port (fd 1000) is not listed"
+    blocked = hub.submit("p0", "read 0 1")  # fd 0 is its line to the hub, which says nothing: it blocks
+    stale = hub.submit("p0", "dup 2")  # never read by p0
+    assert hub.request("*", "kill p0").ok
+    for ticket in (blocked, stale):
+        with pytest.raises(ProcessLost):
+            hub.wait(ticket)
+    again = hub.submit("*", "spawn p2 -1")
+    assert hub.wait(again).ok
+    ping = hub.submit("p2", "ping")
+    assert ping.port == qemu.port_name(0) and hub.wait(ping).ok, "p0's port, reused"
+    assert hub.request("p2", "fds").fields == ("0", "1", "2"), "p0's `dup 2` did not run in p2"
+    assert hub.request("p1", "info").int(1) == 65534
+    for proc in ("p1", "p2"):
+        assert hub.request("*", f"kill {proc}").ok
+    assert vm.ping() < 1.0, "nothing left over on the hub's stream"
 
 
 @pytest.mark.usefixtures("no_qemu_left")

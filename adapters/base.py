@@ -85,6 +85,9 @@ class Adapter(abc.ABC):
         memory_bytes: RAM + swap of the machine that runs the implementation (MemTotal + SwapTotal),
             which bounds the first mmap of a region (shmem's overcommit check); None if unknown,
             and then large first mmaps may succeed or fail with ENOMEM.
+        max_file_offset: the largest offset lseek accepts on a region's file (its filesystem's
+            s_maxbytes), for an emulation whose regions are not shmem files; None: shmem's
+            MAX_LFS_FILESIZE, as for the drivers and memfd.
         max_workers: how many test processes may use this backend at once (None: as many as there
             are CPUs); one device shared by two would see the other's purges.
         concurrent_transfers: whether a concurrent branch may hold binder transactions (which involve
@@ -107,6 +110,7 @@ class Adapter(abc.ABC):
     long_bits: int = 64
     spontaneous_purge: bool = False
     memory_bytes: int | None = None
+    max_file_offset: int | None = None
     checks_per_step: int = 4
     max_workers: int | None = None
     concurrent_transfers: bool = False

@@ -18,9 +18,11 @@ below are where the host library breaks that contract, each with the reason in i
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import ClassVar
 
@@ -100,10 +102,33 @@ DEVIATIONS = {
 }
 
 
+@functools.cache
+def tmp_max_offset() -> int:
+    """The largest offset lseek accepts on a file in /tmp, where the library makes its regions: the
+    file system's s_maxbytes (ext4 with 4 KiB blocks: 16 TiB - 4 KiB; tmpfs: MAX_LFS_FILESIZE),
+    measured by a search over SEEK_SET on a scratch file, since the kernel does not export it."""
+    low, high = 0, (1 << 63) - 1  # lseek(low) succeeds; the answer is at most high
+    with tempfile.TemporaryFile(dir="/tmp") as scratch:
+        fd = scratch.fileno()
+        while low < high:
+            mid = (low + high + 1) // 2
+            try:
+                os.lseek(fd, mid, os.SEEK_SET)
+                low = mid
+            except OSError:
+                high = mid - 1
+    return low
+
+
 class LibcutilsHostAdapter(NativeAdapter):
     name: ClassVar[str] = "libcutils-host"
     profile: ClassVar[str] = "ashmem"
     deviations = DEVIATIONS
+
+    def __init__(self, **options: str) -> None:
+        super().__init__(**options)
+        # its regions are files in /tmp: lseek stops at that file system's limit, not shmem's
+        self.max_file_offset = tmp_max_offset()
 
     @classmethod
     def unavailable_reason(cls) -> str | None:

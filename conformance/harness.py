@@ -36,7 +36,8 @@ class Harness:
         self.recorder = recorder
         adapter.reset()
         self.spec = Spec(adapter.profile, page_size=adapter.page_size, long_bits=adapter.long_bits,
-                         spontaneous_purge=adapter.spontaneous_purge, memory=adapter.memory_bytes)
+                         spontaneous_purge=adapter.spontaneous_purge, memory=adapter.memory_bytes,
+                         max_offset=adapter.max_file_offset)
         self.trace: list[tuple[Op, Outcome]] = []
         self.quarantine = Quarantine()
         self.violated: list[str] = []  # rules violated in this test case, in order (deviations not included)

@@ -51,8 +51,11 @@ class Spec:
     """The executable specification, holding the abstract state of one test case."""
 
     def __init__(self, profile: str, *, page_size: int = 4096, long_bits: int = 64,
-                 spontaneous_purge: bool = False, memory: int | None = None) -> None:
+                 spontaneous_purge: bool = False, memory: int | None = None,
+                 max_offset: int | None = None) -> None:
         self.kernel = Kernel(PROFILES[profile], page_size, long_bits, spontaneous_purge, memory)
+        if max_offset is not None:
+            self.kernel.max_offset = max_offset
 
     def copy(self) -> Spec:
         """An independent spec in the same state (the profile, immutable, is shared): what a search

@@ -63,9 +63,11 @@ declare(
     Rule("ashmem.lseek.not-mapped", "lseek() before the first mmap is EBADF", C + " ashmem_llseek, 5.10",
          profiles=A),
     Rule("fd.lseek.position", "lseek() SEEK_SET/CUR/END moves the shared position; a result that is negative "
-         "(the loff_t sum may wrap) or past MAX_LFS_FILESIZE, or an unknown whence, is EINVAL (the whence "
-         "first, in ksys_lseek)",
-         "fs/read_write.c ksys_lseek, generic_file_llseek_size, 5.10; " + OBS),
+         "(the loff_t sum may wrap) or past the file system's s_maxbytes (MAX_LFS_FILESIZE on shmem; an "
+         "emulation's own files may have less, Adapter.max_file_offset), or an unknown whence, is EINVAL (the "
+         "whence first, in ksys_lseek)",
+         "fs/read_write.c ksys_lseek, generic_file_llseek_size(file, offset, whence, inode->i_sb->s_maxbytes, "
+         "...), 5.10; mm/shmem.c shmem_fill_super (s_maxbytes = MAX_LFS_FILESIZE); " + OBS),
     Rule("fd.lseek.hole-data", "lseek() SEEK_DATA/SEEK_HOLE answers from the pages the backing file holds "
          "(faulted in through a mapping or written, not purged since): ENXIO for an offset below 0 or at or "
          "past the size and for SEEK_DATA with no data after it; SEEK_HOLE finds the size when no hole is left "
@@ -176,7 +178,7 @@ def lseek(k: Kernel, op: Lseek) -> list[Branch]:
         return _hole_or_data(k, op, region)
     base = {SEEK_SET: 0, SEEK_CUR: region.pos, SEEK_END: region.size}.get(op.whence)
     new = None if base is None else loff_t(base + op.offset)  # the sum is a loff_t: it may wrap
-    if new is None or not 0 <= new <= MAX_LFS_FILESIZE:  # generic_file_llseek_size / vfs_setpos
+    if new is None or not 0 <= new <= k.max_offset:  # generic_file_llseek_size / vfs_setpos: s_maxbytes
         return fails("fd.lseek.position", errno.EINVAL)
 
     def effect(_: Outcome) -> None:

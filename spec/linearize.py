@@ -57,7 +57,9 @@ class Result:
     """`ok`: a linearization exists (`order` is one, `verdicts` the spec's verdict for each of its
     calls). Otherwise `order` is the longest sequence the spec accepted, and `blame` the verdict of
     the call that could not follow it (the earliest invoked of those that could have come next).
-    `undecided`: no verdict (a lost call, or a state beyond what the spec tracks)."""
+    `undecided`: no verdict (a lost call, or a state beyond what the spec tracks). `refused`: the
+    rules of every call the search found not allowed where it tried it, so that a caller can tell
+    a history that may have failed on a difference an implementation declares."""
 
     ok: bool
     order: list[tuple[int, int]] = field(default_factory=list)  # (branch, index) in sequence
@@ -66,6 +68,7 @@ class Result:
     blamed: tuple[int, int] | None = None
     undecided: str = ""
     states: int = 0  # search nodes visited
+    refused: frozenset[str] = frozenset()
 
 
 def linearize(spec: Spec, branches: Sequence[Sequence[Call]], budget: int = 200_000) -> Result:
@@ -91,7 +94,8 @@ def linearize(spec: Spec, branches: Sequence[Sequence[Call]], budget: int = 200_
     if found is not None:
         order, verdicts = found
         return Result(True, order, verdicts, states=search.states)
-    return Result(False, search.deepest, search.deepest_verdicts, search.blame, search.blamed, states=search.states)
+    return Result(False, search.deepest, search.deepest_verdicts, search.blame, search.blamed, states=search.states,
+                  refused=frozenset(quick.refused | search.refused))
 
 
 class _OutOfBudget(Exception):
@@ -113,6 +117,7 @@ class _Search:
         self.deepest_verdicts: list[Verdict] = []
         self.blame: Verdict | None = None
         self.blamed: tuple[int, int] | None = None
+        self.refused: set[str] = set()
 
     def call(self, b: int, at: tuple[int, ...]) -> Call:
         return self.branches[b][self.steps[b][at[b]][0]]
@@ -147,6 +152,7 @@ class _Search:
                 allowed = twin.allowed(call.op) if phase == WHOLE else twin.allowed_body(call.op, taken[b])
                 verdict = twin.judge(allowed, call.outcome)
                 if not verdict.ok:
+                    self.refused.add(verdict.rule)
                     if len(order) > len(self.deepest) or self.blame is None:
                         self.deepest, self.deepest_verdicts = list(order), list(verdicts)
                         self.blame, self.blamed = verdict, (b, index)

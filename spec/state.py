@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from ashcheck.spec import pins
-from ashcheck.spec.constants import page_align
+from ashcheck.spec.constants import MAX_LFS_FILESIZE, page_align
 from ashcheck.spec.profiles import Profile
 
 Pages = tuple[tuple[int, bytes], ...]  # sorted (page index, contents) of the non-zero pages
@@ -162,6 +162,7 @@ class Kernel:
     long_bits: int = 64
     spontaneous_purge: bool = False
     memory: int | None = None  # RAM + swap in bytes, for shmem's overcommit check (None: unknown)
+    max_offset: int = MAX_LFS_FILESIZE  # the region files' s_maxbytes: shmem's, unless an emulation's files differ
     procs: dict[int, Proc] = field(default_factory=dict)
     regions: dict[int, Region] = field(default_factory=dict)
     next_rid: int = 0

@@ -10,12 +10,14 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 
 from ashcheck.adapters import load_adapter
 from ashcheck.adapters.base import Adapter
 from ashcheck.adapters.channel import Hub
+from ashcheck.adapters.sim import SimAdapter
 from ashcheck.conformance import concurrent as C
 from ashcheck.conformance.harness import Harness
 from ashcheck.conformance.replay import script
@@ -234,3 +236,19 @@ def test_threads_share_one_hub_and_each_gets_its_own_reply() -> None:
     theirs.close()
     ours.close()
     assert got == {k: [str(k * 100 + i) for i in range(25)] for k in range(4)}
+
+
+def test_a_history_no_order_explains_because_of_a_declared_difference_is_set_aside_not_a_violation() -> None:
+    """The search lists every rule it refused; a history whose refusals include one the adapter
+    declares is not a violation (and shrinking may not trade a violation for it)."""
+    spec = _spec_with_region()
+    calls = [[Call(o.GetSize(1, 3), ok(999), 0, 10)], [Call(o.GetName(0, 3), err(25), 5, 6)]]  # ENOTTY
+    result = linearize(spec, calls)
+    assert not result.ok and result.blame is not None and result.blame.rule == "ashmem.get-size.value"
+    assert result.refused == {"ashmem.get-size.value", "ashmem.get-name.value"}
+
+    class DeclaresNames(SimAdapter):
+        deviations = MappingProxyType({"ashmem.get-name.value": "no names"})
+
+    checked = C.Checked(result, calls, [])
+    assert C.differs(SimAdapter(), checked) and not C.differs(DeclaresNames(), checked)

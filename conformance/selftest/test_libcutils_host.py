@@ -8,6 +8,7 @@ run of the suite breaks no rule that is not declared.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -21,7 +22,7 @@ from ashcheck.adapters.libcutils_host import DEVIATIONS, LibcutilsHostAdapter
 from ashcheck.adapters.sim import SimAdapter
 from ashcheck.spec import Spec
 from ashcheck.spec import ops as o
-from ashcheck.spec.outcome import Kind
+from ashcheck.spec.outcome import Kind, err, ok
 
 pytestmark = pytest.mark.skipif(LibcutilsHostAdapter.unavailable_reason() is not None,
                                 reason=str(LibcutilsHostAdapter.unavailable_reason()))
@@ -131,3 +132,22 @@ def test_a_conformance_run_breaks_only_declared_rules(tmp_path: Path) -> None:
     assert not other, other
     assert len(observed) >= len(DEVIATIONS) // 2, f"the run observed only {sorted(observed)}"
     assert sum(r["status"] == "pass" for r in results.values()) >= 30
+
+
+def test_lseek_stops_at_the_limit_of_the_file_system_under_tmp(adapter: LibcutilsHostAdapter) -> None:
+    """The regions are files in /tmp: the spec is told their s_maxbytes, measured at start, and
+    judges lseek by it (on ext4 16 TiB - 4 KiB, where shmem's is 2^63 - 1)."""
+    limit = adapter.max_file_offset
+    assert limit is not None and (limit % P == 0 or limit == 2**63 - 1)
+    adapter.reset()
+    spec = Spec(adapter.profile, page_size=adapter.page_size, max_offset=limit)
+    shmem = Spec(adapter.profile, page_size=adapter.page_size)
+    for op in MAPPED:
+        got = adapter.perform(op)
+        assert spec.observe(op, got).ok and shmem.observe(op, got).ok
+    at, past = o.Lseek(0, 3, limit, 0), o.Lseek(0, 3, limit + 1, 0)
+    assert adapter.perform(at) == ok(limit) and spec.observe(at, ok(limit)).ok
+    refused = adapter.perform(past)
+    assert refused == err(errno.EINVAL) and spec.observe(past, refused).ok
+    if limit < 2**63 - 1:  # a shmem file would have taken it
+        assert not shmem.observe(past, refused).ok

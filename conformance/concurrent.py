@@ -103,6 +103,7 @@ def one(adapter: Adapter, data: st.DataObject, swarm_seed: int) -> None:
 
     m = Conformance(adapter, swarm_seed)
     m.start()
+    m.observe()  # the prefix is looked at as the exploration looks, from its start on
     for _ in range(data.draw(st.integers(0, PREFIX_MOST), label="prefix steps")):
         m.step(data.draw(S.STEP))
         m.observe()

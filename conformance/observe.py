@@ -28,6 +28,7 @@ Every look is an operation like any other: performed through the harness, judged
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from ashcheck.adapters.base import Capability
@@ -38,6 +39,7 @@ from ashcheck.spec.outcome import Outcome
 
 if TYPE_CHECKING:
     from ashcheck.conformance.driver import Driver
+    from ashcheck.spec.state import Region
 
 FD_CHANGING = (o.CreateRegion, o.OpenAshmem, o.OpenPath, o.Dup, o.Close, o.BinderSend, o.BinderReply,
                o.Spawn, o.Exit, o.SetFdLimit)  # (a lower limit must close nothing)
@@ -75,6 +77,7 @@ class Watch:
         self.named: set[int] = set()  # regions a data-changing step named: their pages are loaded first
         self.near = 0  # where the next look at the named regions' pages starts
         self.other_holder = 0  # turns the read-back's fd between holders
+
     def note(self, op: o.Op, regions: set[int], out: Outcome) -> None:
         """`op` was performed; `regions` are those it named (taken before it ran)."""
         model = self.d.h.model
@@ -108,6 +111,20 @@ class Watch:
         self.data()
         self.data_dirty = self.full_check = False
         self.released, self.named, self.cache, self.read_back = set(), set(), set(), []
+
+    def _budget(self) -> int:
+        """How many looks of a kind this step may make: many after a purge or an exit, else the
+        adapter's checks_per_step."""
+        return FULL_CHECK_LIMIT if self.full_check else self.d.adapter.checks_per_step
+
+    def _held(self, rids: set[int]) -> Iterator[tuple[Region, FdRef]]:
+        """The regions among `rids` still tracked, in order, each with an fd a usable process holds
+        (looked up as its turn comes: an earlier look may have set it aside)."""
+        for rid in sorted(rids):
+            region = self.d.h.model.regions.get(rid)
+            holder = self.d.holder(rid)
+            if region is not None and not region.untracked and holder is not None:
+                yield region, holder
 
     def _released_while_mapped(self, rid: int) -> bool:
         region = self.d.h.model.regions.get(rid)  # still there: something maps it
@@ -158,12 +175,10 @@ class Watch:
         """GET_PIN_STATUS of every page (up to PIN_CHECK_PAGES) of the regions touched since the last
         look, through an fd some usable process holds, within the step's budget."""
         d = self.d
-        budget = FULL_CHECK_LIMIT if self.full_check else d.adapter.checks_per_step
-        touched, self.touched = sorted(self.touched), set()
-        for rid in touched:
-            region = d.h.model.regions.get(rid)
-            holder = d.holder(rid)
-            if region is None or region.untracked or not region.materialized or holder is None:
+        budget = self._budget()
+        touched, self.touched = self.touched, set()
+        for region, holder in self._held(touched):
+            if not region.materialized:
                 continue
             for page in range(min(region.npages_file(d.page), PIN_CHECK_PAGES)):
                 if budget <= 0:
@@ -176,13 +191,10 @@ class Watch:
         from 0, SEEK_HOLE from the data found, ...), within the step's budget; then put its
         position back, so that the walk does not steer the reads and writes that follow."""
         d = self.d
-        budget = FULL_CHECK_LIMIT if self.full_check else d.adapter.checks_per_step
-        regions, self.cache = sorted(self.cache), set()
-        for rid in regions:
-            region = d.h.model.regions.get(rid)
-            holder = d.holder(rid)
-            if (region is None or region.untracked or holder is None or region.size == 0
-                    or (d.h.model.profile.fd_io_needs_mapping and not region.materialized)):
+        budget = self._budget()
+        regions, self.cache = self.cache, set()
+        for region, holder in self._held(regions):
+            if region.size == 0 or (d.h.model.profile.fd_io_needs_mapping and not region.materialized):
                 continue  # (lseek's own refusals are the lseek kind's to explore)
             was, pos, size = region.pos, 0, region.size
             for whence in (SEEK_DATA, SEEK_HOLE) * budget:
@@ -193,7 +205,7 @@ class Watch:
                 if out is None or not out.succeeded or not isinstance(out.value, int) or out.value >= size:
                     break
                 pos = out.value
-            after = d.h.model.regions.get(rid)
+            after = d.h.model.regions.get(region.rid)
             if after is not None and not after.untracked and after.pos != was and d.alive(holder.proc):
                 d.step(o.Lseek(holder.proc, holder.fd, was, SEEK_SET))
             if budget <= 0:
@@ -215,7 +227,7 @@ class Watch:
         if not self.data_dirty:
             return
         pages = self._readable_pages()
-        budget = FULL_CHECK_LIMIT if self.full_check else d.adapter.checks_per_step
+        budget = self._budget()
         if not pages:
             return
         near = [(ref, at) for ref, at in pages if (m := d.mapping(ref)) is not None and m.rid in self.named]

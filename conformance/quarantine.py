@@ -7,7 +7,9 @@ on would report the first difference again and again under other names. So the h
 exactly what the surprise touched and goes on with the rest:
 
 - a process whose fd table is in doubt (an fd-creating or fd-closing call, a binder delivery, an
-  fd listing went wrong, or its executor was lost): nothing more is asked of it;
+  fd listing went wrong, or its executor was lost): nothing more is asked of it; a lost process
+  also puts in doubt every region it held an fd or a mapping of, since its death closed them (a
+  writable mapping gone lets a seal succeed, a last fd gone releases the unpinned ranges);
 - a region whose state is in doubt (an ioctl, mmap, read, lseek, write, load or store on it went
   wrong, or its purge histories grew beyond tracking): nothing more is asked about it, through any
   fd or mapping, in any process; fd-level calls on its fds (dup, close, F_GETFD, sending it over
@@ -123,6 +125,10 @@ class Quarantine:
                 k.regions[rid].name_unknown = True
             return
         regions = set(inv.regions)
+        if lost:  # a lost process's fds and mappings are gone with it, or may be: what it held is in doubt
+            regions |= {rid for proc in inv.procs if (p := k.procs.get(proc)) is not None
+                        for rid in [e.rid for e in p.fds.values() if e.kind is FdKind.REGION]
+                        + [m.rid for m in p.maps.values()]}
         if isinstance(op, o.PurgeAllCaches | o.Exit):  # their effect reaches beyond the named fd
             regions |= {rid for rid, r in k.regions.items() if any(w.ranges for w in r.worlds)}
         for rid in regions:

@@ -30,19 +30,19 @@ def test_killing_an_executor_every_second_loses_outcomes_not_the_run(tmp_path: P
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(victims[kills % len(victims)], signal.SIGKILL)
                     kills += 1
-        out, err = run.communicate(timeout=60)
+        out, _ = run.communicate(timeout=60)  # stderr goes to stdout: start_run
     finally:
         if run.poll() is None:
             run.kill()
     data = json.loads((report / "report.json").read_text())
     lost = data["totals"]["lost"]
     assert kills >= 5 and lost >= 1, (kills, data["totals"])
-    assert run.returncode in (0, 2), out[-2000:] + err[-2000:]
-    statuses = {r["status"] for r in data["results"]}
-    assert "fail" not in statuses, [r["rule"] for r in data["results"] if r["status"] == "fail"]
+    failed = [(r["rule"], r.get("message"), r.get("reproducer")) for r in data["results"] if r["status"] == "fail"]
+    assert not failed, (failed, out[-4000:])
+    assert run.returncode in (0, 2), out[-4000:]
     assert any(r["lost"] for r in data["results"]), "lost outcomes are counted per rule in the report"
     if run.returncode == 2:
-        assert "lost" in (out + err), "a run that lost too much says so"
+        assert "lost" in out, "a run that lost too much says so"
     assert gone_within(tag, 5) == []
 
 

@@ -120,6 +120,43 @@ def test_a_lost_transport_makes_outcomes_unknown_and_the_run_goes_on() -> None:
         RECORDER.clear()
 
 
+class DiesUnseen(SimAdapter):
+    """A process that dies between two calls (an executor killed from outside): its fds and
+    mappings are closed by the simulated kernel, and every later call of it is lost."""
+    spontaneous_purge = False  # the purge's count is then exact, not a floor
+
+    def reset(self) -> None:
+        super().reset()
+        self.dead: set[int] = set()
+
+    def kill(self, proc: int) -> None:
+        super().perform(o.Exit(proc))
+        self.dead.add(proc)
+
+    def perform(self, op: o.Op) -> Outcome:
+        if {op.proc, getattr(op, "dst", op.proc)} & self.dead:
+            return indeterminate("executor lost (test)")
+        return super().perform(op)
+
+
+def test_a_lost_process_puts_in_doubt_what_it_held() -> None:
+    """Its death released the last fd of a region it had unpinned pages of: a purge through another
+    region then counts fewer pages than the model would, and must not fail."""
+    a = DiesUnseen()
+    h = Harness(a, Recorder())
+    for op in [o.Spawn(0), o.Spawn(1), o.CreateRegion(0, b"a", P), o.CreateRegion(0, b"b", P),
+               o.BinderSend(0, 1, (4,)), o.Close(0, 4)]:
+        assert h.step(op) is not None and h.violated == [], op
+    held = h.model.procs[1].fds
+    (fd,) = [n for n, e in held.items() if e.rid >= 0]
+    for op in [o.Mmap(1, fd, 0, P, 3, True), o.Unpin(1, fd, 0, P)]:
+        assert h.step(op) is not None and h.violated == [], op
+    a.kill(1)
+    assert h.step(o.ListFds(1)) == indeterminate("executor lost (test)") and h.lost == 1
+    assert h.step(o.PurgeAllCaches(0, 3)) == ok(0)
+    assert h.violated == [], h.violated
+
+
 class NoNames(SimAdapter):
     unsupported = MappingProxyType({o.GetName: "the library has no get-name call"})
     asked: ClassVar[list[o.Op]] = []

@@ -54,6 +54,8 @@ class Driver:
             return 2**32 - self.page
         if units == "end":
             return page_align(region_size, self.page)
+        if units == "last":  # the region's last byte: a read or write from there crosses the end
+            return max(0, region_size - 1)
         return {"unaligned": 100, "byte": 1, "odd": self.page + 1, "neg": -1, "neg-page": -self.page,
                 "max": 2**63 - 1}[units]
 

@@ -359,16 +359,18 @@ class Conformance(RuleBasedStateMachine):
             if self.d.on_fd(other, o.Close) is None:
                 return
 
-    @kind(weight=2, r=REGION, offset=S.SEEK_OFFSETS, whence=S.WHENCES, count=S.READ_COUNTS)
-    def lseek(self, r: Ref, offset: S.Units, whence: int, count: int) -> None:
-        """lseek, and where it moved the position, a read from there: a caller seeks to read (so
-        positions at the edges, LONG_MAX included, meet read's own checks)."""
+    @kind(weight=2, r=REGION, offset=S.SEEK_OFFSETS, whence=S.WHENCES, count=S.READ_COUNTS, write=S.BOOL,
+          data=S.DATA)
+    def lseek(self, r: Ref, offset: S.Units, whence: int, count: int, write: bool, data: bytes) -> None:
+        """lseek, and where it moved the position, a read or (`write`) a write from there: a caller
+        seeks to read or to write, so positions at the edges (a byte before the end, the end,
+        LONG_MAX) meet the checks of both."""
         fd = self.d.resolve(r)
         if fd is not None:
             at = self.d.bytes_of(offset, self.d.size_of(fd))
             out = self.d.on_fd(fd, lambda p, f: o.Lseek(p, f, at, whence))
             if out is not None and out.succeeded:
-                self.d.on_fd(fd, lambda p, f: o.Read(p, f, count))
+                self.d.on_fd(fd, lambda p, f: o.Write(p, f, data) if write else o.Read(p, f, count))
 
     @kind(r=REGION)
     def seek_data_and_holes(self, r: Ref) -> None:
@@ -515,6 +517,12 @@ class Conformance(RuleBasedStateMachine):
         handle = self.d.as_map(m)
         if handle is not None:
             scenarios.unpin_to_the_end_purge_and_pin(self.d, handle)
+
+    @kind(m=MAPPING, sizes=S.CACHE_ENTRIES, order=S.CACHE_ORDER, scenario=True)
+    def cache_entries_purged(self, m: Ref, sizes: list[int], order: list[int]) -> None:
+        handle = self.d.as_map(m)
+        if handle is not None:
+            scenarios.cache_entries_purged(self.d, handle, sizes, order)
 
     @kind(m=MAPPING, scenario=True)
     def unpin_then_pin_the_middle(self, m: Ref) -> None:

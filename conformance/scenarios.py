@@ -9,6 +9,8 @@ catches each injected bug.
 
 from __future__ import annotations
 
+from functools import partial
+
 from ashcheck.conformance.driver import Driver
 from ashcheck.conformance.handles import FdRef, MapRef
 from ashcheck.spec import ops as o
@@ -75,6 +77,35 @@ def unpin_to_the_end_purge_and_pin(d: Driver, m: MapRef) -> None:
     if mapping.shared and mapping.offset == 0 and mapping.length > page and mapping.prot & PROT_READ:
         d.step(o.Load(m.proc, m.map_id, page, 8))
     d.on_fd(fd, lambda p, f: o.Pin(p, f, page, 0))
+
+
+def cache_entries_purged(d: Driver, m: MapRef, sizes: list[int], order: list[int]) -> None:
+    """The pattern ashmem exists for, with several entries: a cache (discardable memory, an image
+    or font cache) keeps entries of `sizes` pages side by side in one mapped region and unpins
+    them one by one (`order`: the entries' indices), so the LRU holds ranges of assorted sizes
+    in that order; then everything is purged; then each entry is read through the mapping and
+    pinned back. Every entry must read zeros and say WAS_PURGED, whatever the sizes and the order."""
+    page = d.page
+    fd, mapping = d.resolve(m), d.mapping(m)
+    if fd is None or mapping is None:
+        return
+    pages = page_align(d.size_of(fd), page) // page
+    spans, at = [], 0
+    for n in sizes:
+        if at + n > pages:
+            break
+        spans.append((at * page, n * page))
+        at += n
+    spans = [spans[i] for i in order if i < len(spans)]
+    for start, length in spans:
+        if d.on_fd(fd, partial(o.Unpin, offset=start, length=length)) is None:
+            return
+    d.on_fd(fd, o.PurgeAllCaches)
+    for start, length in spans:
+        inside = start - mapping.offset
+        if mapping.shared and mapping.prot & PROT_READ and 0 <= inside < mapping.length:
+            d.step(o.Load(m.proc, m.map_id, inside, 8))
+        d.on_fd(fd, partial(o.Pin, offset=start, length=length))
 
 
 def unpin_then_pin_the_middle(d: Driver, m: MapRef) -> None:

@@ -15,7 +15,8 @@ length), "neg-page" (minus a page: a page-aligned offset that is huge as an unsi
 (2^63 - 1, LONG_MAX and MAX_LFS_FILESIZE), "top" (2^32 - page: offset + len overflows PIN's u32
 check), "end" (the region's page-aligned size, known only when the step runs: UNPIN from there
 with len 0 makes the empty range the driver keeps; a mapping from there lies wholly past the end
-of the file), "whole" (a mapping length: the region's size).
+of the file), "last" (the region's last byte: a read or a write from there crosses the end),
+"whole" (a mapping length: the region's size).
 """
 
 from __future__ import annotations
@@ -134,6 +135,23 @@ AROUND = ("inside", "exact", "over-start", "over-end", "cover", "below", "above"
 PIN_SPAN = mixed((1, lambda d: (PIN_OFFSETS(d), PIN_LENGTHS(d))),
                  (2, lambda d: Around(AROUND[next(d) % len(AROUND)], next(d))))
 PIN_COMMANDS = pick(["PIN", "UNPIN", "GET_PIN_STATUS"])
+# A cache's entries (scenarios.cache_entries_purged): two to four, of one to three pages, and the
+# order they are unpinned in (a permutation of their indices)
+CACHE_ENTRIES = lambda draws: [(1, 1, 2, 3)[next(draws) % 4] for _ in range(2 + next(draws) % 3)]  # noqa: E731
+
+
+def permutation(n: int) -> Domain:
+    """An order of 0..n-1 (Fisher-Yates over the draws)."""
+    def decode(draws: Draws) -> list[int]:
+        items = list(range(n))
+        for i in range(n - 1, 0, -1):
+            j = next(draws) % (i + 1)
+            items[i], items[j] = items[j], items[i]
+        return items
+    return decode
+
+
+CACHE_ORDER = permutation(4)
 PAGE_ORDERS = pick(["up", "up", "down", "odd-first", "middle-out"])
 
 
@@ -164,7 +182,7 @@ POSITIONS = pick([0, 8, 4092, 4096, 4112, 8191, 12288, 16376])
 LOAD_LENGTHS = pick([1, 8, 64, 4096])
 DATA = mixed((3, fresh_bytes(1, 8)), (1, pick([b"\x00" * 8, b"\xff" * 8])))
 
-SEEK_OFFSETS = pick([0, 1, 2, 3, "byte", "odd", "end", "neg", "unaligned", "max"])
+SEEK_OFFSETS = pick([0, 1, 2, 3, "byte", "odd", "last", "end", "neg", "unaligned", "max"])
 SEEK_WALK = 9  # SEEK_DATA/SEEK_HOLE pairs of a walk at most: a region of 16 pages has at most 8 data runs
 WHENCES = pick([0, 0, 0, 1, 2, 3, 3, 4, 4, 5, 7, -1])  # SET, CUR, END, DATA, HOLE, and none of them
 READ_COUNTS = pick([1, 16, 4104])

@@ -178,6 +178,20 @@ class PurgeSkipsWork(Mutant):
             return super().perform(op)
 
 
+class PurgeStopsAtOneRange(Mutant):
+    """purge: PURGE_ALL_CACHES asks the shrinker for one range instead of all of them: with one
+    range on the LRU it is right, with several the younger ones keep their data."""
+    name = "mutant-purge-one-range"
+    breaks = "ashmem.purge.zero-fill"
+    spontaneous_purge = False
+
+    def perform(self, op: o.Op) -> Outcome:
+        if not isinstance(op, o.PurgeAllCaches):
+            return super().perform(op)
+        with mock.patch.object(ashmem_ioctl, "shrink_scan", lambda lru, nr: shrinker.shrink_scan(lru, 1)):
+            return super().perform(op)
+
+
 class PurgeWithoutCapability(Mutant):
     """purge: an unprivileged process may purge."""
     name = "mutant-purge-eperm"
@@ -644,7 +658,8 @@ STATE_MUTANTS: list[type[Mutant]] = [
 
 MUTANTS: list[type[Mutant]] = [
     SetSizeAfterMmap, DefaultNameSlash, NameKeeps256, ProtMaskCanGrow, MmapSizeZero, MmapTooLong,
-    FallocateFileFirst, PrivateIsShared, PinForgetsPurge, UnpinIgnoresLenZero, PurgeSkipsWork, PurgeWithoutCapability,
+    FallocateFileFirst, PrivateIsShared, PinForgetsPurge, UnpinIgnoresLenZero, PurgeSkipsWork, PurgeStopsAtOneRange,
+    PurgeWithoutCapability,
     CloseUnmaps, ReceivedWithoutCloexec, IgnoresAcceptFds, ReceivedNotLowest, *STATE_MUTANTS,
 ]
 

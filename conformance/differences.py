@@ -44,6 +44,7 @@ class ReportError(Exception):
 class Cell:
     label: str
     reason: str = ""  # a known deviation's declared reason, a skip's reason
+    variants: tuple[str, ...] = ()  # the allowed variants it showed (spec.branch.Branch.variant)
 
 
 @dataclass
@@ -75,6 +76,15 @@ class Table:
             if labels & CONFORMS and labels & DIFFERS:
                 out.append(rule)
         return out
+
+    def varying(self) -> list[str]:
+        """Rules where some implementation showed one of the variants the spec allows."""
+        return [rule for rule in self.rules if any(self.cell(rule, c).variants for c in self.columns)]
+
+    def variants(self, rule: str, column: Column) -> str:
+        """The variants `column` showed for `rule`, or its cell's label where it showed none."""
+        c = self.cell(rule, column)
+        return "; ".join(c.variants) if c.variants else f"{MARK[c.label]} {c.label}"
 
     def totals(self, column: Column) -> dict[str, int]:
         found = [self.cell(rule, column).label for rule in self.rules]
@@ -113,7 +123,8 @@ def load(paths: list[Path], skip: Path | None = None) -> Table:
         raise ReportError("no reports to merge")
     columns = []
     for data in reports:
-        cells = {r["rule"]: Cell(label(r), r.get("reason", "") if r["status"] in ("xfail", "skip") else "")
+        cells = {r["rule"]: Cell(label(r), r.get("reason", "") if r["status"] in ("xfail", "skip") else "",
+                                 tuple(sorted(r.get("variants") or {})))
                  for r in data["results"]}
         flows = {f["flow"]: f["status"] for f in data.get("flows", [])}
         columns.append(Column(header(data), data["adapter"], data["profile"], data.get("hypothesis_profile", ""),
@@ -190,6 +201,15 @@ def markdown(table: Table) -> str:
             f"{len(differing)} of {len(table.rules)} rules: where one implementation passes and another fails "
             "or declares a deviation.", ""]
     out += grid(differing) if differing else ["No rule: every implementation that was judged on a rule agrees."]
+    varying = table.varying()
+    if varying:
+        out += ["", "## Allowed variants", "",
+                "Where the spec allows more than one behaviour because real kernels differ, the ones each "
+                "implementation showed.", "",
+                "| rule | " + " | ".join(_md(c.header) for c in table.columns) + " |",
+                "|---|" + "---|" * len(table.columns)]
+        out += [f"| `{rule}` | " + " | ".join(_md(table.variants(rule, c)) for c in table.columns) + " |"
+                for rule in varying]
     out += ["", "## Totals", "", "| result | " + " | ".join(_md(c.header) for c in table.columns) + " |",
             "|---|" + "---|" * len(table.columns)]
     totals = [table.totals(c) for c in table.columns]
@@ -246,8 +266,13 @@ def html(table: Table) -> str:
 
     differing = table.differing()
     totals = [table.totals(c) for c in table.columns]
+    head_row = "<tr><th>rule</th>" + "".join(f"<th>{h.escape(c.header)}</th>" for c in table.columns) + "</tr>"
     body = [f"<p>{len(table.columns)} implementations, {len(table.rules)} rules; {len(differing)} differ.</p>",
             "<h2>Differences only</h2>", grid(differing) if differing else "<p>No rule.</p>",
+            *([f"<h2>Allowed variants</h2><table>{head_row}"
+               + "".join(f"<tr><td><code>{h.escape(rule)}</code></td>" + "".join(
+                   f"<td>{h.escape(table.variants(rule, c))}</td>" for c in table.columns) + "</tr>"
+                         for rule in table.varying()) + "</table>"] if table.varying() else []),
             "<h2>Totals</h2><table><tr><th>result</th>"
             + "".join(f"<th>{h.escape(c.header)}</th>" for c in table.columns) + "</tr>"
             + "".join(f"<tr><td>{MARK[name]} {name}</td>" + "".join(f"<td>{t[name]}</td>" for t in totals) + "</tr>"
@@ -272,7 +297,9 @@ def as_json(table: Table) -> dict[str, Any]:
                              for c in table.columns} for rule in table.rules},
             "totals": {c.header: table.totals(c) for c in table.columns},
             "flows": {flow: {c.header: c.flows.get(flow) for c in table.columns} for flow in table.flows},
-            "differences": table.differing()}
+            "differences": table.differing(),
+            "variants": {rule: {c.header: list(table.cell(rule, c).variants) for c in table.columns}
+                         for rule in table.varying()}}
 
 
 def write(table: Table, out: Path) -> None:

@@ -115,6 +115,7 @@ class Harness:
                 evidence.emulated += 1
             else:
                 evidence.confirmed += 1
+            evidence.saw(verdict.variant)
             self.quarantine.forget(op)
             return
         self.quarantine.set_aside(self.model, op)

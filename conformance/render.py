@@ -72,10 +72,13 @@ def settings_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _note(result: dict[str, Any]) -> str:
-    """A result in one line: a failure's step and what came back, or the first line of the reason."""
+    """A result in one line: a failure's step and what came back, the first line of the reason, or
+    the allowed variants a pass showed."""
     if result["status"] == "fail" and result.get("step"):
         return f"{result['step']} → {result['observed']}"
     reason = result.get("reason") or ""
+    if not reason and result.get("variants"):  # which of the behaviours kernels differ in it showed
+        return "allowed variants seen: " + "; ".join(f"{v} ({n})" for v, n in result["variants"].items())
     return reason.splitlines()[0] if reason else ""
 
 

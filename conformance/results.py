@@ -45,10 +45,19 @@ class Evidence:
     allowed: list[str] = field(default_factory=list)  # what the spec allowed there
     reproducer: list[dict[str, Any]] = field(default_factory=list)  # [{"op":…, "outcome":…}], shortest
     shrunk: bool = False  # the reproducer was minimized by replaying it
+    # allowed variants seen (spec.branch.Branch.variant), one call at a time only: in a concurrent
+    # history the search picks one order of many, so the branch that allowed a call says little
+    variants: dict[str, int] = field(default_factory=dict)
+
+    def saw(self, variant: str) -> None:
+        if variant:
+            self.variants[variant] = self.variants.get(variant, 0) + 1
 
     def merge(self, other: Evidence) -> None:
         for name in ("confirmed", "emulated", "violated", "deviated", "lost"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        for variant, n in other.variants.items():
+            self.variants[variant] = self.variants.get(variant, 0) + n
         if other.reproducer and (not self.reproducer or _better(other, self)):
             for name in ("message", "step", "observed", "allowed", "reproducer", "shrunk"):
                 setattr(self, name, getattr(other, name))
@@ -174,6 +183,8 @@ def statuses(evidence: Mapping[str, Evidence], profile: str, capabilities: set[s
         ev = evidence.get(rule_id, Evidence())
         result: dict[str, Any] = {"rule": rule_id, "summary": rule.summary, "source": rule.source,
                                   "confirmed": ev.confirmed, "emulated": ev.emulated, "lost": ev.lost}
+        if ev.variants:
+            result["variants"] = dict(sorted(ev.variants.items()))
         missing = [n for n in rule.needs if n not in capabilities]
         exercised = ev.confirmed + ev.emulated
         if ev.violated:

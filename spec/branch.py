@@ -23,6 +23,10 @@ class Branch:
     effect: Effect | None = None
     accepts: Callable[[Outcome], bool] | None = None
     expect: str = ""                          # what `accepts` allows, in words
+    # One of the behaviours real kernels differ in, within what the spec allows, by name ("a write
+    # crossing the end: EPERM whole"): the report and the difference table say which each
+    # implementation showed. Empty for the rest.
+    variant: str = ""
 
     def matches(self, observed: Outcome) -> bool:
         if self.outcome is not None:

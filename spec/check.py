@@ -45,6 +45,7 @@ class Verdict:
     rule: str                 # the rule that allowed the outcome, or the one to blame for a miss
     expected: tuple[str, ...]  # every allowed outcome, as "outcome  [rule]"
     rules: tuple[str, ...]    # every rule that was in play
+    variant: str = ""         # the allowing branch's variant (branch.Branch.variant), if any
 
 
 class Spec:
@@ -128,7 +129,7 @@ class Spec:
             if b.matches(observed):
                 if b.effect is not None:
                     b.effect(observed)
-                return Verdict(True, b.rule, expected, rules)
+                return Verdict(True, b.rule, expected, rules, b.variant)
         return Verdict(False, _blame(branches, observed), expected, rules)
 
     def observe(self, op: o.Op, observed: Outcome) -> Verdict:

@@ -47,6 +47,12 @@ from ashcheck.spec.state import Kernel, Mem, Region
 
 C = "drivers/staging/android/ashmem.c"
 OBS = "K510-OBS §2 (Debian 5.10.0-46)"
+# The two ways kernels answer a memfd write that crosses the end under F_SEAL_GROW (write_body)
+CROSSING_SHORT = "write crossing the end: stores what fits"
+CROSSING_EPERM = "write crossing the end: EPERM whole"
+# The two ways kernels compute SEEK_DATA/SEEK_HOLE within a page of MAX_LFS_FILESIZE (_seek)
+SEEK_WRAPS = "SEEK_DATA/HOLE near 2^63: loff_t wraps (5.10)"
+SEEK_EXACT = "SEEK_DATA/HOLE near 2^63: exact (6.x)"
 A, M = ("ashmem",), ("memfd",)
 
 declare(
@@ -196,18 +202,23 @@ def _hole_or_data(k: Kernel, op: Lseek, region: Region) -> list[Branch]:
     if not 0 <= op.offset < region.size:
         return fails(rule, errno.ENXIO)
     groups: dict[int | None, list[Mem]] = {}
+    ways: dict[int | None, set[bool]] = {}  # answer → the ways (wraps or not) that give it
     data = op.whence == SEEK_DATA
     for world in region.worlds:
-        answers = (_seek(world, op.offset, region.size, data, k.page, wraps) for wraps in (False, True))
-        for found in dict.fromkeys(answers):
-            groups.setdefault(found, []).append(world)
+        for wraps in (False, True):
+            found = _seek(world, op.offset, region.size, data, k.page, wraps)
+            if world not in groups.setdefault(found, []):
+                groups[found].append(world)
+            ways.setdefault(found, set()).add(wraps)
+    differ = any(len(w) == 1 for w in ways.values())  # the two ways disagree: name each answer's
 
     def keep(found: int | None, worlds: list[Mem]) -> Branch:
         def effect(_: Outcome) -> None:
             region.worlds = worlds
             if found is not None:
                 region.pos = found
-        return Branch(rule, err(errno.ENXIO) if found is None else ok(found), effect)
+        variant = "" if not differ or len(ways[found]) == 2 else SEEK_WRAPS if True in ways[found] else SEEK_EXACT
+        return Branch(rule, err(errno.ENXIO) if found is None else ok(found), effect, variant=variant)
 
     return [keep(found, ws) for found, ws in groups.items()]
 
@@ -266,11 +277,11 @@ def write_body(k: Kernel, op: Write, at: int | None, *, advance: bool = False) -
         if advance:
             region.pos = at + written
 
-    stores = [Branch("memfd.write.stores", ok(written), effect)]
-    if written < len(op.data):
-        # Kernel wins: on Linux 6.12 (Debian 6.12.117, in the VM) a write crossing the end is EPERM
-        # with nothing stored: generic_perform_write hands shmem_write_begin the whole write as one
-        # folio-sized chunk, and F_SEAL_GROW refuses pos + len > i_size. 5.10.223, 6.1.176 and 6.18
-        # store what fits and return the short count (replayed: lseek to size - 1, write 8 bytes).
-        stores += fails("memfd.write.stores", errno.EPERM)
-    return stores
+    if written == len(op.data):
+        return [Branch("memfd.write.stores", ok(written), effect)]
+    # Kernel wins: on Linux 6.12 (Debian 6.12.117, in the VM) a write crossing the end is EPERM with
+    # nothing stored: generic_perform_write hands shmem_write_begin the whole write as one
+    # folio-sized chunk, and F_SEAL_GROW refuses pos + len > i_size. 5.10.223, 6.1.176 and 6.18
+    # store what fits and return the short count (replayed: lseek to size - 1, write 8 bytes).
+    return [Branch("memfd.write.stores", ok(written), effect, variant=CROSSING_SHORT),
+            Branch("memfd.write.stores", err(errno.EPERM), variant=CROSSING_EPERM)]

@@ -363,3 +363,32 @@ def test_two_runs_of_one_implementation_get_different_headers(tmp_path: Path) ->
     (tmp_path / "y" / "report.json").write_text(json.dumps(data))
     headers = [c.header for c in differences.load([tmp_path / "x", tmp_path / "y"]).columns]
     assert headers == ["sim (ashmem) seed=1 [ci]", "sim (ashmem) seed=1 [deep]"]
+
+
+def test_the_table_says_which_allowed_variant_each_implementation_showed(tmp_path: Path) -> None:
+    """Two kernels that both pass a rule by different allowed behaviours (6.12's EPERM whole for a
+    write crossing the end, 6.1's short count): no difference, but a section that names each one's."""
+    from ashcheck.spec.fileio import CROSSING_EPERM, CROSSING_SHORT
+
+    rule = "memfd.write.stores"
+    kernels = {"6.1": {CROSSING_SHORT: 3}, "6.12": {CROSSING_EPERM: 2}, "host": {}}
+    paths = []
+    for release, variants in kernels.items():
+        ev = {r: Evidence(confirmed=1) for r in rule_ids("memfd")}
+        parts = [Evidence(confirmed=1, variants=dict(variants)), Evidence(confirmed=1, variants=dict(variants))]
+        for part in parts:
+            ev[rule].merge(part)
+        data = make_report("kernel", identity={"release": release}, profile="memfd", ev=ev, deviations={})
+        reporting.write(tmp_path / release, data)
+        paths.append(tmp_path / release)
+    (short_report,) = [r for r in json.loads((tmp_path / "6.1" / "report.json").read_text())["results"]
+                       if r["rule"] == rule]
+    assert short_report["variants"] == {CROSSING_SHORT: 6}  # merged evidence sums its counts
+    table = differences.load(paths)
+    assert table.varying() == [rule] and rule not in table.differing()
+    md = differences.markdown(table)
+    section = md[md.index("## Allowed variants"):md.index("## Totals")]
+    row = next(line for line in section.splitlines() if line.startswith(f"| `{rule}`"))
+    assert row.split(" | ")[1:] == [CROSSING_SHORT, CROSSING_EPERM, "✅ pass |"]
+    assert differences.as_json(table)["variants"][rule]["kernel 6.12 (memfd)"] == [CROSSING_EPERM]
+    assert "Allowed variants" in differences.html(table)

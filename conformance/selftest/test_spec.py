@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from ashcheck.conformance.exhaustive import STATES, make_op, pairs
 from ashcheck.spec import PROFILES, RULES, Spec, pins
 from ashcheck.spec import ops as o
-from ashcheck.spec.outcome import err, ok
+from ashcheck.spec.fileio import SEEK_EXACT, SEEK_WRAPS
+from ashcheck.spec.outcome import Outcome, err, ok
 
 
 def _first_allowed(spec: Spec, op: o.Op) -> None:
@@ -187,6 +188,33 @@ def test_seek_data_near_max_lfs_filesize_allows_5_10s_overflow() -> None:
     spec.observe(o.CreateRegion(0, b"r", 2**63 - 1), ok(3))
     spec.observe(o.Mmap(0, 3, 0, page, 3, True, 0, True), ok(None))
     assert _lseek_answers(spec, data, 0) == {err(errno.ENXIO), ok(0)}
+    named = {b.outcome: b.variant for b in spec.allowed(o.Lseek(0, 3, 0, data))}
+    assert named == {err(errno.ENXIO): SEEK_EXACT, ok(0): SEEK_WRAPS}  # the report says which was met
     spec.observe(o.CreateRegion(0, b"r", 2**63 - 2 * page), ok(4))
     spec.observe(o.Mmap(0, 4, 1, page, 3, True, 0, True), ok(None))
-    assert {b.outcome for b in spec.allowed(o.Lseek(0, 4, 0, data))} == {err(errno.ENXIO)}
+    assert {(b.outcome, b.variant) for b in spec.allowed(o.Lseek(0, 4, 0, data))} == {(err(errno.ENXIO), "")}
+
+
+def test_a_write_crossing_the_end_is_one_of_two_variants() -> None:
+    """Under F_SEAL_GROW a memfd write that crosses the end stores what fits (5.10, 6.1, 6.18) or is
+    EPERM whole (6.12): both allowed, each named, so the report says which a kernel showed; a write
+    that fits is no variant, and any other answer fails."""
+    from ashcheck.spec.fileio import CROSSING_EPERM, CROSSING_SHORT
+
+    P = 4096
+
+    def crossing(observed: Outcome) -> tuple[bool, str]:
+        spec = Spec("memfd")
+        for op, out in [(o.Spawn(0), ok((0, 1, 2))), (o.CreateRegion(0, b"r", P), ok(3)),
+                        (o.Lseek(0, 3, P - 1, 0), ok(P - 1))]:
+            assert spec.observe(op, out).ok, op
+        verdict = spec.observe(o.Write(0, 3, b"12345678"), observed)
+        return verdict.ok, verdict.variant
+
+    assert crossing(ok(1)) == (True, CROSSING_SHORT)
+    assert crossing(err(errno.EPERM)) == (True, CROSSING_EPERM)
+    assert crossing(ok(8))[0] is False and crossing(err(errno.ENOSPC))[0] is False
+    fits = Spec("memfd")
+    for op, out in [(o.Spawn(0), ok((0, 1, 2))), (o.CreateRegion(0, b"r", P), ok(3))]:
+        fits.observe(op, out)
+    assert fits.observe(o.Write(0, 3, b"1234"), ok(4)).variant == ""

@@ -264,7 +264,7 @@ def html(table: Table) -> str:
             rows.append(f"<tr><td><code>{h.escape(rule)}</code></td>{''.join(tds)}</tr>")
         return f"<table>{head}{''.join(rows)}</table>"
 
-    differing = table.differing()
+    differing, varying = table.differing(), table.varying()
     totals = [table.totals(c) for c in table.columns]
     head_row = "<tr><th>rule</th>" + "".join(f"<th>{h.escape(c.header)}</th>" for c in table.columns) + "</tr>"
     body = [f"<p>{len(table.columns)} implementations, {len(table.rules)} rules; {len(differing)} differ.</p>",
@@ -272,7 +272,7 @@ def html(table: Table) -> str:
             *([f"<h2>Allowed variants</h2><table>{head_row}"
                + "".join(f"<tr><td><code>{h.escape(rule)}</code></td>" + "".join(
                    f"<td>{h.escape(table.variants(rule, c))}</td>" for c in table.columns) + "</tr>"
-                         for rule in table.varying()) + "</table>"] if table.varying() else []),
+                         for rule in varying) + "</table>"] if varying else []),
             "<h2>Totals</h2><table><tr><th>result</th>"
             + "".join(f"<th>{h.escape(c.header)}</th>" for c in table.columns) + "</tr>"
             + "".join(f"<tr><td>{MARK[name]} {name}</td>" + "".join(f"<td>{t[name]}</td>" for t in totals) + "</tr>"

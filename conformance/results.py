@@ -49,15 +49,15 @@ class Evidence:
     # history the search picks one order of many, so the branch that allowed a call says little
     variants: dict[str, int] = field(default_factory=dict)
 
-    def saw(self, variant: str) -> None:
+    def saw(self, variant: str, times: int = 1) -> None:
         if variant:
-            self.variants[variant] = self.variants.get(variant, 0) + 1
+            self.variants[variant] = self.variants.get(variant, 0) + times
 
     def merge(self, other: Evidence) -> None:
         for name in ("confirmed", "emulated", "violated", "deviated", "lost"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for variant, n in other.variants.items():
-            self.variants[variant] = self.variants.get(variant, 0) + n
+            self.saw(variant, n)
         if other.reproducer and (not self.reproducer or _better(other, self)):
             for name in ("message", "step", "observed", "allowed", "reproducer", "shrunk"):
                 setattr(self, name, getattr(other, name))

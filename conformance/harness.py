@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from ashcheck.adapters.base import Adapter, UnsupportedOperation
-from ashcheck.conformance.quarantine import Quarantine
+from ashcheck.conformance.quarantine import Quarantine, fd_surprise
 from ashcheck.conformance.results import RECORDER, Recorder
 from ashcheck.spec import RULES, Spec, SpecLimit
 from ashcheck.spec.branch import Branch
@@ -118,7 +118,7 @@ class Harness:
             evidence.saw(verdict.variant)
             self.quarantine.forget(op)
             return
-        self.quarantine.set_aside(self.model, op)
+        self.quarantine.set_aside(self.model, op, fds_in_doubt=fd_surprise(branches, observed))
         if verdict.rule in self.adapter.deviations:
             evidence.deviated += 1
             if verdict.rule not in self.deviated:

@@ -83,6 +83,7 @@ SWARM_LOW, SWARM_HIGH = 0.05, 0.6  # the share of kinds a test case enables, dra
 XFER = (Capability.MULTI_PROCESS, Capability.FD_TRANSFER)
 FIRST_REGIONS = ((b"first", 4, 0), (b"first", 4, 0), (b"", 4, 0), (b"first", 3, 100))  # name, pages, bytes
 MAPPED_FIRST = 2 / 3  # the share of test cases whose focus takes mapped regions first
+SECOND_UNPRIVILEGED, SECOND_REFUSES_FDS = 1 / 4, 1 / 4  # the shares of test cases whose process 1 is so
 
 
 @dataclass
@@ -107,8 +108,9 @@ class Conformance(RuleBasedStateMachine):
     # the generator ---------------------------------------------------------------------------
     @initialize()
     def start(self) -> None:
-        """Processes 0 and 1 (when the adapter has more than one), a mapped region with data in
-        every page, and this test case's swarm: the enabled kinds and their rotation."""
+        """Processes 0 and 1 (when the adapter has more than one; whether 1 accepts fds and is
+        privileged varies by test case), a mapped region with data in every page, and this test
+        case's swarm: the enabled kinds and their rotation."""
         d = self.d
         rng = random.Random(self.swarm_seed)
         # The region every test case starts from is where depth goes: its name and size, and whether
@@ -118,7 +120,13 @@ class Conformance(RuleBasedStateMachine):
         d.mapped_first = rng.random() < MAPPED_FIRST
         d.first_process()
         if d.can(Capability.MULTI_PROCESS) and d.can(Capability.FD_TRANSFER):
-            d.spawn(d.can(Capability.PRIVILEGED), accepts_fds=True)
+            # The second process varies by test case too: in one in four it refuses fds (binder's
+            # ACCEPTS_FDS), in one in four it is unprivileged, so that binder's refusals and
+            # PURGE_ALL_CACHES's EPERM meet everything else (a spawn during the run is rare: it waits
+            # for an exit to free a slot).
+            unprivileged = d.can(Capability.UNPRIVILEGED) and rng.random() < SECOND_UNPRIVILEGED
+            d.spawn(d.can(Capability.PRIVILEGED) and not unprivileged,
+                    accepts_fds=rng.random() >= SECOND_REFUSES_FDS)
         for fd in d.new_fds(o.CreateRegion(0, name, pages * d.page + extra)).values:
             for m in d.mmap(fd, WHOLE, 3, True, 0).values:
                 d.fill(m)
@@ -182,7 +190,7 @@ class Conformance(RuleBasedStateMachine):
             self.d.reply(p, q, (theirs.fd, theirs.fd), accept_fds=True)
 
     # regions ---------------------------------------------------------------------------------
-    @kind(weight=2, proc=PROC, name=S.NAMES, size=S.SMALL_SIZES)
+    @kind(weight=2, proc=PROC, name=S.NAMES, size=S.CREATE_SIZES)
     def ashmem_create_region(self, proc: int, name: bytes | S.NameInUse, size: tuple[int, int]) -> None:
         p = self.d.proc(proc)
         if p is not None:

@@ -17,7 +17,10 @@ exactly what the surprise touched and goes on with the rest:
 - a region whose name alone is in doubt (GET_NAME went wrong: nothing else in ashmem or memfd
   depends on the name): its name is not asked again, and everything else goes on, so an
   implementation that keeps no names (libcutils' host build) is still judged on all the rest;
-- one fd whose close-on-exec flag is in doubt: until it is closed.
+- one fd whose close-on-exec flag is in doubt: until it is closed;
+- the fd table of a process in which an fd was not what the model says (EBADF for an fd the model
+  has open, an answer for one it has closed): what closed that fd, or kept it, may have done the
+  same to others, and every later fd number there would be a surprise under another rule.
 
 A set-aside operation is not performed at all. A declared deviation is set aside exactly like a
 violation, so declaring a difference never changes what the rest of the run explores.
@@ -25,9 +28,12 @@ violation, so declaring a difference never changes what the rest of the run expl
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass, field
 
 from ashcheck.spec import ops as o
+from ashcheck.spec.branch import EBADF_RULE, Branch
+from ashcheck.spec.outcome import Outcome, err
 from ashcheck.spec.state import FdKind, Kernel, Region
 
 # Operations whose outcome is a matter of the fd table, not of the region behind the fd.
@@ -80,6 +86,14 @@ def _region(k: Kernel, proc: int, fd: int) -> Region | None:
     return k.regions.get(entry.rid)
 
 
+def fd_surprise(branches: list[Branch], observed: Outcome) -> bool:
+    """Whether a violation was about an fd being open at all: EBADF where the spec has it open, or
+    an answer where the spec allows only EBADF (it has the fd closed)."""
+    if observed == err(errno.EBADF):
+        return True
+    return bool(branches) and all(b.rule == EBADF_RULE for b in branches)
+
+
 @dataclass
 class Quarantine:
     procs: set[int] = field(default_factory=set)
@@ -106,9 +120,14 @@ class Quarantine:
         elif isinstance(op, o.Exit):
             self.fds = {f for f in self.fds if f[0] != op.proc}
 
-    def set_aside(self, k: Kernel, op: o.Op, lost: bool = False) -> None:
-        """What a violation, a declared deviation or (`lost`) a lost transport of `op` put in doubt."""
+    def set_aside(self, k: Kernel, op: o.Op, lost: bool = False, fds_in_doubt: bool = False) -> None:
+        """What a violation, a declared deviation or (`lost`) a lost transport of `op` put in doubt;
+        `fds_in_doubt`: the surprise was about an fd being open at all (EBADF where the model has it
+        open, or an answer where it has it closed), which puts the fd tables of the processes that
+        named fds in doubt too: whatever closed or kept it will show again under other names."""
         inv = involved(k, op)
+        if fds_in_doubt:
+            self.procs |= {proc for proc, _ in inv.fds}
         if lost:
             self.procs |= inv.procs
         elif isinstance(op, FD_TABLE):

@@ -117,6 +117,9 @@ SMALL_SIZES = pick([(1, 0), (2, 0), (4, 0), (3, 100), (0, 1), (1, 1), (0, 0)])
 HUGE_SIZES = pick([(0, 2**30 + 4096), (0, 2**31), (0, 2**32 - 4096), (0, 2**32 - 4095), (0, 2**32),
                    (0, 2**32 + 4096), (0, 2**40 + 1), (0, 2**63 - 1), (0, 2**63), (0, 2**63 + 4096)])
 SIZES = mixed((2, SMALL_SIZES), (1, HUGE_SIZES))
+# Creation's sizes: mostly small (the regions everything else acts on), now and then one of the
+# huge edges, so that creation's own failure path (memfd: ftruncate refuses 2^63 and more) is taken
+CREATE_SIZES = mixed((5, SMALL_SIZES), (1, HUGE_SIZES))
 
 PIN_OFFSETS = pick([0, 0, 1, 1, 2, 2, 3, 4, 5, "unaligned", "byte", "top", "end"])
 PIN_LENGTHS = pick([1, 1, 0, 0, 2, 2, 3, "unaligned", "odd", "top"])

@@ -117,8 +117,10 @@ declare(
          "open, asma->name is read only by get_name and shmem_file_setup (the dentry name); "
          "man 2 memfd_create (names 'do not affect the behavior of the file descriptor')"),
     Rule("ashmem.shrinker.any-time", "unpinned memory may read as the old bytes or as zeros: the "
-         "shrinker purges whole unpinned ranges at any time (memfd mode never purges)",
-         "ashmem_shrink_scan, 5.10; ashmem.md §3.5", profiles=A),
+         "shrinker purges whole unpinned ranges at any time, of one region's the oldest on the LRU first "
+         "(memfd mode never purges)",
+         "ashmem_shrink_scan (list_for_each_entry_safe from the LRU's head), lru_add (list_add_tail), "
+         "range_shrink (keeps the LRU place), 5.10; ashmem.md §3.5", profiles=A),
     Rule("ashmem.purge.zero-fill", "after a purge the range reads as zeros in every shared mapping",
          "ashmem_shrink_scan (FALLOC_FL_PUNCH_HOLE), 5.10; " + OBS, profiles=A),
     Rule("ashmem.mmap.private-anonymous", "an ashmem MAP_PRIVATE mapping is zero-filled memory of its "

@@ -13,7 +13,10 @@ is in spec/pins.py):
 - PIN returns WAS_PURGED if any unpinned range it overlaps was purged, else NOT_PURGED;
   afterwards the pages are pinned either way. UNPIN returns 0. GET_PIN_STATUS returns IS_UNPINNED
   if any unpinned range overlaps, purged or not.
-- The shrinker may purge any unpinned, unpurged range at any time, whole (see spec/state.py).
+- The shrinker may purge an unpinned, unpurged range at any time, whole (see spec/state.py): of one
+  region's ranges, the one that went on the LRU first (lru_add puts a range at the tail,
+  ashmem_shrink_scan walks from the head; a range PIN only shrinks keeps its place, a new one or
+  the right part of a split goes last).
 - PURGE_ALL_CACHES needs CAP_SYS_ADMIN (EPERM otherwise), returns the number of pages that were on
   the LRU before it purged them all: at least those of this test's regions, since the LRU is
   system-wide. Released regions (no fd left) are no longer on it.
@@ -47,7 +50,7 @@ from ashcheck.spec.constants import (
 from ashcheck.spec.ops import GetPinStatus, IoctlNullArg, Pin, PurgeAllCaches, Unpin
 from ashcheck.spec.outcome import Kind, Outcome, ok
 from ashcheck.spec.rules import Rule, declare
-from ashcheck.spec.state import Kernel, Mem, Region
+from ashcheck.spec.state import Kernel, Mem, Region, relabel_lru
 
 C = "drivers/staging/android/ashmem.c"
 OBS = "K510-OBS §2 (Debian 5.10.0-46)"
@@ -114,9 +117,11 @@ def _range(k: Kernel, region: Region, offset: int, length: int) -> tuple[int, in
 
 
 def _by_outcome(region: Region, step: Callable[[Mem], tuple[Outcome, Mem]],
-                rule_of: Callable[[Outcome], str]) -> list[Branch]:
+                rule_of: Callable[[Outcome], str], lru: tuple[pins.Ranges, pins.Range | None] | None = None,
+                ) -> list[Branch]:
     """One branch per distinct outcome over the possible worlds; taking a branch keeps only the
-    worlds that give that outcome, advanced by `step`."""
+    worlds that give that outcome, advanced by `step`, and (`lru`: the ranges after, and the one
+    made) moves the ranges' LRU places with them."""
     groups: dict[Outcome, list[Mem]] = {}
     for world in region.worlds:
         outcome, after = step(world)
@@ -125,6 +130,8 @@ def _by_outcome(region: Region, step: Callable[[Mem], tuple[Outcome, Mem]],
     def keep(worlds: list[Mem]) -> Callable[[Outcome], None]:
         def effect(_: Outcome) -> None:
             region.worlds = list(dict.fromkeys(worlds))
+            if lru is not None:
+                relabel_lru(region, *lru)
         return effect
 
     return [Branch(rule_of(o), o, keep(ws)) for o, ws in groups.items()]
@@ -154,6 +161,7 @@ def pin(k: Kernel, op: Pin) -> list[Branch]:
         return ok(ASHMEM_WAS_PURGED if purged else ASHMEM_NOT_PURGED), replace(world, ranges=ranges)
 
     split = any(r[0] < s and r[1] > e for r in region.worlds[0].ranges)
+    after, _, created = pins.pin(region.worlds[0].ranges, s, e)  # the geometry: the same in every world
 
     def rule_of(o: Outcome) -> str:
         if o.value == ASHMEM_WAS_PURGED:
@@ -161,7 +169,7 @@ def pin(k: Kernel, op: Pin) -> list[Branch]:
         return ("ashmem.pin.split" if split else "ashmem.pin.len-zero" if op.length & U32 == 0
                 else "ashmem.pin.not-purged")
 
-    return _by_outcome(region, step, rule_of)
+    return _by_outcome(region, step, rule_of, (after, created))
 
 
 def unpin(k: Kernel, op: Unpin) -> list[Branch]:
@@ -170,7 +178,7 @@ def unpin(k: Kernel, op: Unpin) -> list[Branch]:
         return _no_op(got, 0)
     region, (s, e) = got
     before = region.worlds[0].ranges
-    _, inserted = pins.unpin(before, s, e)
+    after, inserted = pins.unpin(before, s, e)
     rule = ("ashmem.unpin.contained" if inserted is None
             else "ashmem.unpin.merges-overlapping" if any(pins.overlaps(r, s, e) for r in before)
             else "ashmem.unpin.new-range")
@@ -180,7 +188,7 @@ def unpin(k: Kernel, op: Unpin) -> list[Branch]:
     def step(world: Mem) -> tuple[Outcome, Mem]:
         return ok(0), replace(world, ranges=pins.unpin(world.ranges, s, e)[0])
 
-    return _by_outcome(region, step, lambda _: rule)
+    return _by_outcome(region, step, lambda _: rule, None if inserted is None else (after, inserted))
 
 
 def get_pin_status(k: Kernel, op: GetPinStatus) -> list[Branch]:

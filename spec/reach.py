@@ -14,6 +14,7 @@ from collections.abc import Mapping
 OPS_OF: dict[str, tuple[str, ...]] = {
     'ashmem.create.fd': ('CreateRegion', 'GetFdFlags'),
     'ashmem.create.name-too-long': ('CreateRegion',),
+    'ashmem.create.size-refused': ('CreateRegion',),
     'ashmem.fallocate.enodev': ('Fallocate',),
     'ashmem.ftruncate.einval': ('Ftruncate',),
     'ashmem.get-name.value': ('GetName',),

@@ -27,7 +27,7 @@ from __future__ import annotations
 import errno
 
 from ashcheck.spec.branch import Branch, ebadf, fails
-from ashcheck.spec.constants import MAX_ERRNO, PROT_MASK
+from ashcheck.spec.constants import MAX_ERRNO, MAX_LFS_FILESIZE, PROT_MASK
 from ashcheck.spec.fds import emfile
 from ashcheck.spec.ops import (
     CreateRegion,
@@ -54,6 +54,11 @@ declare(
     Rule("ashmem.create.fd", "ashmem_create_region returns the lowest free fd, with FD_CLOEXEC set", LC),
     Rule("ashmem.create.name-too-long", "memfd mode: a name longer than 249 bytes makes creation "
          "fail with EINVAL (memfd_create's limit)", "mm/memfd.c memfd_create; " + LC, profiles=MEMFD_ONLY),
+    Rule("ashmem.create.size-refused", "memfd mode: a size that ftruncate refuses (the caller's size_t, 2^63 "
+         "or more, is a negative off_t) makes creation fail with EINVAL, and the memfd already made is "
+         "closed: no fd is left (a name too long and EMFILE come first, from memfd_create)",
+         "fs/open.c do_sys_ftruncate (length < 0: EINVAL); " + LC + " memfd_create_region (the unique_fd "
+         "closes it on every failure)", profiles=MEMFD_ONLY),
     Rule("ashmem.open.fresh", "open(/dev/ashmem) makes a new region: unnamed, size 0, mask RWX",
          C + " ashmem_open, 5.10", needs=("ashmem-device",), profiles=ASHMEM_ONLY),
     Rule("ashmem.set-name.stores", "SET_NAME before the first mmap stores the name; the last call wins",
@@ -104,9 +109,11 @@ def create_region(k: Kernel, op: CreateRegion) -> list[Branch]:
     profile = k.profile
     if len(name) > profile.name_max and profile.name_too_long_rejected:
         return fails("ashmem.create.name-too-long", errno.EINVAL)
+    size = k.ulong(op.size)
+    if profile.regular_file and size > MAX_LFS_FILESIZE and emfile(k, op.proc) is None:
+        return fails("ashmem.create.size-refused", errno.EINVAL)  # memfd_create's fd is taken first
     # The name's fate shows only later (GET_NAME, maps): creation confirms the fd it returns.
-    return _new_fd(k, op.proc, "ashmem.create.fd", name[:profile.name_max], k.ulong(op.size),
-                   profile.born_materialized)
+    return _new_fd(k, op.proc, "ashmem.create.fd", name[:profile.name_max], size, profile.born_materialized)
 
 
 def open_ashmem(k: Kernel, op: OpenAshmem) -> list[Branch]:

@@ -62,11 +62,13 @@ declare(
          "cache; after write removal (F_SEAL_FUTURE_WRITE) it is EPERM: a receiver cannot zero the region",
          SHMEM + " shmem_fallocate, 5.10; memfd_test SEAL-FUTURE-WRITE", profiles=M),
     Rule("memfd.fallocate.allocate", "memfd mode: fallocate() mode 0 or KEEP_SIZE within the size succeeds "
-         "with the data unchanged, and the pages it allocates stay holes to SEEK_DATA/SEEK_HOLE until written or "
-         "faulted through a mapping; past the size it is EPERM (F_SEAL_GROW); other modes are EOPNOTSUPP",
-         SHMEM + " shmem_fallocate (pages left !Uptodate), shmem_seek_hole_data (a page not Uptodate is a "
+         "with the data unchanged, and the pages it allocates stay holes to SEEK_DATA/SEEK_HOLE until written, "
+         "faulted through a mapping or allocated by a second fallocate (which initializes them); past the size "
+         "it is EPERM (F_SEAL_GROW); other modes are EOPNOTSUPP",
+         SHMEM + " shmem_fallocate (pages left !Uptodate), shmem_get_folio_gfp (SGP_FALLOC on a page "
+         "fallocated earlier clears it and marks it Uptodate), shmem_seek_hole_data (a page not Uptodate is a "
          "hole), 5.10; mm/filemap.c folio_seek_hole_data, 6.1; observed on Debian 5.10.223, 6.1.176, 6.12.117 "
-         "and 6.18; memfd_test SEAL-GROW", profiles=M),
+         "and 6.18 (a page fallocated twice is data: 6.18); memfd_test SEAL-GROW", profiles=M),
 )
 
 
@@ -115,7 +117,12 @@ def fallocate(k: Kernel, op: Fallocate) -> list[Branch]:
     if end > region.size:
         return fails("memfd.fallocate.allocate", errno.EPERM)
 
-    # Nothing to record: shmem_fallocate leaves the pages it allocates !Uptodate (to undo them on a
-    # failure), and both shmem_seek_hole_data (5.10) and folio_seek_hole_data (6.x) take such a page
-    # for a hole; a read() keeps it one (SGP_READ), a write or a fault through a mapping makes it data.
-    return [Branch("memfd.fallocate.allocate", ok(0))]
+    # shmem_fallocate leaves the pages it allocates !Uptodate (to undo them on a failure), and both
+    # shmem_seek_hole_data (5.10) and folio_seek_hole_data (6.x) take such a page for a hole; a read()
+    # keeps it one (SGP_READ), a write or a fault through a mapping makes it data, and so does a
+    # second fallocate over it (Mem.fallocate).
+    indexes = range(offset // page, -(-end // page))
+
+    def allocate(_: Outcome) -> None:
+        region.worlds = list(dict.fromkeys(w.fallocate(indexes) for w in region.worlds))
+    return [Branch("memfd.fallocate.allocate", ok(0), allocate)]

@@ -5,8 +5,9 @@ description: what `open("/dev/ashmem")` or `memfd_create` made, shared by every 
 fork or binder produced from it (ashmem.md §5), so name, size, prot mask, pin state and file
 position live here.
 
-Nondeterminism is explicit. The shrinker may purge any unpinned, not yet purged range, whole, at
-any time (ashmem.md §3.5), and nothing tells the caller when. So a region's memory is not one
+Nondeterminism is explicit. The shrinker may purge an unpinned, not yet purged range, whole, at
+any time (ashmem.md §3.5), and nothing tells the caller when; of one region's ranges, the one that
+went on the LRU first goes first (Region.lru). So a region's memory is not one
 value but a set of *possible worlds* (`Mem`): page contents plus the unpinned ranges with their
 purged flags. Every operation maps each world to its outcome; an observation keeps only the
 worlds that explain it (once zeros are seen, the range was purged). Worlds never differ in
@@ -33,11 +34,14 @@ class Mem:
     `present` is the page cache of the backing file: the pages a fault through a file-backed
     mapping or a write brought in (zero or not), less those a purge punched out. SEEK_DATA and
     SEEK_HOLE answer from it (shmem, with transparent huge pages off, the distributions' default).
-    A page fallocate() allocated is not in it until written or faulted: shmem keeps it !Uptodate."""
+    A page fallocate() allocated is not in it until written or faulted: shmem keeps it !Uptodate;
+    `allocated` holds those, since a second fallocate over one initializes it (present from then).
+    """
 
     pages: Pages = ()
     ranges: pins.Ranges = ()
     present: frozenset[int] = frozenset()
+    allocated: frozenset[int] = frozenset()  # fallocated, never written or faulted: holes to SEEK_DATA
 
     def read(self, start: int, length: int, page: int) -> bytes:
         out = bytearray(length)
@@ -77,13 +81,26 @@ class Mem:
             if lo < hi:
                 content = content[:lo] + bytes(hi - lo) + content[hi:]
             data[index] = content
-        return replace(self, pages=_normal(data), present=frozenset(i for i in self.present if not first <= i < last))
+        return replace(self, pages=_normal(data), present=frozenset(i for i in self.present if not first <= i < last),
+                       allocated=frozenset(i for i in self.allocated if not first <= i < last))
+
+    def fallocate(self, indexes: range) -> Mem:
+        """shmem_fallocate over the pages `indexes`: a page not in the cache is allocated and left
+        !Uptodate (a hole still); one a fallocate left so before is initialized now, zeroed and
+        Uptodate ("SGP_FALLOC on a folio fallocated earlier must initialize it now, lest undo on
+        failure cancel our earlier guarantee": shmem_get_folio_gfp), and so becomes data."""
+        again = self.allocated.intersection(indexes) - self.present
+        fresh = frozenset(i for i in indexes if i not in self.present and i not in self.allocated)
+        if not again and not fresh:
+            return self
+        return replace(self, present=self.present | again, allocated=(self.allocated - again) | fresh)
 
     def purge(self, r: pins.Range) -> Mem:
         """The shrinker punches the whole range (zeros, the pages gone) and marks it purged."""
         data = {i: c for i, c in self.pages if not r[0] <= i <= r[1]}
         ranges = tuple((s, e, True) if (s, e) == (r[0], r[1]) else (s, e, p) for s, e, p in self.ranges)
-        return Mem(_normal(data), ranges, frozenset(i for i in self.present if not r[0] <= i <= r[1]))
+        return Mem(_normal(data), ranges, frozenset(i for i in self.present if not r[0] <= i <= r[1]),
+                   frozenset(i for i in self.allocated if not r[0] <= i <= r[1]))
 
     def unpurged(self) -> list[pins.Range]:
         return [r for r in self.ranges if not r[2]]
@@ -130,6 +147,12 @@ class Region:
     fd_refs: int = 0  # fds in all processes; at 0 the area is released (ashmem_release)
     untracked: bool = False  # set aside: a violation or a lost transport made its state unknown
     name_unknown: bool = False  # set aside for its name only: a GET_NAME answer the spec does not allow
+    # When each unpinned range went on the LRU (by first and last page: the ranges' geometry is the
+    # same in every world). ashmem_shrink_scan walks the LRU from its head and lru_add puts a range at
+    # the tail, so of one region's ranges the shrinker purges the older before a younger one; across
+    # regions nothing is assumed (the LRU is system-wide, shared with every other user).
+    lru: dict[tuple[int, int], int] = field(default_factory=dict)
+    lru_clock: int = 0
 
     def npages_file(self, page: int) -> int:
         return page_align(self.size, page) // page
@@ -245,6 +268,7 @@ def _clone_mapping(m: Mapping) -> Mapping:
 def _clone_region(r: Region) -> Region:
     twin = _shallow(r)
     twin.worlds = list(r.worlds)
+    twin.lru = dict(r.lru)
     return twin
 
 
@@ -252,6 +276,22 @@ def release(region: Region) -> None:
     """ashmem_release(): the last fd is gone; unpinned ranges are deleted and leave the LRU, so
     nothing can purge this memory any more, and PURGE_ALL_CACHES stops counting it."""
     region.worlds = dedup([replace(w, ranges=()) for w in region.worlds])
+    region.lru = {}
+
+
+def relabel_lru(region: Region, after: pins.Ranges, created: pins.Range | None) -> None:
+    """After a PIN or UNPIN made the ranges `after`: `created` (UNPIN's new range, or the right part
+    of a range PIN split) went on the LRU's young end (range_alloc, lru_add); a range only shrunk
+    keeps its place (range_shrink leaves the LRU alone); ranges gone left it."""
+    lru: dict[tuple[int, int], int] = {}
+    for s, e, _ in after:
+        if created is not None and (s, e) == created[:2]:
+            region.lru_clock += 1
+            lru[(s, e)] = region.lru_clock
+        else:  # the same range, or what is left of the one that held it
+            lru[(s, e)] = region.lru.get((s, e), next((seq for (a, b), seq in region.lru.items()
+                                                        if a <= s and e <= b), 0))
+    region.lru = lru
 
 
 def dedup(worlds: list[Mem]) -> list[Mem]:
@@ -260,19 +300,21 @@ def dedup(worlds: list[Mem]) -> list[Mem]:
 
 
 def expand_purges(region: Region, limit: int) -> None:
-    """Close the set of worlds under "the shrinker purged one more range". Raises SpecLimit when
-    the set would exceed `limit` (the machine then gives up on the example, not on the rule)."""
+    """Close the set of worlds under "the shrinker purged one more range": the oldest on the LRU of
+    those not purged in that world (Region.lru). Raises SpecLimit when the set would exceed `limit`
+    (the machine then gives up on the example, not on the rule)."""
     seen = dict.fromkeys(region.worlds)
     todo = list(region.worlds)
     while todo:
         w = todo.pop()
-        for r in w.unpurged():
-            purged = w.purge(r)
-            if purged not in seen:
-                seen[purged] = None
-                todo.append(purged)
-                if len(seen) > limit:
-                    raise SpecLimit(f"more than {limit} possible purge histories")
+        if not (unpurged := w.unpurged()):
+            continue
+        purged = w.purge(min(unpurged, key=lambda r: region.lru.get((r[0], r[1]), 0)))
+        if purged not in seen:
+            seen[purged] = None
+            todo.append(purged)
+            if len(seen) > limit:
+                raise SpecLimit(f"more than {limit} possible purge histories")
     region.worlds = list(seen)
 
 

@@ -2,6 +2,7 @@
 run against the `sim` adapter under the `ci` profile, notice each small change to the simulator?
 
     python -m ashcheck.conformance.selftest.mutation run [--workers 2] [--survivors FILE] [--check]
+    python -m ashcheck.conformance.selftest.mutation recheck [--status open,unjudged]  # survivors only
     python -m ashcheck.conformance.selftest.mutation check COPY   # one verdict (cosmic-ray's test command)
 
 Why cosmic-ray (not mutmut): mutmut 3 copies the sources to `mutants/` and imports them as
@@ -545,6 +546,41 @@ def full_run(workers: int, survivors: Path, results: Path, limit: int | None = N
     return before != after, run
 
 
+def recheck(workers: int, survivors: Path, statuses: set[str]) -> dict[str, Any]:
+    """Run again only the survivors with one of `statuses` (the suite has changed since the full run:
+    some may be killed now); those killed leave the file and count as killed, the rest keep their
+    status and reason. A survivor whose line no longer makes that mutant is reported, and kept.
+    Minutes where a full run takes an hour and a half."""
+    old = load_survivors(survivors)
+    wanted = {k for k, e in old.statuses().items() if e.get("status", "open") in statuses}
+    with tempfile.TemporaryDirectory(prefix="ashcheck-mutation-base-") as tmp:
+        base = copy_reference(Path(tmp))
+        items = [(m, spec) for m, spec in enumerate_mutants(base) if m.key in wanted]
+        ignore, base_seconds = baseline(base)
+    timeout = max(MIN_TIMEOUT, TIMEOUT_FACTOR * base_seconds)
+    gone = wanted - {m.key for m, _ in items}
+    print(f"{len(items)} of {len(wanted)} survivors ({', '.join(sorted(statuses))}) to run again; baseline "
+          f"{base_seconds:.1f} s{', violating ' + ', '.join(sorted(ignore)) if ignore else ''}; "
+          f"timeout {timeout:.0f} s" + (f"; {len(gone)} no longer made by their line (kept)" if gone else ""),
+          flush=True)
+    killed: dict[tuple[str, str, str, str, int], Verdict] = {}
+    for _, verdict, _ in each_mutant(items, timeout, ignore, workers):
+        m = verdict.mutant
+        print(f"  {'killed' if verdict.killed else 'survived'} ({verdict.verdict}"
+              f"{': ' + ', '.join(verdict.rules) if verdict.rules else ''}) {m.file}:{m.line} {verdict.mutated}",
+              flush=True)
+        if verdict.killed:
+            killed[m.key] = verdict
+    run = dict(old.run)
+    run["killed"] = int(run["killed"]) + len(killed)
+    run["survived"] = int(run["survived"]) - len(killed)
+    note = (f"rechecked {date.today().isoformat()} (`mutation recheck`): {len(items)} survivors "
+            f"({', '.join(sorted(statuses))}) run again, {len(killed)} killed now (removed, counted as killed)")
+    run["note"] = f"{run['note']}; {note}" if run.get("note") else note
+    dump_survivors(survivors, Survivors(run, [e for e in old.entries if _entry_key(e) not in killed]))
+    return rescore(survivors) | {"rechecked": len(items), "killed_now": len(killed)}
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m ashcheck.conformance.selftest.mutation", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -556,6 +592,10 @@ def main(argv: list[str]) -> int:
     r.add_argument("--limit", type=int, help="only the first N mutants (a trial of the machinery)")
     r.add_argument("--check", action="store_true", help="exit 1 when the survivors' list changed")
     sub.add_parser("rescore", help="update the survivors file's figures after marking mutants equivalent")
+    rc = sub.add_parser("recheck", help="run only the survivors again (open and unjudged by default); drop the killed")
+    rc.add_argument("--workers", type=int, default=2)
+    rc.add_argument("--survivors", type=Path, default=SURVIVORS)
+    rc.add_argument("--status", default="open,unjudged", help="comma-separated statuses to run again")
     c = sub.add_parser("check", help="one verdict: the suite against the reference in COPY")
     c.add_argument("copy", type=Path)
     c.add_argument("--ignore", default="", help="comma-separated rules the unmutated reference violates")
@@ -567,6 +607,9 @@ def main(argv: list[str]) -> int:
         print(json.dumps(rescore(SURVIVORS)))
         return 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the temporary copies are removed
+    if args.command == "recheck":
+        print(json.dumps(recheck(args.workers, args.survivors, set(args.status.split(","))), indent=1))
+        return 0
     changed, run = full_run(args.workers, args.survivors, args.results, args.limit)
     print(json.dumps(run, indent=1))
     if args.check and changed:

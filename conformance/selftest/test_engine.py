@@ -6,6 +6,7 @@ rules, a failing program shrinks to its few steps, and the pytest plugin leaves 
 
 from __future__ import annotations
 
+import errno
 import subprocess
 import sys
 import textwrap
@@ -69,6 +70,32 @@ def test_a_wrong_name_sets_aside_the_name_alone() -> None:
     assert h.step(o.Mmap(0, 3, 0, P, 3, True)) == ok(None)
     assert h.step(o.Store(0, 0, 0, b"x")) == ok(None) and h.step(o.Load(0, 0, 0, 1)) == ok(b"x")
     assert h.violated == ["ashmem.get-name.value"]
+
+
+class CloseTakesTheNextFd(SimAdapter):
+    """close(fd) closes fd + 1 too, when it is open: an fd table the model no longer knows."""
+
+    def perform(self, op: o.Op) -> Outcome:
+        out = super().perform(op)
+        if isinstance(op, o.Close) and out.succeeded:
+            super().perform(o.Close(op.proc, op.fd + 1))
+        return out
+
+
+def test_an_fd_closed_under_the_model_sets_aside_its_process() -> None:
+    """EBADF for an fd the model has open says the process's fd table is not what the model
+    thinks: its next fd numbers would fail rule after rule (create, dup, binder) for one bug."""
+    h = Harness(CloseTakesTheNextFd(), Recorder())
+    h.step(o.Spawn(0))
+    h.step(o.Spawn(1))
+    assert [h.step(o.CreateRegion(p, b"", P)) for p in (0, 0, 0, 1)] == [ok(3), ok(4), ok(5), ok(3)]
+    assert h.step(o.Close(0, 3)) == ok(None)  # 4 went with it
+    assert h.step(o.GetSize(0, 4)) == err(errno.EBADF) and h.violated == ["ashmem.get-size.value"]
+    assert not h.usable(0)
+    assert h.step(o.CreateRegion(0, b"", P)) is None  # would be 3 (the model says 4): not asked
+    assert h.step(o.GetSize(0, 5)) is None
+    assert h.step(o.CreateRegion(1, b"", P)) == ok(4)  # the other process goes on being judged
+    assert h.violated == ["ashmem.get-size.value"]
 
 
 class DeclaresIt(BrokenName):

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from ashcheck.conformance.exhaustive import STATES, make_op, pairs
 from ashcheck.spec import PROFILES, RULES, Spec, pins
 from ashcheck.spec import ops as o
+from ashcheck.spec.constants import ASHMEM_NOT_PURGED, ASHMEM_WAS_PURGED
 from ashcheck.spec.fileio import SEEK_EXACT, SEEK_WRAPS
 from ashcheck.spec.outcome import Outcome, err, ok
 
@@ -150,6 +151,62 @@ def test_seek_data_and_hole_answer_from_the_pages_a_mapping_touched(profile: str
     assert spec.kernel.regions[0].pos == 0  # asking moved nothing yet
     _first_allowed(spec, o.Lseek(0, 3, 0, data))
     assert spec.kernel.regions[0].pos == page
+
+
+def test_the_shrinker_purges_a_regions_ranges_oldest_first() -> None:
+    """ashmem_shrink_scan walks the LRU from its head and lru_add appends: of two ranges unpinned
+    in turn, the younger is purged only after the older, wherever each lies; a range PIN shrinks
+    keeps its place, the right part of a split goes last."""
+    page = 4096
+    spec = Spec("ashmem", spontaneous_purge=True)
+    for op, value in [(o.Spawn(0), (0, 1, 2)), (o.CreateRegion(0, b"r", 8 * page), 3),
+                      (o.Mmap(0, 3, 0, 8 * page, 3, True), None), (o.Unpin(0, 3, 4 * page, 3 * page), 0),
+                      (o.Unpin(0, 3, 0, page), 0)]:  # pages 4-6, then page 0: the younger, lower one
+        assert spec.observe(op, ok(value)).ok, op
+    pin_younger = o.Pin(0, 3, 0, page)
+    assert {b.outcome for b in spec.allowed(pin_younger)} == {ok(ASHMEM_NOT_PURGED), ok(ASHMEM_WAS_PURGED)}
+    probe = spec.copy()
+    assert probe.observe(pin_younger, ok(ASHMEM_WAS_PURGED)).ok
+    # the younger was purged, so the older was before it: every world says so
+    assert {b.outcome for b in probe.allowed(o.Pin(0, 3, 4 * page, page))} == {ok(ASHMEM_WAS_PURGED)}
+    # PIN page 5 splits 4-6: page 4 keeps the old place, page 6 goes after page 0
+    assert spec.observe(o.Pin(0, 3, 5 * page, page), ok(ASHMEM_NOT_PURGED)).ok
+    assert spec.kernel.regions[0].lru == {(6, 6): 3, (4, 4): 1, (0, 0): 2}
+    spec.observe(o.Pin(0, 3, 0, page), ok(ASHMEM_WAS_PURGED))  # page 0 went: page 4 before it
+    assert {b.outcome for b in spec.allowed(o.Pin(0, 3, 4 * page, page))} == {ok(ASHMEM_WAS_PURGED)}
+    assert {b.outcome for b in spec.allowed(o.Pin(0, 3, 6 * page, page))} == {ok(ASHMEM_NOT_PURGED),
+                                                                             ok(ASHMEM_WAS_PURGED)}
+
+
+def test_a_page_fallocated_twice_is_data() -> None:
+    """Found on this host's 6.18 by the memfd adapter: shmem leaves a page fallocate allocated
+    !Uptodate (a hole to SEEK_DATA), but a second fallocate over it initializes it (shmem_get_folio_gfp,
+    SGP_FALLOC on a page fallocated earlier), so from then on it is data."""
+    page, data = 4096, 3
+    spec = Spec("memfd")
+    spec.observe(o.Spawn(0), ok((0, 1, 2)))
+    spec.observe(o.CreateRegion(0, b"r", 8 * page), ok(3))
+    assert spec.observe(o.Fallocate(0, 3, 1, page, 2 * page), ok(0)).ok  # KEEP_SIZE: pages 1 and 2
+    assert _lseek_answers(spec, data, 0) == {err(errno.ENXIO)}
+    assert spec.observe(o.Fallocate(0, 3, 0, 1, 2 * page), ok(0)).ok  # pages 0 to 2: 1 and 2 again
+    assert _lseek_answers(spec, data, 0) == {ok(page)}  # page 0 met its first: a hole still
+    assert spec.observe(o.Fallocate(0, 3, 3, 0, page), ok(0)).ok  # a punched page leaves both sets
+    assert _lseek_answers(spec, data, 0) == {ok(page)}
+    assert spec.observe(o.Fallocate(0, 3, 0, 0, page), ok(0)).ok
+    assert _lseek_answers(spec, data, 0) == {ok(page)}  # allocated once since the punch
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_creation_with_a_size_ftruncate_refuses(profile: str) -> None:
+    """libcutils' memfd mode ftruncates the new memfd to the size_t it was given as an off_t: 2^63
+    and more are negative, EINVAL, and the memfd is closed; the ashmem driver's SET_SIZE takes any."""
+    spec = Spec(profile)
+    spec.observe(o.Spawn(0), ok((0, 1, 2)))
+    huge = err(errno.EINVAL) if profile == "memfd" else ok(3)
+    assert {b.outcome for b in spec.allowed(o.CreateRegion(0, b"r", 2**63))} == {huge}
+    assert {b.outcome for b in spec.allowed(o.CreateRegion(0, b"r", 2**63 - 1))} == {ok(3)}
+    assert spec.observe(o.CreateRegion(0, b"r", 2**64 - 1), huge).ok
+    assert {b.outcome for b in spec.allowed(o.CreateRegion(0, b"r", 4096))} == {ok(3 if profile == "memfd" else 4)}
 
 
 def test_a_32_bit_process_uses_the_compat_numbers_of_the_two_sized_ioctls() -> None:

@@ -14,8 +14,8 @@ the executor cannot become context manager there. Capabilities are probed on the
 
 Options: serial=, profile=, adb=PATH (the adb tool), timeout=SECONDS (default 30), and
 stand_in=qemu-user for the self-tests' stand-in device, which runs Android binaries under qemu-user:
-unknown ioctls are then left out, and mmap's EINVAL for length 0 before EBADF is declared (qemu
-answers both itself).
+unknown ioctls and /proc/self/maps are then left out, and mmap's EINVAL for length 0 before EBADF is
+declared (qemu answers these itself).
 """
 
 from __future__ import annotations
@@ -61,7 +61,10 @@ class AdbAdapter(ExecutorAdapter):
         if self.stand_in:  # the self-tests' stand-in device (conformance/selftest/fake_adb.py): what
             # qemu-user answers itself, before the kernel is asked
             self.unsupported = {o.UnknownIoctl: "the stand-in device runs the executor under qemu-user, which "
-                                "answers an ioctl it does not know itself (ENOSYS) instead of asking the kernel"}
+                                "answers an ioctl it does not know itself (ENOSYS) instead of asking the kernel",
+                                o.MapsName: "the stand-in device runs the executor under qemu-user, which "
+                                "makes /proc/self/maps itself from the host's: a W|X shared mapping placed right "
+                                "above a file-contiguous RW one is missing from it (natively it is listed)"}
             self.deviations = {"fd.ebadf": "stand-in under qemu-user: its mmap refuses length 0 (EINVAL) "
                                "before the kernel looks the fd up (EBADF)"}
         super().__init__(**options)
@@ -179,7 +182,8 @@ class AdbAdapter(ExecutorAdapter):
         finally:
             t.kill(-1)
         self.profile = profile  # type: ignore[misc]
-        self.regions = AshmemRegions(long_bits=self.long_bits) if profile == "ashmem" else MemfdRegions()
+        self.regions = (AshmemRegions(long_bits=self.long_bits) if profile == "ashmem"
+                        else MemfdRegions(long_bits=self.long_bits))
         caps = {Capability.MULTI_PROCESS, Capability.FD_TRANSFER, Capability.MAPS_NAME, Capability.CONCURRENT}
         caps |= {Capability.PRIVILEGED, Capability.UNPRIVILEGED} if uid == 0 else {Capability.UNPRIVILEGED}
         if profile == "ashmem":

@@ -81,7 +81,9 @@ class Adapter(abc.ABC):
         page_size: the backend's page size in bytes.
         long_bits: width of `long` in the executing ABI (GET_SIZE returns a long).
         spontaneous_purge: True if the backend may purge unpinned memory on its own at any time
-            (memory pressure); False if only PURGE_ALL_CACHES purges (a quiet machine).
+            (memory pressure); False if only PURGE_ALL_CACHES purges (a quiet machine). Read after
+            reset() and after every call, so an adapter may change it between calls (the simulator
+            has stretches without pressure): the spec follows what it says after each call.
         memory_bytes: RAM + swap of the machine that runs the implementation (MemTotal + SwapTotal),
             which bounds the first mmap of a region (shmem's overcommit check); None if unknown,
             and then large first mmaps may succeed or fail with ENOMEM.

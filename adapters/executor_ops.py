@@ -36,6 +36,7 @@ from ashcheck.spec.constants import (
     PROT_WRITE,
     AshmemIoctl,
     abi_number,
+    as_long,
 )
 from ashcheck.spec.outcome import SIGBUS, SIGSEGV, Outcome, emulated, err, fault, indeterminate, ok
 from ashcheck.spec.pinning import NO_OP_ANSWER
@@ -125,7 +126,11 @@ def memfd_prot_mask(seals: int) -> int:
 class MemfdRegions:
     """Regions as libcutils' memfd mode makes them, ioctls answered as the memfd-ashmem shim does.
     Only creation is a call of the implementation; every other answer here is computed from what
-    fstat, fcntl and readlink say, so it is marked emulated."""
+    fstat, fcntl and readlink say, so it is marked emulated. GET_SIZE is the shim's `long`, as wide
+    as the caller's (`long_bits`): a 32-bit caller's 2 GiB is -2^31."""
+
+    def __init__(self, long_bits: int = 64) -> None:
+        self.long_bits = long_bits
 
     def perform(self, send: Send, op: o.Op) -> Outcome:
         if isinstance(op, o.CreateRegion):
@@ -136,7 +141,7 @@ class MemfdRegions:
         p = op.proc
         match op:
             case o.GetSize(fd=fd):
-                return self._regular(send, p, fd, lambda st: ok(st[1]))
+                return self._regular(send, p, fd, lambda st: ok(as_long(st[1], self.long_bits)))
             case o.GetName(fd=fd):
                 return self._regular(send, p, fd, lambda _: self._name(send, p, fd))
             case o.SetName(fd=fd) | o.SetSize(fd=fd):

@@ -107,7 +107,7 @@ class KernelAdapter(ExecutorAdapter):
             self.regions = AshmemRegions(long_bits=self.long_bits)
         else:  # binder only (6.x, or regions=memfd): regions as libcutils makes them there, from memfd
             self.profile = "memfd"  # type: ignore[misc]
-            self.regions = MemfdRegions()
+            self.regions = MemfdRegions(long_bits=self.long_bits)
         if vm.has_binder:
             reply = self.transport.hub_request(f"servicemanager {b'/dev/binder'.hex()}")
             if reply.status == "ok":

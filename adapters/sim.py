@@ -5,9 +5,17 @@ operation type. After every operation the simulator's seeded memory-pressure pol
 shrinker (`spontaneous_purge`), as a real device may purge unpinned memory at any moment; the
 same seed and the same operations purge the same ranges, so failures replay exactly.
 
-Options: `seed=<int>` (default 0) seeds the memory pressure; `ram=<bytes>` is the machine's RAM +
-swap (default 1 GiB, as a small device): the first mmap of a larger region fails with ENOMEM;
-`ram=-1` makes it unlimited.
+Quiet stretches: where the shrinker may purge at any moment, a purge explains any zeros in
+unpinned memory and any PURGE_ALL_CACHES count down to 0, so a bug that zeroes or miscounts unpinned
+ranges looks like pressure. So each UNPIN starts a stretch of calls with or without memory pressure
+(one in QUIET_SHARE without), and the spec, told so (`spontaneous_purge`, read after each call),
+expects in a quiet stretch what the driver does without a shrinker, as on a VM. Which is decided
+from the UNPIN and the number of calls before it: the same program has the same pressure every
+time it is replayed.
+
+Options: `seed=<int>` (default 0) seeds the memory pressure; `pressure=mixed|on|off` (default mixed:
+the quiet stretches above); `ram=<bytes>` is the machine's RAM + swap (default 1 GiB, as a small
+device): the first mmap of a larger region fails with ENOMEM; `ram=-1` makes it unlimited.
 An exception out of `perform` is a harness bug (an operation naming a process or mapping the
 model never created): it is raised, never turned into an outcome.
 """
@@ -16,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, ClassVar
@@ -28,6 +37,7 @@ from ashcheck.spec.constants import AshmemIoctl, ashmem_io
 from ashcheck.spec.outcome import Outcome
 
 RECLAIM_PASSES = 4  # shrinker passes of the reclaim task in a concurrent run
+QUIET_SHARE = 3  # one stretch in this many has no memory pressure (pressure=mixed)
 
 
 class SimAdapter(Adapter):
@@ -44,11 +54,16 @@ class SimAdapter(Adapter):
         self.seed = _int_option(options, "seed", 0)
         ram = _int_option(options, "ram", 1 << 30)
         self.memory_bytes = None if ram < 0 else ram
+        self.pressure = str(options.pop("pressure", "mixed"))
+        if self.pressure not in ("mixed", "on", "off"):
+            raise ValueError(f"pressure={self.pressure!r}: expected mixed, on or off")
         super().__init__(**options)  # refuses whatever is left
-        self.kernel = Kernel(self.seed, ram=self.memory_bytes)
+        self.reset()
 
     def reset(self) -> None:
         self.kernel = Kernel(self.seed, ram=self.memory_bytes)
+        self.spontaneous_purge = self.pressure != "off"
+        self.calls = 0  # in this test case: with each UNPIN they decide the next stretch (mixed)
 
     concurrent_transfers = True  # one kernel object: a transaction needs nothing of the receiver's task
     replays_schedule = True
@@ -82,6 +97,9 @@ class SimAdapter(Adapter):
         handler = _HANDLERS.get(type(op))
         if handler is None:
             raise TypeError(f"the sim adapter has no handler for {type(op).__name__}")
+        self.calls += 1
+        if isinstance(op, o.Unpin) and self.pressure == "mixed":  # a stretch begins (module docstring)
+            self.spontaneous_purge = zlib.crc32(repr((self.calls, op)).encode()) % QUIET_SHARE != 0
         outcome = handler(self, op)
         if self.spontaneous_purge:
             self.kernel.memory_pressure()

@@ -79,6 +79,7 @@ class Harness:
         if observed is None:
             self.not_performed += 1
             return None
+        self.model.spontaneous_purge = self.adapter.spontaneous_purge  # it may change between calls (sim)
         self.trace.append((op, observed))
         self.recorder.totals.steps += 1
         if observed.kind is Kind.INDETERMINATE:

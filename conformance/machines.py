@@ -520,11 +520,11 @@ class Conformance(RuleBasedStateMachine):
         if fd is not None:
             scenarios.map_past_the_end(self.d, fd)
 
-    @kind(m=MAPPING, scenario=True)
-    def unpin_to_the_end_purge_and_pin(self, m: Ref) -> None:
+    @kind(m=MAPPING, whole=S.BOOL, scenario=True)
+    def unpin_to_the_end_purge_and_pin(self, m: Ref, whole: bool) -> None:
         handle = self.d.as_map(m)
         if handle is not None:
-            scenarios.unpin_to_the_end_purge_and_pin(self.d, handle)
+            scenarios.unpin_to_the_end_purge_and_pin(self.d, handle, whole)
 
     @kind(m=MAPPING, sizes=S.CACHE_ENTRIES, order=S.CACHE_ORDER, scenario=True)
     def cache_entries_purged(self, m: Ref, sizes: list[int], order: list[int]) -> None:

@@ -65,18 +65,21 @@ def map_past_the_end(d: Driver, fd: FdRef) -> None:
         d.step(o.Load(m.proc, m.map_id, 0, 1))
 
 
-def unpin_to_the_end_purge_and_pin(d: Driver, m: MapRef) -> None:
-    """The cache pattern: UNPIN from the second page to the end (len 0), ask the status, purge,
-    read the purged page through the mapping (zeros), and PIN it back (WAS_PURGED)."""
+def unpin_to_the_end_purge_and_pin(d: Driver, m: MapRef, whole: bool) -> None:
+    """The cache pattern: UNPIN from the second page (or, `whole`, the first: a cache dropping
+    everything) to the end (len 0, which the driver computes in a u32: on a region of 4 GiB it
+    wraps to a range over every page), ask the status, purge, read the purged page through the
+    mapping (zeros), and PIN it back (WAS_PURGED)."""
     page = d.page
+    at = 0 if whole else page
     fd, mapping = d.resolve(m), d.mapping(m)
-    if fd is None or mapping is None or d.on_fd(fd, lambda p, f: o.Unpin(p, f, page, 0)) is None:
+    if fd is None or mapping is None or d.on_fd(fd, lambda p, f: o.Unpin(p, f, at, 0)) is None:
         return
-    d.on_fd(fd, lambda p, f: o.GetPinStatus(p, f, page, page))
+    d.on_fd(fd, lambda p, f: o.GetPinStatus(p, f, at, page))
     d.on_fd(fd, o.PurgeAllCaches)
-    if mapping.shared and mapping.offset == 0 and mapping.length > page and mapping.prot & PROT_READ:
-        d.step(o.Load(m.proc, m.map_id, page, 8))
-    d.on_fd(fd, lambda p, f: o.Pin(p, f, page, 0))
+    if mapping.shared and mapping.offset == 0 and mapping.length > at and mapping.prot & PROT_READ:
+        d.step(o.Load(m.proc, m.map_id, at, 8))
+    d.on_fd(fd, lambda p, f: o.Pin(p, f, at, 0))
 
 
 def cache_entries_purged(d: Driver, m: MapRef, sizes: list[int], order: list[int]) -> None:

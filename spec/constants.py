@@ -83,8 +83,13 @@ def ashmem_io(nr: int) -> int:
 
 def loff_t(value: int) -> int:
     """`value` as a loff_t holds it: 64 bits, signed (a sum past the maximum wraps negative)."""
-    value &= (1 << 64) - 1
-    return value - (1 << 64) if value >> 63 else value
+    return as_long(value, 64)
+
+
+def as_long(value: int, bits: int) -> int:
+    """`value` as a signed integer of `bits` bits holds it (a caller's long, or ioctl's int)."""
+    value &= (1 << bits) - 1
+    return value - (1 << bits) if value >> (bits - 1) else value
 
 
 def page_align(n: int, page: int) -> int:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import errno
 
 from ashcheck.spec.branch import Branch, ebadf, fails
-from ashcheck.spec.constants import MAX_ERRNO, MAX_LFS_FILESIZE, PROT_MASK
+from ashcheck.spec.constants import MAX_ERRNO, MAX_LFS_FILESIZE, PROT_MASK, as_long
 from ashcheck.spec.fds import emfile
 from ashcheck.spec.ops import (
     CreateRegion,
@@ -177,16 +177,11 @@ def get_size(k: Kernel, op: GetSize) -> list[Branch]:
     if region is None:
         return ebadf()
     if not k.profile.ioctl_returns_int:
-        return [Branch("ashmem.get-size.value", ok(_as_long(region.size, k.long_bits)))]
-    value = _as_long(region.size, 32)
+        return [Branch("ashmem.get-size.value", ok(as_long(region.size, k.long_bits)))]
+    value = as_long(region.size, 32)
     if -MAX_ERRNO <= value < 0:  # the C library takes it for an error code
         return fails("ashmem.get-size.value", -value)
     return [Branch("ashmem.get-size.value", ok(value))]
-
-
-def _as_long(value: int, bits: int) -> int:
-    value &= (1 << bits) - 1
-    return value - (1 << bits) if value >> (bits - 1) else value
 
 
 def set_prot_mask(k: Kernel, op: SetProtMask) -> list[Branch]:

@@ -98,6 +98,37 @@ def test_an_fd_closed_under_the_model_sets_aside_its_process() -> None:
     assert h.violated == ["ashmem.get-size.value"]
 
 
+def test_the_simulators_quiet_stretches_replay_and_the_spec_follows_them() -> None:
+    """pressure=mixed: each UNPIN starts a stretch with or without memory pressure, the same for
+    the same program; in a quiet one the spec allows only the data in unpinned memory."""
+    program: list[o.Op] = [o.Spawn(0), o.CreateRegion(0, b"r", 4 * P), o.Mmap(0, 3, 0, 4 * P, 3, True)]
+    program += [o.Store(0, 0, page * P, b"kept") for page in range(4)]
+    for page in range(40):
+        program += [o.Unpin(0, 3, (page % 4) * P, P), o.Pin(0, 3, (page % 4) * P, P)]
+    stretches = []
+    for _ in range(2):
+        h = Harness(SimAdapter(), Recorder())
+        seen = []
+        for op in program:
+            h.step(op)
+            assert h.model.spontaneous_purge == h.adapter.spontaneous_purge
+            seen.append(h.adapter.spontaneous_purge)
+        stretches.append(seen)
+    assert stretches[0] == stretches[1] and {True, False} <= set(stretches[0])
+    for quiet in (False, True):  # the page just unpinned: kept, or kept or purged
+        at = next(i for i, op in enumerate(program) if isinstance(op, o.Unpin) and stretches[0][i] is not quiet)
+        h = Harness(SimAdapter(), Recorder())
+        for op in program[:at + 1]:
+            h.step(op)
+        unpinned = program[at]
+        assert isinstance(unpinned, o.Unpin)
+        load = o.Load(0, 0, unpinned.offset, 4)
+        assert {b.outcome for b in h.spec.allowed(load)} == ({ok(b"kept")} if quiet else {ok(b"kept"), ok(bytes(4))})
+    for pressure, expected in (("on", True), ("off", False)):
+        h = Harness(SimAdapter(pressure=pressure), Recorder())
+        assert [h.step(op) is not None for op in program[:6]] and h.model.spontaneous_purge is expected
+
+
 class DeclaresIt(BrokenName):
     deviations = MappingProxyType({"ashmem.get-name.value": "known"})
 

@@ -246,6 +246,20 @@ def test_memfd_region_failures_close_the_fd(exe: Path) -> None:
         assert ex.request("fds").fields == ("0", "1", "2")
 
 
+@pytest.mark.parametrize("long_bits", [64, 32])
+def test_the_memfd_shims_size_is_the_callers_long(exe: Path, long_bits: int) -> None:
+    """GET_SIZE of the memfd shim is a `long`: found by the armv7 stand-in, a 32-bit caller's 2 GiB
+    region is -2^31 (what the spec says), where fstat's st_size (64 bits in musl) is 2^31."""
+    from ashcheck.adapters.executor_ops import MemfdRegions
+    from ashcheck.spec import ops as o
+
+    with Executor(exe) as ex:
+        regions = MemfdRegions(long_bits=long_bits)
+        fd = regions.perform(lambda _, line: ex.request(line), o.CreateRegion(0, b"r", 2**31)).value
+        size = regions.perform(lambda _, line: ex.request(line), o.GetSize(0, fd))
+        assert size.value == (2**31 if long_bits == 64 else -2**31) and size.emulated
+
+
 NAMES = [b"a\0b", b"new\nline", b"sp ace", b"\xff\xfe\x80", b"", b"-", b"back\\slash", b"x" * 249, b"x" * 250,
          b"x" * 300]
 

@@ -94,7 +94,9 @@ def test_an_interrupted_run_keeps_a_report_that_says_so(workdir: Path, signum: i
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
-        while not list((report / "evidence").glob("*.progress")):  # a test process is at work
+        # a test process is at work with its adapter started (its .progress file comes before the
+        # adapter does: a kill in between is "interrupted before the adapter started", no results)
+        while not list((report / "evidence").glob("*.adapter")):
             assert run.poll() is None, run.communicate()[0]
             assert time.monotonic() < deadline, "no test process started within 120 s"
             time.sleep(0.1)

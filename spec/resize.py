@@ -37,7 +37,9 @@ from ashcheck.spec.constants import (
 from ashcheck.spec.ops import Fallocate, Ftruncate
 from ashcheck.spec.outcome import Outcome, ok
 from ashcheck.spec.rules import Rule, declare
-from ashcheck.spec.state import Kernel
+from ashcheck.spec.state import Kernel, SpecLimit
+
+ALLOCATION_TRACKED = 1 << 16  # pages one fallocate may allocate and the spec still follow (256 MiB)
 
 OPEN = "fs/open.c"
 SHMEM = "mm/shmem.c"
@@ -122,6 +124,8 @@ def fallocate(k: Kernel, op: Fallocate) -> list[Branch]:
     # keeps it one (SGP_READ), a write or a fault through a mapping makes it data, and so does a
     # second fallocate over it (Mem.fallocate).
     indexes = range(offset // page, -(-end // page))
+    if len(indexes) > ALLOCATION_TRACKED:  # a real one may fail for want of memory: not followed here
+        raise SpecLimit(f"fallocate of {len(indexes)} pages")
 
     def allocate(_: Outcome) -> None:
         region.worlds = list(dict.fromkeys(w.fallocate(indexes) for w in region.worlds))

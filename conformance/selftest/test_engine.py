@@ -127,6 +127,27 @@ def test_the_simulators_quiet_stretches_replay_and_the_spec_follows_them() -> No
     for pressure, expected in (("on", True), ("off", False)):
         h = Harness(SimAdapter(pressure=pressure), Recorder())
         assert [h.step(op) is not None for op in program[:6]] and h.model.spontaneous_purge is expected
+    # a concurrent history is judged under one stretch: its UNPINs start none
+    sim = WatchedPressure()
+    for op in program[:8]:
+        sim.perform(op)
+    before, sim.seen = sim.spontaneous_purge, []
+    unpins = [op for op in program[8:] if isinstance(op, o.Unpin)][:8]
+    sim.perform_concurrently([unpins[:4], unpins[4:]], [0, 1] * 8)
+    assert sim.seen == [before] * 8 and sim.pressure == "mixed"
+
+
+class WatchedPressure(SimAdapter):
+    """Notes whether memory pressure is on after each call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[bool] = []
+
+    def perform(self, op: o.Op) -> Outcome:
+        out = super().perform(op)
+        self.seen.append(self.spontaneous_purge)
+        return out
 
 
 class DeclaresIt(BrokenName):

@@ -101,6 +101,8 @@ class Adapter(abc.ABC):
             something: loads of mapped pages (does every live mapping still show what the spec
             says?) and pin-status queries of the regions touched. Each is one round trip: keep it
             small where a round trip is slow. After a purge or an exit everything is checked.
+        restarts: how many times reset() had to restart the backend because the channel to it was
+            gone (a VM's hub stream failed, say); the harness counts them in the run's totals.
     """
 
     name: ClassVar[str]
@@ -114,6 +116,7 @@ class Adapter(abc.ABC):
     memory_bytes: int | None = None
     max_file_offset: int | None = None
     checks_per_step: int = 4
+    restarts: int = 0
     max_workers: int | None = None
     concurrent_transfers: bool = False
     replays_schedule: bool = False

@@ -14,6 +14,7 @@ outstanding while others run), which only the real binder path needs and only th
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -27,6 +28,10 @@ from ashcheck.spec import ops as o
 from ashcheck.spec.outcome import BR_FAILED_REPLY, BR_TRANSACTION_COMPLETE, Outcome, indeterminate, ok
 
 UNPRIVILEGED_UID = 65534  # nobody: no CAP_SYS_ADMIN
+# A broken transport (every executor unreachable) is replaced by a restart of the adapter at the
+# next test case, at most this many times per test process: a backend that keeps breaking is then
+# left broken, its outcomes lost, and the run says that too much was lost (exit 2).
+MAX_RESTARTS = 3
 
 
 class TransportLost(Exception):
@@ -36,7 +41,12 @@ class TransportLost(Exception):
 
 class Transport(Protocol):
     """How an ExecutorAdapter reaches its executors: what every backend can do. Every call raises
-    TransportLost when the process (or the channel) is lost."""
+    TransportLost when the process (or the channel) is lost.
+
+    `broken`: why the channel to every executor is gone (a hub's stream failed), or None while
+    only single processes can be lost; a broken transport is replaced by restarting the adapter."""
+
+    broken: str | None
 
     def spawn(self, proc: int, uid: int | None) -> None:
         """Start the executor of modelled process `proc` (as `uid`; None: keep ours)."""
@@ -88,6 +98,17 @@ class ExecutorAdapter(Adapter):
         self.lost: set[int] = set()
 
     def reset(self) -> None:
+        transport: Transport | None = getattr(self, "transport", None)
+        broken = transport.broken if transport is not None else None
+        if broken and self.restarts < MAX_RESTARTS:
+            self.restarts += 1
+            print(f"ashcheck: {self.name}: {broken}; restarting the adapter (restart {self.restarts} of at most "
+                  f"{MAX_RESTARTS})", file=sys.stderr, flush=True)
+            self.close()
+            self.start()  # AdapterUnavailable: the test case errs, and the run says why (exit 2)
+        self._kill_all()
+
+    def _kill_all(self) -> None:
         for proc in list(self.procs):
             self._kill(proc)
         self.lost.clear()
@@ -99,8 +120,9 @@ class ExecutorAdapter(Adapter):
 
     def close(self) -> None:
         if getattr(self, "transport", None) is not None:
-            self.reset()
+            self._kill_all()
             self.transport.close()
+        self.procs.clear()
 
     def perform_concurrently(self, branches: Sequence[Sequence[o.Op]], schedule: Sequence[int]) -> list[list[Timed]]:
         """Each branch in a thread of its own, sending its calls to its process's executor: the

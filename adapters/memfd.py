@@ -40,6 +40,7 @@ class HostTransport:
         self.version, self.target = version, target
         self._execs: dict[int, Executor] = {}
         self._rebuilt = False
+        self.broken: str | None = None  # one executor per process: each is lost alone, never all
 
     def executor(self, proc: int) -> Executor:
         """The executor of modelled process `proc`. Raises TransportLost if it has none."""

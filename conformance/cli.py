@@ -273,7 +273,7 @@ def finish(args: argparse.Namespace, options: dict[str, str], run: dict[str, Any
     """Write the report, print the end of the run, and return the exit status."""
     from ashcheck.conformance import console
     from ashcheck.conformance import report as reporting
-    from ashcheck.conformance.results import Recorder, statuses
+    from ashcheck.conformance.results import Recorder, lost_share, statuses
     from ashcheck.spec.reach import unreachable
 
     evidence_dir = args.report / "evidence"
@@ -304,10 +304,12 @@ def finish(args: argparse.Namespace, options: dict[str, str], run: dict[str, Any
                         f"pytest's output is in {args.report / 'pytest.log'}): " + "; ".join(outcome.errors[:3]))
     elif outcome.returncode not in (0, 1, 5) and outcome.interrupted is None:
         problems.append(f"the tests ended with pytest status {outcome.returncode}: see {args.report / 'pytest.log'}")
-    share = totals.lost / totals.steps if totals.steps else 0.0
+    share = lost_share(asdict(totals))
     if share > run["lost_limit"]:
-        problems.append(f"{share:.1%} of the operations were lost (more than --max-lost {run['lost_limit']:.0%}): "
-                        "the transport to the implementation is not reliable enough to judge it")
+        problems.append(f"{share:.1%} of the run was lost ({totals.lost:,} of {totals.steps:,} operations, in "
+                        f"{totals.lossy:,} of {totals.examples:,} test cases; more than --max-lost "
+                        f"{run['lost_limit']:.0%}): the transport to the implementation is not reliable enough to "
+                        "judge it")
     failed = sum(r["status"] == "fail" for r in results)
     if interrupted:
         code, why = interrupted, f"interrupted by {outcome.interruption}"
@@ -317,7 +319,7 @@ def finish(args: argparse.Namespace, options: dict[str, str], run: dict[str, Any
         code, why = 1, f"{failed} rule(s) failed"
     else:
         code, why = 0, "every rule passes or is a known deviation"
-    run.update(exit_code=code, exit_reason=why)
+    run.update(exit_code=code, exit_reason=why, lost_reasons=Recorder.load_lost_reasons(evidence_dir))
     flows = {name: asdict(f) for name, f in Recorder.load_flows(evidence_dir).items()}
     report = reporting.build(adapter=args.adapter, options=options, meta=meta, results=results,
                              totals=asdict(totals), run=run, flows=flows)
@@ -350,7 +352,10 @@ def cmd_merge(args: argparse.Namespace) -> int:
         print(f"ashcheck: {len(table.columns)} implementations, {len(table.rules)} rules, "
               f"{len(table.differing())} differ; table in {args.out / 'differences.md'}")
     if args.check is not None:
-        stale = differences.check(table, args.check)
+        stale, kept = differences.check(table, args.check)
+        if kept:
+            print(f"ashcheck: {len(kept)} cell(s) show less in runs that lost outcomes; the table's stand:\n  "
+                  + "\n  ".join(kept))
         if stale:
             print(f"ashcheck: {args.check} is out of date with these reports; regenerate it with "
                   f"`ashcheck merge ... --out DIR` and copy DIR/differences.md:\n{stale}", file=sys.stderr)

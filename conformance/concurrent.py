@@ -222,7 +222,8 @@ def record(adapter: Adapter, recorder: Recorder, h: Harness, history: History) -
     if result.undecided:
         if "lost" in result.undecided:
             evidence.lost += 1
-            recorder.totals.lost += 1
+            h.count_lost(next((str(c.outcome.value) for branch in checked.calls for c in branch
+                               if c.outcome.kind is Kind.INDETERMINATE), "a call of the history was lost"))
         else:
             recorder.totals.set_aside += 1
         return checked

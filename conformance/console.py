@@ -5,7 +5,7 @@ line is printed every `EVERY` seconds. Both go to stderr; the end goes to stdout
 
     FAIL mem.load.shared: p0: load(0, 4096, 4096) → b'\\x00…' (allowed: b'0.0.1.1…'); reproducer: r/rep…/….py
     known deviations seen: ashmem.get-name.value
-    lost outcomes: 12 of 31,240 operations (0.04%), in 5 rules
+    lost outcomes: 12 of 31,240 operations, in 5 of 400 test cases (1.25%; …); in 5 rules
     ashcheck: sim (ashmem), ci: 1 fail, 0 known deviation, … 77 pass in 41 s: exit 1, a rule failed; report: r/report.md
 """
 
@@ -21,6 +21,7 @@ from rich.live import Live
 from rich.text import Text
 
 from ashcheck.conformance import progress
+from ashcheck.conformance.render import lost_line, lost_reasons
 from ashcheck.conformance.report import LABELS
 from ashcheck.conformance.results import FLOW_ORDER
 
@@ -33,7 +34,7 @@ def progress_line(snap: progress.Snapshot, elapsed: float, what: str) -> str:
         return f"ashcheck {what}: starting the adapter, {_clock(elapsed)}"
     rules = f"{snap.exercised}/{snap.rules}" if snap.rules else f"{snap.exercised}"
     failing = f", {snap.failing} failing" if snap.failing else ""
-    lost = f", {snap.lost:,} lost" if snap.lost else ""
+    lost = f", {snap.lost:,} lost in {snap.lossy:,} examples" if snap.lost else ""
     return (f"ashcheck {what}: {rules} rules exercised{failing}, {snap.examples:,} examples, "
             f"{snap.steps:,} steps{lost}, {_clock(elapsed)}")
 
@@ -104,10 +105,9 @@ def final_lines(report: dict[str, Any], report_dir: Path) -> list[str]:
     if seen:
         out.append(f"known deviations seen ({len(seen)}): {', '.join(seen)}")
     totals = report["totals"]
-    if totals.get("lost"):
-        share = totals["lost"] / totals["steps"] if totals.get("steps") else 1.0
-        out.append(f"lost outcomes: {totals['lost']:,} of {totals['steps']:,} operations ({share:.2%}), "
-                   f"in {len(report['lost_by_rule'])} rules (see the report)")
+    if totals.get("lost") or totals.get("restarts"):
+        out.append(f"lost outcomes: {lost_line(report)}; in {len(report['lost_by_rule'])} rules (see the report)")
+        out += [f"  {why}" for why in lost_reasons(report)[:2]]
     flows = report.get("flows", [])
     if flows:
         by: dict[str, list[str]] = {}

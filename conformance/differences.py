@@ -57,6 +57,8 @@ class Column:
     options: dict[str, str]
     cells: dict[str, Cell] = field(default_factory=dict)  # rule → cell, for the rules of its report
     flows: dict[str, str] = field(default_factory=dict)  # callers' flow → its result in that report
+    lost: int = 0  # operations whose outcome the run lost (see check)
+    lost_why: str = ""  # the commonest reason
 
 
 @dataclass
@@ -83,12 +85,16 @@ class Table:
 
     def variants(self, rule: str, column: Column) -> str:
         """The variants `column` showed for `rule`, or its cell's label where it showed none."""
-        c = self.cell(rule, column)
-        return "; ".join(c.variants) if c.variants else f"{MARK[c.label]} {c.label}"
+        return shown(self.cell(rule, column))
 
     def totals(self, column: Column) -> dict[str, int]:
         found = [self.cell(rule, column).label for rule in self.rules]
         return {name: found.count(name) for name in CELLS}
+
+
+def shown(c: Cell) -> str:
+    """A cell as the variants view shows it: its variants, or its label where it showed none."""
+    return "; ".join(c.variants) if c.variants else f"{MARK[c.label]} {c.label}"
 
 
 def header(report: dict[str, Any]) -> str:
@@ -128,7 +134,9 @@ def load(paths: list[Path], skip: Path | None = None) -> Table:
                  for r in data["results"]}
         flows = {f["flow"]: f["status"] for f in data.get("flows", [])}
         columns.append(Column(header(data), data["adapter"], data["profile"], data.get("hypothesis_profile", ""),
-                              dict(data.get("identity") or {}), dict(data.get("options") or {}), cells, flows))
+                              dict(data.get("identity") or {}), dict(data.get("options") or {}), cells, flows,
+                              int((data.get("totals") or {}).get("lost", 0)),
+                              next(iter((data.get("run") or {}).get("lost_reasons") or {}), "")))
     columns.sort(key=lambda c: (c.header, sorted(c.options.items()), c.search))
     _unique_headers(columns)
     rules = sorted({rule for c in columns for rule in c.cells})
@@ -310,17 +318,62 @@ def write(table: Table, out: Path) -> None:
     (out / "differences.json").write_text(json.dumps(as_json(table), indent=1, sort_keys=True) + "\n")
 
 
-def check(table: Table, file: Path) -> str:
-    """'' if `file` holds the Markdown of `table`, else a short diff saying how it differs. The
-    implementations' identity rows are left out of the comparison: they name the machine that ran
-    each adapter (the host's kernel, say), which is not what the table is about."""
+def check(table: Table, file: Path) -> tuple[str, list[str]]:
+    """('', notes) if `file` holds the Markdown of `table`, else a short diff saying how it differs.
+    The implementations' identity rows are left out of the comparison: they name the machine that
+    ran each adapter (the host's kernel, say), which is not what the table is about.
+
+    A run that lost outcomes (a VM's channel failed, say) explored less than a complete one: where
+    its column shows less than the table (a rule not exercised, fewer allowed variants, a flow lost
+    or incomplete), the table's cell stands, and `notes` says which cells did (the differences.json
+    beside `file` holds the table's cells). Anything else that differs, in any run, is stale."""
     fresh = "\n".join(_results_only(markdown(table)))
     try:
         current = "\n".join(_results_only(file.read_text()))
     except OSError as exc:
-        return f"cannot read it: {exc}"
+        return f"cannot read it: {exc}", []
+    notes: list[str] = []
+    if current != fresh and any(c.lost for c in table.columns):
+        notes = _keep_where_runs_lost(table, file.with_name(FILES[2]))
+        fresh = "\n".join(_results_only(markdown(table)))
     if current == fresh:
-        return ""
+        return "", notes
     diff = list(difflib.unified_diff(current.splitlines(), fresh.splitlines(), str(file), "fresh merge",
                                      lineterm="", n=0))
-    return "\n".join(diff[:40] + ([f"… {len(diff) - 40} more lines"] if len(diff) > 40 else []))
+    return "\n".join(diff[:40] + ([f"… {len(diff) - 40} more lines"] if len(diff) > 40 else [])), notes
+
+
+FEWER_FLOWS = {"lost", "incomplete"}  # a flow's results that say it was not carried to its end
+
+
+def _keep_where_runs_lost(table: Table, json_file: Path) -> list[str]:
+    """Put the table's own cells (from its differences.json) back into the columns of runs that
+    lost outcomes, where those show less than the table; one note per cell put back."""
+    try:
+        doc = json.loads(json_file.read_text())
+        rules, variants, flows = doc["rules"], doc.get("variants", {}), doc.get("flows", {})
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    notes: list[str] = []
+    for column in (c for c in table.columns if c.lost):
+        kept = len(notes)
+        for rule in table.rules:
+            old = rules.get(rule, {}).get(column.header)
+            if not isinstance(old, dict):
+                continue
+            was = Cell(old.get("cell", ""), old.get("reason", ""),
+                       tuple(sorted(variants.get(rule, {}).get(column.header, []))))
+            now = table.cell(rule, column)
+            fewer = (now.label, now.reason) == (was.label, was.reason) and set(now.variants) < set(was.variants)
+            if now != was and ((now.label == "not exercised" and was.label != "fail") or fewer):
+                column.cells[rule] = was
+                notes.append(f"{column.header}: `{rule}` {shown(now)} (the table: {shown(was)})")
+        for flow, status in list(column.flows.items()):
+            old_flow = flows.get(flow, {}).get(column.header)
+            if isinstance(old_flow, str) and old_flow != status and status in FEWER_FLOWS:
+                column.flows[flow] = old_flow
+                notes.append(f"{column.header}: flow {flow} {status} (the table: {old_flow})")
+        if len(notes) > kept:
+            notes.append(f"{column.header}: {column.lost:,} outcome(s) lost; the commonest reason: "
+                         f"{column.lost_why or 'not recorded'}")
+    return notes

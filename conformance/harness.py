@@ -29,12 +29,16 @@ from ashcheck.spec.ops import Op
 from ashcheck.spec.outcome import Kind, Outcome
 from ashcheck.spec.state import Kernel
 
+REASON_CHARS, REASONS_KEPT = 200, 50  # a lost outcome's reason as kept, and how many different ones
+
 
 class Harness:
     def __init__(self, adapter: Adapter, recorder: Recorder = RECORDER) -> None:
         self.adapter = adapter
         self.recorder = recorder
+        restarts = adapter.restarts
         adapter.reset()
+        recorder.totals.restarts += adapter.restarts - restarts
         self.spec = Spec(adapter.profile, page_size=adapter.page_size, long_bits=adapter.long_bits,
                          spontaneous_purge=adapter.spontaneous_purge, memory=adapter.memory_bytes,
                          max_offset=adapter.max_file_offset)
@@ -83,8 +87,7 @@ class Harness:
         self.trace.append((op, observed))
         self.recorder.totals.steps += 1
         if observed.kind is Kind.INDETERMINATE:
-            self.recorder.totals.lost += 1
-            self.lost += 1
+            self.count_lost(str(observed.value))
             for rule in dict.fromkeys(b.rule for b in branches):
                 self.recorder.get(rule).lost += 1
             self.quarantine.set_aside(self.model, op, lost=True)
@@ -92,6 +95,20 @@ class Harness:
         self._judge(op, branches, observed)
         self.recorder.maybe_dump()  # a long run's progress can be read from the evidence files
         return observed
+
+    def count_lost(self, reason: str) -> None:
+        """One more operation whose outcome was lost; the first one also counts this test case
+        among those that lost something (a backend lost for good loses one or two calls per test
+        case, and then nothing is left to ask: the share of test cases says so where the share of
+        calls does not)."""
+        if not self.lost:
+            self.recorder.totals.lossy += 1
+        self.lost += 1
+        self.recorder.totals.lost += 1
+        why = self.recorder.lost_reasons
+        reason = reason[:REASON_CHARS]
+        if reason in why or len(why) < REASONS_KEPT:
+            why[reason] = why.get(reason, 0) + 1
 
     def perform(self, op: Op) -> Outcome | None:
         """The adapter's outcome of `op`; None if the adapter does not know the operation (one newer

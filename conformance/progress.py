@@ -66,6 +66,7 @@ class Snapshot:
     examples: int
     steps: int
     lost: int
+    lossy: int           # test cases that lost an outcome
     set_aside: int
 
 
@@ -85,7 +86,7 @@ def read(evidence_dir: Path) -> Snapshot:
         if known is None or _mtime(path) > _mtime(known):
             workers[path.stem] = path
     rules: dict[str, list[int]] = {}
-    totals = {"examples": 0, "steps": 0, "lost": 0, "set_aside": 0}
+    totals = {"examples": 0, "steps": 0, "lost": 0, "lossy": 0, "set_aside": 0}
     for path in workers.values():
         try:
             data = json.loads(path.read_text())

@@ -9,6 +9,7 @@ import html as h
 from typing import Any
 
 from ashcheck.conformance.report import LABELS, label, ordered, steps_as_lines
+from ashcheck.conformance.results import lost_share
 
 MARK = {"fail": "❌", "known deviation": "⚠️", "not exercised": "❔", "skip": "⏭", "pass, emulated": "☑️",
         "pass": "✅", "not applicable": "—", "lost": "🔌", "incomplete": "❔"}
@@ -37,10 +38,16 @@ def headline(report: dict[str, Any]) -> str:
 
 def lost_line(report: dict[str, Any]) -> str:
     t = report["totals"]
-    steps, lost = t.get("steps", 0), t.get("lost", 0)
-    share = lost / steps if steps else 0.0
-    return (f"{lost:,} of {steps:,} operations ({share:.2%}; a run that loses more than "
-            f"{report['run']['lost_limit']:.0%} exits 2)")
+    restarts = t.get("restarts", 0)
+    return (f"{t.get('lost', 0):,} of {t.get('steps', 0):,} operations, in {t.get('lossy', 0):,} of "
+            f"{t.get('examples', 0):,} test cases ({lost_share(t):.2%}; a run that loses more than "
+            f"{report['run']['lost_limit']:.0%} exits 2)"
+            + (f"; the adapter was restarted {restarts} time(s): its transport was gone" if restarts else ""))
+
+
+def lost_reasons(report: dict[str, Any]) -> list[str]:
+    """Why outcomes were lost, commonest first: `12 × the hub channel failed: …`."""
+    return [f"{n:,} × {why}" for why, n in (report["run"].get("lost_reasons") or {}).items()]
 
 
 def settings_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
@@ -113,6 +120,7 @@ def markdown(report: dict[str, Any]) -> str:
     out += [f"| {MARK[name]} {name} | {report['counts'][name]} |" for name in LABELS]
     t = report["totals"]
     out += [f"| lost outcomes | {lost_line(report)} |",
+            *([f"| why lost | {_cell('; '.join(lost_reasons(report)))} |"] if lost_reasons(report) else []),
             f"| examples, operations performed, set aside | {t.get('examples', 0):,}, {t.get('steps', 0):,}, "
             f"{t.get('set_aside', 0):,} |", ""]
     failures = [r for r in results if r["status"] == "fail"]
@@ -208,9 +216,11 @@ def html(report: dict[str, Any]) -> str:
     t = report["totals"]
     rows = [[f"{MARK[name]} {name}", str(report["counts"][name])] for name in LABELS]
     rows += [["lost outcomes", h.escape(lost_line(report))],
+             *([["why lost", h.escape("; ".join(lost_reasons(report)))]] if lost_reasons(report) else []),
              ["examples, operations performed, set aside",
               f"{t.get('examples', 0):,}, {t.get('steps', 0):,}, {t.get('set_aside', 0):,}"]]
-    body += ["<h2>Summary</h2>", _table(["result", "rules"], rows, [COLOR[name] for name in LABELS] + ["#fff"] * 2)]
+    body += ["<h2>Summary</h2>", _table(["result", "rules"], rows,
+                                        [COLOR[name] for name in LABELS] + ["#fff"] * (len(rows) - len(LABELS)))]
     failures = [r for r in results if r["status"] == "fail"]
     if failures:
         body.append("<h2>Failures</h2>")

@@ -91,11 +91,21 @@ class Totals:
     examples: int = 0  # test cases (and exhaustive pairs) run
     steps: int = 0     # operations performed
     lost: int = 0      # operations whose outcome was indeterminate
+    lossy: int = 0     # test cases with at least one of them
+    restarts: int = 0  # times the adapter was restarted because its transport was gone (Adapter.restarts)
     set_aside: int = 0  # operations not performed because what they touch was set aside
 
     def merge(self, other: Totals) -> None:
         for f in fields(self):
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+def lost_share(totals: Mapping[str, int]) -> float:
+    """How much of a run was lost: the larger of the share of operations lost and the share of
+    test cases that lost any (a backend gone for good loses few calls but every test case)."""
+    steps, examples = totals.get("steps", 0), totals.get("examples", 0)
+    return max(totals.get("lost", 0) / steps if steps else 0.0,
+               totals.get("lossy", 0) / examples if examples else 0.0)
 
 
 class Recorder:
@@ -106,6 +116,7 @@ class Recorder:
         self.flows: dict[str, FlowResult] = {}
         self.totals = Totals()
         self.unsupported: dict[str, str] = {}  # operation → why, for those the adapter refused at run time
+        self.lost_reasons: dict[str, int] = {}  # why outcomes were lost (the transport's message) → how often
         self.path: Path | None = None  # where to write, set by the plugin
         self._written = 0.0
 
@@ -117,6 +128,7 @@ class Recorder:
         self.flows.clear()
         self.totals = Totals()
         self.unsupported.clear()
+        self.lost_reasons.clear()
 
     def dump(self, path: Path | None = None) -> None:
         path = path or self.path
@@ -126,7 +138,8 @@ class Recorder:
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(json.dumps({"rules": {r: asdict(e) for r, e in self.rules.items()},
                                    "flows": {f: asdict(r) for f, r in self.flows.items()},
-                                   "totals": asdict(self.totals), "unsupported": self.unsupported}))
+                                   "totals": asdict(self.totals), "unsupported": self.unsupported,
+                                   "lost_reasons": self.lost_reasons}))
         tmp.replace(path)
         self._written = time.monotonic()
 
@@ -145,6 +158,15 @@ class Recorder:
                 merged.setdefault(rule, Evidence()).merge(Evidence(**ev))
             totals.merge(Totals(**data["totals"]))
         return merged, totals
+
+    @staticmethod
+    def load_lost_reasons(directory: Path, most: int = 5) -> dict[str, int]:
+        """The `most` commonest reasons outcomes were lost, over every process, commonest first."""
+        found: dict[str, int] = {}
+        for part in sorted(directory.glob("*.json")):
+            for why, n in json.loads(part.read_text()).get("lost_reasons", {}).items():
+                found[why] = found.get(why, 0) + n
+        return dict(sorted(found.items(), key=lambda kv: (-kv[1], kv[0]))[:most])
 
     @staticmethod
     def load_unsupported(directory: Path) -> dict[str, str]:

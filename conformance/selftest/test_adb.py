@@ -135,6 +135,29 @@ def test_close_ends_the_hub_and_its_executors_and_removes_the_binary(fake_adb: P
     assert list(device.iterdir()) == []
 
 
+def test_a_hub_that_dies_is_started_again_for_the_next_test_case(fake_adb: Path, device: Path) -> None:
+    """The device's hub killed (adb shell gone, the device rebooted): the call in flight is lost,
+    the next test case starts a new `adb shell` hub and goes on; nothing is left behind."""
+    import signal
+
+    from ashcheck.spec.outcome import Kind
+
+    adapter = AdbAdapter(adb=str(fake_adb), profile="memfd")
+    adapter.start()
+    try:
+        assert adapter.perform(o.Spawn(1)).succeeded
+        for pid in executors_under(device):
+            os.kill(pid, signal.SIGKILL)
+        assert adapter.perform(o.CreateRegion(1, b"x", 4096)).kind is Kind.INDETERMINATE
+        adapter.reset()
+        assert adapter.restarts == 1
+        assert adapter.perform(o.Spawn(1)).succeeded
+        assert adapter.perform(o.CreateRegion(1, b"x", 4096)).succeeded
+    finally:
+        adapter.close()
+    assert executors_under(device) == []
+
+
 def test_executors_under_finds_a_running_executor(device: Path) -> None:
     """The leak check above can fail: it sees an executor that runs from the device directory."""
     from ashcheck.adapters.build import executor_path

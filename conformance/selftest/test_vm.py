@@ -406,3 +406,35 @@ def test_regions_ashmem_on_a_kernel_without_it_cannot_start() -> None:
     with pytest.raises(AdapterUnavailable, match=r"regions=ashmem, but the guest .* has no /dev/ashmem"):
         adapter.start()
     assert adapter.vm is None
+
+
+@pytest.mark.usefixtures("no_qemu_left")
+def test_a_guest_that_dies_is_booted_again_for_the_next_test_case() -> None:
+    """qemu killed under a run: what that test case still asks is lost, and the next test case
+    boots a new guest and is judged as usual, the restart counted. (A guest lost for good would
+    lose one or two calls of every later test case of its worker, and nothing else: the run's
+    share of lost calls would hide it, the share of test cases that lost any does not.)"""
+    from ashcheck.conformance.harness import Harness
+    from ashcheck.conformance.results import Recorder
+    from ashcheck.spec import ops as o
+    from ashcheck.spec.outcome import Kind
+
+    adapter = KernelAdapter(kernel="5.10", regions="memfd")
+    adapter.start()
+    try:
+        recorder = Recorder()
+        h = Harness(adapter, recorder)
+        first = h.step(o.Spawn(0))
+        assert first is not None and first.succeeded, first
+        assert isinstance(adapter.vm, qemu.Vm)
+        adapter.vm.proc.kill()
+        lost = h.step(o.CreateRegion(0, b"x", 4096))
+        assert lost is not None and lost.kind is Kind.INDETERMINATE, lost
+        h = Harness(adapter, recorder)
+        assert (adapter.restarts, recorder.totals.restarts) == (1, 1)
+        for op in (o.Spawn(0), o.CreateRegion(0, b"x", 4096)):
+            got = h.step(op)
+            assert got is not None and got.succeeded, (op, got)
+        assert not h.violated and (recorder.totals.lost, recorder.totals.lossy) == (1, 1)
+    finally:
+        adapter.close()

@@ -312,9 +312,14 @@ class Conformance(RuleBasedStateMachine):
     def mprotect(self, m: Ref, prot: int, again: int | None) -> None:
         """mprotect, and now and then a second one on the same mapping: what the first allowed or
         refused must not change what the second may add (the mask is the region's, not the last
-        call's)."""
+        call's). A mapping left writable is then used, as the caller that asked for it would: a
+        store in every page (Driver.fill), so that where the bytes land (the file, or the private
+        copies of a MAP_PRIVATE mapping) shows in the data checks."""
+        handle = self.d.as_map(m)
         if self.d.on_map(m, lambda h, _: o.Mprotect(h.proc, h.map_id, prot)) is not None and again is not None:
             self.d.on_map(m, lambda h, _: o.Mprotect(h.proc, h.map_id, again))
+        if handle is not None:
+            self.d.fill(handle)
 
     @kind(m=MAPPING, at=S.POSITIONS, length=S.LOAD_LENGTHS)
     def load(self, m: Ref, at: int, length: int) -> None:

@@ -25,9 +25,10 @@ How the search covers the space:
 - Targeted search: at the end of each test case `hypothesis.target()` is told how much of the rare
   state it reached (unpinned and purged ranges, regions held by several processes, mappings that
   outlive every fd, fds received over binder), and Hypothesis steers towards more of it.
-- Data everywhere: the first region is filled page by page, and `fill` fills any mapping, so a
-  page lost, purged too eagerly or shared by mistake shows in the checks after every step
-  (fd tables, pin states of the regions touched, mapped data: driver.py).
+- Data everywhere: the first region is filled page by page, `fill` fills any mapping, and a
+  mapping that mprotect leaves writable is filled at once (a permission granted is used, as its
+  caller would), so a page lost, purged too eagerly or shared by mistake shows in the checks after
+  every step (fd tables, pin states of the regions touched, mapped data: driver.py).
 - Scenarios (scenarios.py): the patterns real callers use, one kind each; `scenarios = False`
   switches them off (the self-tests do, to show that the exploration alone catches each bug).
 """

@@ -2,8 +2,10 @@
 can meet an older one of the same file.
 
 Small domains first (STYLE §9): before the exploration wanders, each lifecycle state of a region
-meets each operation once with canonical arguments. A state is a setup program from a fresh
-process; a pair runs the setup, the operation, and a look at the fd table, all judged by the spec.
+meets each operation once with canonical arguments. Every mapped state is there twice: with its
+mapping shared, and private (whose pages of its own must survive what the file goes through). A
+state is a setup program from a fresh process; a pair runs the setup, the operation, and a look at
+the fd table, all judged by the spec.
 The same table serves the spec's own totality test (selftest/test_spec.py).
 
 Placements: an older shared mapping (each prot), then WRITE removed from the mask (memfd: the
@@ -16,7 +18,7 @@ before the driver or shmem checks it (5.10's mmap_region) shows here on every ru
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ashcheck.adapters.base import Adapter, Capability
 from ashcheck.spec import ops as o
@@ -56,6 +58,26 @@ STATES: dict[str, State] = {
     "closed": State((_create, lambda fd: o.Mmap(0, fd, 0, 2 * P, RW, True, 0),
                      lambda fd: o.Store(0, 0, 0, b"live"), lambda fd: o.Close(0, fd)), mapped=True),
 }
+
+STATES |= {
+    "masked-then-mapped": State((_create, lambda fd: o.SetProtMask(0, fd, PROT_READ),
+                                 lambda fd: o.Mmap(0, fd, 0, 2 * P, PROT_READ, True, 0)), mapped=True),
+}
+
+
+def _private(step: MakeOp) -> MakeOp:
+    """`step`, with mapping 0 made MAP_PRIVATE if it is the mmap of mapping 0."""
+    def make(fd: int) -> o.Op:
+        op = step(fd)
+        return replace(op, shared=False) if isinstance(op, o.Mmap) and op.map_id == 0 else op
+    return make
+
+
+# Every mapped state again with mapping 0 MAP_PRIVATE: a private mapping's own pages (copied on
+# write) outlive what its file goes through (a purge, a punch, a release, a truncation), and the
+# prot mask (memfd: the seal) cuts its rights as the driver (or shmem) says, not as a shared one's.
+STATES |= {f"{name}-private": State(tuple(map(_private, state.setup)), state.needs, state.mapped)
+           for name, state in list(STATES.items()) if state.mapped}
 
 FD_OPS: dict[str, MakeOp] = {
     "SET_NAME": lambda fd: o.SetName(0, fd, b"x"),

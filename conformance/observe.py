@@ -13,9 +13,9 @@ by luck much later. After each step, in this order:
    at: a released region's memory is no longer purgeable, however it was unpinned;
 4. pins: GET_PIN_STATUS of every page of the regions a step touched;
 5. page cache: after a step that may add pages to a region's file or take them out (a write, a read,
-   fallocate, ftruncate, an unpin, a purge, a close), the region is walked with SEEK_DATA and
-   SEEK_HOLE, its position put back after: before the data looks, whose loads fault pages in and
-   would hide what the step left;
+   fallocate, ftruncate, an unpin, a purge, a close), the region's file position is asked
+   (SEEK_CUR), then it is walked with SEEK_DATA and SEEK_HOLE, its position put back after: before
+   the data looks, whose loads fault pages in and would hide what the step left;
 6. new mappings: the first page of each mapping a step made is loaded at once: a mapping must show
    the region's data from its first load (not another region's pages, not stale or shifted ones);
 7. data: loads of mapped pages, judged against what the spec knows (the bytes, or zero where
@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 from ashcheck.adapters.base import Capability
 from ashcheck.conformance.handles import FdRef, MapRef
 from ashcheck.spec import ops as o
-from ashcheck.spec.constants import PROT_READ, SEEK_DATA, SEEK_HOLE, SEEK_SET
+from ashcheck.spec.constants import PROT_READ, SEEK_CUR, SEEK_DATA, SEEK_HOLE, SEEK_SET
 from ashcheck.spec.outcome import Outcome
 
 if TYPE_CHECKING:
@@ -196,6 +196,10 @@ class Watch:
         for region, holder in self._held(regions):
             if region.size == 0 or (d.h.model.profile.fd_io_needs_mapping and not region.materialized):
                 continue  # (lseek's own refusals are the lseek kind's to explore)
+            # where the file position is, first: the walk moves it and puts the model's back, which
+            # would otherwise overwrite a position the step left wrong before anything could see it
+            if d.step(o.Lseek(holder.proc, holder.fd, 0, SEEK_CUR)) is None:
+                continue
             was, pos, size = region.pos, 0, region.size
             for whence in (SEEK_DATA, SEEK_HOLE) * budget:
                 if budget <= 0:

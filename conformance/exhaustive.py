@@ -78,6 +78,11 @@ def _private(step: MakeOp) -> MakeOp:
 # prot mask (memfd: the seal) cuts its rights as the driver (or shmem) says, not as a shared one's.
 STATES |= {f"{name}-private": State(tuple(map(_private, state.setup)), state.needs, state.mapped)
            for name, state in list(STATES.items()) if state.mapped}
+# and a private mapping made of a file that already holds data: ashmem's is anonymous (zeros), a
+# memfd's or a plain file's is a copy-on-write view of the data
+STATES["written-then-mapped-private"] = State((
+    _create, lambda fd: o.Mmap(0, fd, 1, 2 * P, RW, True, 0), lambda fd: o.Store(0, 1, P, b"file"),
+    lambda fd: o.Mmap(0, fd, 0, 2 * P, RW, False, 0)), mapped=True)
 
 FD_OPS: dict[str, MakeOp] = {
     "SET_NAME": lambda fd: o.SetName(0, fd, b"x"),

@@ -57,9 +57,6 @@ STATES: dict[str, State] = {
                      lambda fd: o.PurgeAllCaches(0, fd)), (Capability.PRIVILEGED,), mapped=True),
     "closed": State((_create, lambda fd: o.Mmap(0, fd, 0, 2 * P, RW, True, 0),
                      lambda fd: o.Store(0, 0, 0, b"live"), lambda fd: o.Close(0, fd)), mapped=True),
-}
-
-STATES |= {
     "masked-then-mapped": State((_create, lambda fd: o.SetProtMask(0, fd, PROT_READ),
                                  lambda fd: o.Mmap(0, fd, 0, 2 * P, PROT_READ, True, 0)), mapped=True),
 }

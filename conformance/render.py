@@ -118,9 +118,9 @@ def markdown(report: dict[str, Any]) -> str:
     out += [f"> ⚠️ {_cell(w)}" for w in _warnings(report)] + ([""] if _warnings(report) else [])
     out += ["## Summary", "", "| result | rules |", "|---|---|"]
     out += [f"| {MARK[name]} {name} | {report['counts'][name]} |" for name in LABELS]
-    t = report["totals"]
+    t, why = report["totals"], "; ".join(lost_reasons(report))
     out += [f"| lost outcomes | {lost_line(report)} |",
-            *([f"| why lost | {_cell('; '.join(lost_reasons(report)))} |"] if lost_reasons(report) else []),
+            *([f"| why lost | {_cell(why)} |"] if why else []),
             f"| examples, operations performed, set aside | {t.get('examples', 0):,}, {t.get('steps', 0):,}, "
             f"{t.get('set_aside', 0):,} |", ""]
     failures = [r for r in results if r["status"] == "fail"]
@@ -213,10 +213,10 @@ def html(report: dict[str, Any]) -> str:
     results = ordered(report["results"])
     body = [f"<p><b>{h.escape(headline(report))}</b></p>"]
     body += [f"<p class='warn'>⚠️ {h.escape(w)}</p>" for w in _warnings(report)]
-    t = report["totals"]
+    t, why = report["totals"], "; ".join(lost_reasons(report))
     rows = [[f"{MARK[name]} {name}", str(report["counts"][name])] for name in LABELS]
     rows += [["lost outcomes", h.escape(lost_line(report))],
-             *([["why lost", h.escape("; ".join(lost_reasons(report)))]] if lost_reasons(report) else []),
+             *([["why lost", h.escape(why)]] if why else []),
              ["examples, operations performed, set aside",
               f"{t.get('examples', 0):,}, {t.get('steps', 0):,}, {t.get('set_aside', 0):,}"]]
     body += ["<h2>Summary</h2>", _table(["result", "rules"], rows,
